@@ -1,0 +1,31 @@
+"""Datasets (synthetic shapes, PASCAL VOC 2012, ADE20K), augmentation, batching, colours."""
+
+from .ade20k import ADE20K, ADE20K_CLASS_NAMES
+from .loader import iterate_batches, num_batches
+from .palette import PALETTE, colorize, make_palette, overlay
+from .registry import DATASETS, build_dataset
+from .shapes import CLASS_NAMES, ShapesDataset, make_shapes
+from .transforms import VGG_MEAN_RGB, SegmentationTransform, denormalize, normalize
+from .voc import VOC_CLASS_NAMES, VOCSegmentation
+
+__all__ = [
+    "ADE20K",
+    "ADE20K_CLASS_NAMES",
+    "CLASS_NAMES",
+    "DATASETS",
+    "PALETTE",
+    "VGG_MEAN_RGB",
+    "VOC_CLASS_NAMES",
+    "SegmentationTransform",
+    "ShapesDataset",
+    "VOCSegmentation",
+    "build_dataset",
+    "colorize",
+    "denormalize",
+    "iterate_batches",
+    "make_palette",
+    "make_shapes",
+    "normalize",
+    "num_batches",
+    "overlay",
+]

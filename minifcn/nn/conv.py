@@ -1,0 +1,141 @@
+"""2-D convolution (``Conv2d``) with a hand-written backward pass.
+
+The three functions below are the whole of the mathematics; ``ConvTranspose2d``
+(in ``conv_transpose.py``) reuses them with the roles of forward and backward
+swapped.
+
+Shapes: x (N, C, H, W); weight (O, C, kh, kw); y (N, O, out_h, out_w);
+K = C*kh*kw; P = out_h*out_w.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .checks import check_float, check_nchw
+from .im2col import col2im, conv_output_size, im2col
+from .init import as_generator, kaiming_normal
+from .module import Module
+from .parameter import Parameter
+
+
+def conv2d(x, weight, stride: int, padding: int):
+    """Convolution without bias, as im2col followed by one batched matrix multiply.
+
+    Args:
+        x: (N, C, H, W).
+        weight: (O, C, kh, kw).
+    Returns:
+        y: (N, O, out_h, out_w).
+        col: (N, K, P), the patches, kept for the weight gradient.
+    """
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    out_h = conv_output_size(h, kh, stride, padding)
+    out_w = conv_output_size(w, kw, stride, padding)
+    if kh == 1 and kw == 1 and stride == 1 and padding == 0:
+        col = x.reshape(n, c, h * w)  # 1x1 fast path: the image already is its own col
+    else:
+        col = im2col(x, kh, kw, stride, padding).reshape(n, c * kh * kw, out_h * out_w)
+    y = weight.reshape(o, -1) @ col  # (O, K) @ (N, K, P) -> (N, O, P)
+    return y.reshape(n, o, out_h, out_w), col
+
+
+def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
+    """The adjoint of ``conv2d`` with respect to its input.
+
+    Args:
+        dy: (N, O, out_h, out_w).
+        weight: (O, C, kh, kw).
+        h, w: the input's spatial size.
+    Returns:
+        dx: (N, C, h, w) = W^T dy, spread back over the patches by col2im.
+    """
+    n, o, out_h, out_w = dy.shape
+    _, c, kh, kw = weight.shape
+    dcol = weight.reshape(o, -1).T @ dy.reshape(n, o, out_h * out_w)  # (N, K, P)
+    if kh == 1 and kw == 1 and stride == 1 and padding == 0:
+        return dcol.reshape(n, c, h, w)
+    return col2im(dcol.reshape(n, c, kh, kw, out_h, out_w), h, w, stride, padding)
+
+
+def conv2d_weight_grad(col, dy):
+    """Gradient of ``conv2d`` with respect to its weight.
+
+    Args:
+        col: (N, K, P) patches from the forward pass.
+        dy: (N, O, out_h, out_w).
+    Returns:
+        dW: (O, K) = sum over the batch of dy_n @ col_n^T (reshape to (O, C, kh, kw)).
+    """
+    n, o = dy.shape[:2]
+    return (dy.reshape(n, o, -1) @ col.transpose(0, 2, 1)).sum(axis=0)
+
+
+class Conv2d(Module):
+    """y = W * x + b, PyTorch's ``nn.Conv2d`` (square kernel, stride and padding).
+
+    Parameters:
+        weight: (out_channels, in_channels, kernel_size, kernel_size), He-normal init.
+        bias: (out_channels,), zeros (absent when ``bias=False``).
+
+    ``forward(x (N, C_in, H, W)) -> (N, C_out, out_h, out_w)`` with
+    out = floor((H + 2*padding - kernel_size) / stride) + 1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+        rng=None,
+        dtype=np.float32,
+    ):
+        if min(in_channels, out_channels, kernel_size, stride) < 1 or padding < 0:
+            raise ValueError(
+                f"Conv2d: channels, kernel_size and stride must be >= 1 and padding >= 0, got "
+                f"in={in_channels}, out={out_channels}, k={kernel_size}, s={stride}, p={padding}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        fan_in = in_channels * kernel_size * kernel_size
+        self.weight = Parameter(kaiming_normal(shape, fan_in, as_generator(rng), dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
+        self._cache = None
+
+    def forward(self, x):
+        check_nchw(x, "Conv2d", self.in_channels)
+        check_float(x, "Conv2d")
+        k, p = self.kernel_size, self.padding
+        if x.shape[2] + 2 * p < k or x.shape[3] + 2 * p < k:
+            raise ValueError(
+                f"Conv2d: kernel {k}x{k} is larger than the padded input "
+                f"{x.shape[2] + 2 * p}x{x.shape[3] + 2 * p} (input {tuple(x.shape)}, padding {p})"
+            )
+        y, col = conv2d(x, self.weight.data, self.stride, p)
+        if self.bias is not None:
+            y += self.bias.data.reshape(1, -1, 1, 1)
+        self._cache = (x.shape, col)
+        return y
+
+    def backward(self, dy):
+        """dy (N, C_out, out_h, out_w) -> dx (N, C_in, H, W); adds into weight.grad, bias.grad."""
+        x_shape, col = self._cache
+        if self.weight.requires_grad:
+            self.weight.grad += conv2d_weight_grad(col, dy).reshape(self.weight.shape)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += dy.sum(axis=(0, 2, 3))
+        return conv2d_input_grad(dy, self.weight.data, *x_shape[2:], self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}"
+        )
+
+
+__all__ = ["Conv2d", "conv2d", "conv2d_input_grad", "conv2d_weight_grad"]

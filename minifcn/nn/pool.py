@@ -1,0 +1,96 @@
+"""Max pooling with PyTorch's output-size rule, including ceil mode."""
+
+from __future__ import annotations
+
+import math
+
+from ..backend import get_array_module
+from .checks import check_float, check_nchw
+from .module import Module
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """PyTorch's rule: floor (or ceil) of (size + 2p - k) / s, plus one.
+
+    In ceil mode the last window may hang over the bottom/right edge, but it
+    must start inside the input or the left padding; otherwise it is dropped.
+    FCN pools 2x2/2 in ceil mode, so an odd size 7 becomes 4, not 3.
+    """
+    span = size + 2 * padding - kernel
+    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+class MaxPool2d(Module):
+    """``forward(x (N, C, H, W)) -> (N, C, out_h, out_w)``, the max over each window.
+
+    Windows loop over the kernel offsets (kernel_size**2 strided slices), never
+    over output pixels. Positions outside the input count as -inf. Ties go to the
+    first offset in row-major order; backward sends each output's gradient to
+    the one input that won.
+    """
+
+    def __init__(
+        self, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False
+    ):
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.ceil_mode = ceil_mode
+        if padding * 2 > kernel_size:
+            raise ValueError(
+                f"MaxPool2d: padding ({padding}) must be at most half of "
+                f"kernel_size ({kernel_size})"
+            )
+        self._cache = None
+
+    def output_size(self, size: int) -> int:
+        return pool_output_size(size, self.kernel_size, self.stride, self.padding, self.ceil_mode)
+
+    def forward(self, x):
+        check_nchw(x, "MaxPool2d")
+        check_float(x, "MaxPool2d")
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        out_h, out_w = self.output_size(h), self.output_size(w)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"MaxPool2d: kernel {k} is larger than the padded input {x.shape}")
+        # A -inf canvas big enough for every window, the input in its interior.
+        hp, wp = (out_h - 1) * s + k, (out_w - 1) * s + k
+        img = xp.full((n, c, max(hp, h + p), max(wp, w + p)), -xp.inf, dtype=x.dtype)
+        img[:, :, p : p + h, p : p + w] = x
+        y = None
+        arg = xp.zeros((n, c, out_h, out_w), dtype=xp.int8 if k * k < 128 else xp.int32)
+        for i in range(k):
+            for j in range(k):
+                window = img[:, :, i : i + s * out_h : s, j : j + s * out_w : s]
+                if y is None:
+                    y = window.copy()
+                    continue
+                better = window > y
+                y = xp.where(better, window, y)
+                arg[better] = i * k + j
+        self._cache = (x.shape, arg, img.shape)
+        return y
+
+    def backward(self, dy):
+        """dy (N, C, out_h, out_w) -> dx (N, C, H, W)."""
+        (n, c, h, w), arg, canvas = self._cache
+        xp = get_array_module(dy)
+        k, s, p = self.kernel_size, self.stride, self.padding
+        out_h, out_w = dy.shape[2:]
+        dimg = xp.zeros((n, c) + canvas[2:], dtype=dy.dtype)
+        for i in range(k):
+            for j in range(k):
+                won = arg == i * k + j
+                dimg[:, :, i : i + s * out_h : s, j : j + s * out_w : s] += dy * won
+        return dimg[:, :, p : p + h, p : p + w]
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"ceil_mode={self.ceil_mode}"
+        )

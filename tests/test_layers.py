@@ -1,0 +1,235 @@
+"""What each layer computes: reference loops, identities, output sizes, dtypes, bad input."""
+
+import numpy as np
+import pytest
+from helpers import close, on
+
+from minifcn.nn import (
+    Conv2d,
+    ConvTranspose2d,
+    Crop,
+    Dropout,
+    Fuse,
+    MaxPool2d,
+    ReLU,
+    SoftmaxCrossEntropy,
+    bilinear_kernel,
+    col2im,
+    im2col,
+)
+from minifcn.nn.pool import pool_output_size
+from minifcn.nn.reference import conv2d_naive, conv_transpose2d_naive
+
+
+@pytest.mark.parametrize("k,s,p", [(1, 1, 0), (3, 1, 1), (3, 2, 0), (4, 2, 1), (7, 3, 3)])
+def test_conv_forward_matches_naive_loop(xp, rng, k, s, p):
+    layer = on(xp, Conv2d(3, 4, k, s, p, rng=rng))
+    layer.bias.data[...] = xp.asarray(rng.standard_normal(4))
+    x = rng.standard_normal((2, 3, 9, 8))
+    w, b = (
+        np.asarray(layer.weight.data.get() if xp is not np else layer.weight.data),
+        np.asarray(layer.bias.data.get() if xp is not np else layer.bias.data),
+    )
+    close(layer(xp.asarray(x)), conv2d_naive(x, w, b, s, p), rtol=1e-10, atol=1e-10)
+
+
+def test_im2col_and_col2im_are_adjoint(xp, rng):
+    x = xp.asarray(rng.standard_normal((2, 3, 7, 6)))
+    col = im2col(x, 3, 2, 2, 1)
+    c = xp.asarray(rng.standard_normal(col.shape))
+    lhs = float((col * c).sum())
+    rhs = float((x * col2im(c, 7, 6, 2, 1)).sum())
+    assert abs(lhs - rhs) < 1e-9 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (4, 2, 1), (16, 8, 0), (3, 3, 2)])
+def test_transposed_conv_is_adjoint_of_conv(xp, rng, k, s, p):
+    """<conv(x), y> = <x, conv_transpose(y)> when both share one weight array."""
+    conv = on(xp, Conv2d(3, 2, k, s, p, bias=False, rng=rng))
+    up = on(xp, ConvTranspose2d(2, 3, k, s, p, init="kaiming"))
+    up.weight.data = conv.weight.data  # (O=2, C=3, k, k) is (in=2, out=3, k, k) for the transpose
+    # Sizes where (H + 2p - k) is a multiple of s, so the transpose restores H exactly.
+    h, w = s * 4 + k - 2 * p, s * 3 + k - 2 * p
+    x = xp.asarray(rng.standard_normal((2, 3, h, w)))
+    y_shape = conv(x).shape
+    y = xp.asarray(rng.standard_normal(y_shape))
+    up_y = up(y)
+    assert up_y.shape == x.shape
+    lhs, rhs = float((conv(x) * y).sum()), float((x * up_y).sum())
+    assert abs(lhs - rhs) < 1e-9 * max(1.0, abs(lhs))
+
+
+def test_transposed_conv_forward_matches_naive_loop(xp, rng):
+    layer = on(xp, ConvTranspose2d(3, 2, 4, 2, 1, init="kaiming", rng=rng))
+    x = rng.standard_normal((2, 3, 4, 5))
+    w = np.asarray(layer.weight.data.get() if xp is not np else layer.weight.data)
+    close(layer(xp.asarray(x)), conv_transpose2d_naive(x, w, 2, 1), rtol=1e-10, atol=1e-10)
+
+
+def test_transposed_conv_output_size_follows_pytorch_rule():
+    assert ConvTranspose2d(2, 2, 64, 32).output_size(3) == (3 - 1) * 32 + 64
+    assert ConvTranspose2d(2, 2, 4, 2, 1).output_size(5) == 10
+
+
+def test_bilinear_kernel_of_size_4_has_the_expected_profile():
+    k = bilinear_kernel(4)
+    profile = np.array([0.25, 0.75, 0.75, 0.25])
+    np.testing.assert_allclose(k, np.outer(profile, profile))
+    np.testing.assert_allclose(bilinear_kernel(3)[1], [0.5, 1.0, 0.5])
+    assert bilinear_kernel(64).shape == (64, 64)
+
+
+def test_bilinear_weight_is_diagonal_in_channels():
+    w = ConvTranspose2d(3, 3, 4, 2).weight.data
+    assert w.shape == (3, 3, 4, 4)
+    np.testing.assert_allclose(w[1, 1], bilinear_kernel(4))
+    assert np.all(w[0, 1] == 0) and np.all(w[2, 0] == 0)
+
+
+@pytest.mark.parametrize("k,s", [(4, 2), (16, 8), (64, 32)])
+def test_bilinear_upsampling_keeps_a_constant_image_constant_away_from_borders(xp, k, s):
+    up = on(xp, ConvTranspose2d(2, 2, k, s), dtype=np.float32)
+    x = xp.full((1, 2, 6, 5), 3.0, dtype=xp.float32)
+    y = up(x)
+    assert y.dtype == xp.float32
+    inner = y[:, :, k:-k, k:-k]
+    close(inner, np.full(inner.shape, 3.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "size,k,s,p,ceil,expected",
+    [
+        (7, 2, 2, 0, True, 4),
+        (7, 2, 2, 0, False, 3),
+        (8, 2, 2, 0, True, 4),
+        (5, 3, 2, 1, True, 3),
+        (6, 3, 2, 1, True, 4),
+        (1, 2, 2, 0, True, 1),
+        (10, 3, 3, 0, True, 4),
+        (224 + 198, 2, 2, 0, True, 211),
+    ],
+)
+def test_max_pool_output_size_rule(size, k, s, p, ceil, expected):
+    assert pool_output_size(size, k, s, p, ceil) == expected
+
+
+def test_max_pool_takes_the_window_maximum(xp):
+    x = xp.asarray(np.arange(25, dtype=np.float32).reshape(1, 1, 5, 5))
+    y = MaxPool2d(2, 2, ceil_mode=True)(x)
+    close(y[0, 0], [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
+
+
+def test_dropout_drops_with_probability_p_and_rescales(xp):
+    layer = Dropout(0.25, rng=0)
+    x = xp.ones((4, 8, 32, 32), dtype=xp.float32)
+    y = layer(x)
+    kept = float((y > 0).mean())
+    assert abs(kept - 0.75) < 0.02
+    close(y[y > 0], np.full(int((y > 0).sum()), 1 / 0.75), rtol=1e-6)
+    layer.eval()
+    assert layer(x) is x
+
+
+def test_crop_backward_pads_with_zeros(xp):
+    layer = Crop((1, 2))
+    x = xp.zeros((1, 1, 4, 5))
+    layer(x, xp.zeros((1, 1, 2, 2)))
+    dx = layer.backward(xp.ones((1, 1, 2, 2)))
+    expected = np.zeros((1, 1, 4, 5))
+    expected[0, 0, 1:3, 2:4] = 1
+    close(dx, expected)
+
+
+def test_loss_value_matches_a_direct_computation(rng):
+    scores = rng.standard_normal((2, 3, 4, 4))
+    labels = rng.integers(0, 3, (2, 4, 4))
+    labels[1, 0] = 255
+    p = np.exp(scores) / np.exp(scores).sum(1, keepdims=True)
+    n, h, w = np.nonzero(labels != 255)
+    expected = -np.log(p[n, labels[n, h, w], h, w]).mean()
+    assert SoftmaxCrossEntropy()(scores, labels) == pytest.approx(expected, rel=1e-12)
+    total = SoftmaxCrossEntropy(reduction="sum")(scores, labels)
+    assert total == pytest.approx(expected * len(n), rel=1e-12)
+
+
+def test_loss_all_ignored_is_zero_with_zero_gradient(xp):
+    loss = SoftmaxCrossEntropy()
+    scores = xp.ones((2, 3, 4, 4), dtype=xp.float32)
+    value = loss(scores, xp.full((2, 4, 4), 255))
+    grad = loss.backward()
+    assert value == 0.0
+    assert not bool(xp.isnan(grad).any()) and float(abs(grad).sum()) == 0.0
+
+
+def test_loss_is_stable_for_huge_scores(xp):
+    scores = xp.asarray(np.array([1e4, -1e4, 0.0], dtype=np.float32).reshape(1, 3, 1, 1))
+    loss = SoftmaxCrossEntropy()
+    assert loss(scores, xp.zeros((1, 1, 1), dtype=xp.int64)) == pytest.approx(0.0, abs=1e-6)
+    assert loss(scores, xp.ones((1, 1, 1), dtype=xp.int64)) == pytest.approx(2e4, rel=1e-6)
+    assert not bool(xp.isnan(loss.backward()).any())
+
+
+def _float32_cases():
+    return [
+        (lambda: Conv2d(3, 4, 3, 1, 1), (2, 3, 6, 5)),
+        (lambda: Conv2d(3, 4, 1), (2, 3, 6, 5)),
+        (lambda: ConvTranspose2d(3, 3, 4, 2), (2, 3, 6, 5)),
+        (lambda: MaxPool2d(2, 2, ceil_mode=True), (2, 3, 7, 5)),
+        (lambda: ReLU(), (2, 3, 6, 5)),
+        (lambda: Dropout(0.5), (2, 3, 6, 5)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_float32_in_gives_float32_out_and_gradients(xp, rng, case):
+    make, shape = _float32_cases()[case]
+    layer = on(xp, make(), dtype=np.float32)
+    x = xp.asarray(rng.standard_normal(shape).astype(np.float32))
+    y = layer(x)
+    dx = layer.backward(xp.ones_like(y))
+    assert y.dtype == xp.float32 and dx.dtype == xp.float32
+    assert all(p.grad.dtype == np.float32 for p in layer.parameters())
+
+
+def test_float32_loss_gradient_and_crop_fuse_stay_float32(xp):
+    scores = xp.zeros((1, 3, 2, 2), dtype=xp.float32)
+    loss = SoftmaxCrossEntropy()
+    loss(scores, xp.zeros((1, 2, 2), dtype=xp.int32))
+    assert loss.backward().dtype == xp.float32
+    crop = Crop(1)
+    assert crop(xp.zeros((1, 2, 4, 4), dtype=xp.float32), scores).dtype == xp.float32
+    assert crop.backward(xp.zeros((1, 2, 2, 2), dtype=xp.float32)).dtype == xp.float32
+    assert Fuse()(scores, scores).dtype == xp.float32
+
+
+def test_bad_input_errors_name_the_problem(xp):
+    conv = on(xp, Conv2d(3, 4, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"shape \(N, C, H, W\)"):
+        conv(xp.zeros((3, 8, 8), dtype=xp.float32))
+    with pytest.raises(ValueError, match="expected 3 input channels, got 5"):
+        conv(xp.zeros((1, 5, 8, 8), dtype=xp.float32))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        conv(xp.zeros((1, 3, 2, 8), dtype=xp.float32))
+    with pytest.raises(ValueError, match="label value 7 is out of range for 3 classes"):
+        SoftmaxCrossEntropy()(xp.zeros((1, 3, 2, 2)), xp.asarray([[[0, 7], [255, 1]]]))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        SoftmaxCrossEntropy()(xp.zeros((1, 3, 2, 2)), xp.zeros((1, 3, 2), dtype=xp.int64))
+    with pytest.raises(ValueError, match="Crop: cannot cut"):
+        Crop(3)(xp.zeros((1, 1, 4, 4)), xp.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match="shapes must match"):
+        Fuse()(xp.zeros((1, 1, 4, 4)), xp.zeros((1, 1, 2, 2)))
+    with pytest.raises(ValueError, match="expected 2 input channels"):
+        on(xp, ConvTranspose2d(2, 2, 4, 2))(xp.zeros((1, 3, 2, 2)))
+
+
+def test_backward_accumulates_parameter_gradients(rng):
+    conv = Conv2d(2, 3, 3, 1, 1, rng=rng)
+    x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    dy = np.ones((2, 3, 5, 5), dtype=np.float32)
+    conv(x)
+    conv.backward(dy)
+    once = conv.weight.grad.copy()
+    conv.backward(dy)
+    close(conv.weight.grad, 2 * once, rtol=1e-6)
+    conv.zero_grad()
+    assert float(np.abs(conv.weight.grad).sum()) == 0.0
