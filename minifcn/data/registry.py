@@ -27,5 +27,7 @@ def build_dataset(name: str, split: str, data_root=None, **kwargs):
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     cls, where = _ON_DISK[name]
     if data_root is None:
-        raise ValueError(f"dataset {name!r} is read from disk: pass --data-root pointing at {where}")
+        raise ValueError(
+            f"dataset {name!r} is read from disk: pass --data-root pointing at {where}"
+        )
     return cls(data_root, split, **kwargs)

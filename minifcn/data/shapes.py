@@ -105,7 +105,7 @@ def _background(rng, xx, yy, size):
 
 
 def _object_colour(rng, under):
-    """An RGB colour (3,) at least _MIN_CONTRAST from ``under`` (3,), or the farthest of 32 tries."""
+    """An RGB colour (3,) at least _MIN_CONTRAST from ``under`` (3,); else the farthest of 32."""
     candidates = rng.uniform(0, 255, (32, 3)).astype(np.float32)
     distance = np.linalg.norm(candidates - under, axis=1)
     good = np.flatnonzero(distance >= _MIN_CONTRAST)

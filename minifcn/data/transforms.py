@@ -29,9 +29,7 @@ def _check_pair(image: np.ndarray, label: np.ndarray) -> None:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
     if label.shape != image.shape[:2]:
-        raise ValueError(
-            f"label shape {label.shape} does not match image shape {image.shape[:2]}"
-        )
+        raise ValueError(f"label shape {label.shape} does not match image shape {image.shape[:2]}")
 
 
 def normalize(image: np.ndarray, mean=VGG_MEAN_RGB) -> np.ndarray:

@@ -12,21 +12,45 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import get_array_module
 from .checks import check_float, check_nchw
 from .im2col import col2im, conv_output_size, im2col
 from .init import as_generator, kaiming_normal
 from .module import Module
 from .parameter import Parameter
 
+_SCRATCH = {}  # dtype -> flat NumPy buffer reused for short-lived patch gradients
 
-def conv2d(x, weight, stride: int, padding: int):
+
+def scratch(shape, dtype):
+    """A reused NumPy buffer of ``shape`` for an array that dies within one call.
+
+    A fresh NumPy array of tens of megabytes is a fresh mapping from the OS, and
+    the first write to each of its pages costs a page fault (about a third of
+    the time of a matrix product that fills it). The patch gradient ``dcol`` of
+    ``conv2d_input_grad`` lives only until col2im has summed it, so one buffer,
+    grown to the largest size seen, serves every layer. (CuPy's memory pool
+    already reuses GPU memory, so this is NumPy only.)
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    buf = _SCRATCH.get(dtype)
+    if buf is None or buf.size < size:
+        buf = _SCRATCH[dtype] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def conv2d(x, weight, stride: int, padding: int, col_out=None):
     """Convolution without bias, as im2col followed by one batched matrix multiply.
 
     Args:
         x: (N, C, H, W).
         weight: (O, C, kh, kw).
+        col_out: optional buffer for the patches, C-contiguous
+            (N, C, kh, kw, out_h, out_w) (ignored by the 1x1 fast path).
     Returns:
-        y: (N, O, out_h, out_w).
+        y: (N, O, out_h, out_w); the batched product (O, K) @ (N, K, P) is
+            already laid out as NCHW, so no transpose is needed.
         col: (N, K, P), the patches, kept for the weight gradient.
     """
     n, c, h, w = x.shape
@@ -36,7 +60,8 @@ def conv2d(x, weight, stride: int, padding: int):
     if kh == 1 and kw == 1 and stride == 1 and padding == 0:
         col = x.reshape(n, c, h * w)  # 1x1 fast path: the image already is its own col
     else:
-        col = im2col(x, kh, kw, stride, padding).reshape(n, c * kh * kw, out_h * out_w)
+        col = im2col(x, kh, kw, stride, padding, out=col_out)
+        col = col.reshape(n, c * kh * kw, out_h * out_w)
     y = weight.reshape(o, -1) @ col  # (O, K) @ (N, K, P) -> (N, O, P)
     return y.reshape(n, o, out_h, out_w), col
 
@@ -53,9 +78,13 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     """
     n, o, out_h, out_w = dy.shape
     _, c, kh, kw = weight.shape
-    dcol = weight.reshape(o, -1).T @ dy.reshape(n, o, out_h * out_w)  # (N, K, P)
+    w_t, dy = weight.reshape(o, -1).T, dy.reshape(n, o, out_h * out_w)
     if kh == 1 and kw == 1 and stride == 1 and padding == 0:
-        return dcol.reshape(n, c, h, w)
+        return (w_t @ dy).reshape(n, c, h, w)
+    out = None
+    if get_array_module(dy) is np:
+        out = scratch((n, c * kh * kw, out_h * out_w), np.result_type(weight, dy))
+    dcol = np.matmul(w_t, dy, out=out) if out is not None else w_t @ dy  # (N, K, P)
     return col2im(dcol.reshape(n, c, kh, kw, out_h, out_w), h, w, stride, padding)
 
 
@@ -106,6 +135,31 @@ class Conv2d(Module):
         self.weight = Parameter(kaiming_normal(shape, fan_in, as_generator(rng), dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
         self._cache = None
+        self._col_buffer = None  # the patches' array, reused by the next forward
+
+    def _col_out(self, x):
+        """The array the patches of ``x`` are written into: the previous one when it fits.
+
+        The patches are needed only until the backward pass, so the next forward
+        can overwrite them; reusing the array saves allocating (and page
+        faulting) tens of megabytes per call. None for the 1x1 fast path, which
+        needs no patches.
+        """
+        k, s, p = self.kernel_size, self.stride, self.padding
+        if k == 1 and s == 1 and p == 0:
+            return None
+        n, c, h, w = x.shape
+        shape = (n, c, k, k, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
+        buf = self._col_buffer
+        xp = get_array_module(x)
+        if (
+            buf is None
+            or buf.shape != shape
+            or buf.dtype != x.dtype
+            or get_array_module(buf) is not xp
+        ):
+            buf = self._col_buffer = xp.empty(shape, dtype=x.dtype)
+        return buf
 
     def forward(self, x):
         check_nchw(x, "Conv2d", self.in_channels)
@@ -116,7 +170,7 @@ class Conv2d(Module):
                 f"Conv2d: kernel {k}x{k} is larger than the padded input "
                 f"{x.shape[2] + 2 * p}x{x.shape[3] + 2 * p} (input {tuple(x.shape)}, padding {p})"
             )
-        y, col = conv2d(x, self.weight.data, self.stride, p)
+        y, col = conv2d(x, self.weight.data, self.stride, p, col_out=self._col_out(x))
         if self.bias is not None:
             y += self.bias.data.reshape(1, -1, 1, 1)
         self._cache = (x.shape, col)

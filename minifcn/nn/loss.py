@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_array_module
 from .checks import check_nchw
 from .module import Module
@@ -46,33 +48,50 @@ class SoftmaxCrossEntropy(Module):
                 f"SoftmaxCrossEntropy: labels must be integers, got dtype {labels.dtype}"
             )
         valid = labels != self.ignore_index
-        bad = valid & ((labels < 0) | (labels >= c))
-        if bool(bad.any()):
-            value = int(labels[bad].ravel()[0])
+        safe = xp.where(valid, labels, 0)  # ignored pixels point at class 0, then count 0
+        if int(safe.min()) < 0 or int(safe.max()) >= c:
+            value = int(labels[valid & ((labels < 0) | (labels >= c))].ravel()[0])
             raise ValueError(
                 f"SoftmaxCrossEntropy: label value {value} is out of range for {c} classes "
                 f"(expected 0..{c - 1} or ignore_index {self.ignore_index})"
             )
-        safe = xp.where(valid, labels, 0)
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        exp = xp.exp(shifted)
-        sum_exp = exp.sum(axis=1, keepdims=True)
-        # log p(label) = shifted[label] - log(sum exp(shifted))
-        picked = xp.take_along_axis(shifted, safe[:, None].astype(xp.int64), axis=1)[:, 0]
-        log_p = picked - xp.log(sum_exp[:, 0])
         count = int(valid.sum())
-        total = -(log_p * valid).sum()
         divisor = max(count, 1) if self.reduction == "mean" else 1
-        self._cache = (exp / sum_exp, safe, valid, divisor)
-        return float(total) / divisor
+        if xp is not np:
+            from .cuda_kernels import softmax_xent_forward_gpu
+
+            lse, loss = softmax_xent_forward_gpu(scores, labels, self.ignore_index)
+            self._cache = ("gpu", scores, lse, labels, divisor)
+            return float(loss.sum()) / divisor
+        # log p(label) = shifted[label] - log(sum exp(shifted)), shifted = scores - max
+        top = scores.max(axis=1, keepdims=True)
+        probs = scores - top  # shifted, then exp'd and normalised in place
+        index = safe[:, None].astype(np.intp)
+        picked = np.take_along_axis(probs, index, axis=1)[:, 0]
+        np.exp(probs, out=probs)
+        sum_exp = probs.sum(axis=1, keepdims=True)
+        log_p = picked - np.log(sum_exp[:, 0])
+        total = -float(log_p[valid].sum(dtype=np.float64))
+        probs /= sum_exp
+        self._cache = ("cpu", probs, index, valid, divisor)
+        return total / divisor
 
     def backward(self, dloss: float = 1.0):
-        probs, safe, valid, divisor = self._cache
-        xp = get_array_module(probs)
-        c = probs.shape[1]
-        one_hot = safe[:, None] == xp.arange(c).reshape(1, c, 1, 1)
-        scale = probs.dtype.type(dloss / divisor)
-        return (probs - one_hot) * (valid[:, None] * scale)
+        """dloss (a float) -> dscores (N, C, H, W), same dtype as the scores."""
+        if self._cache[0] == "gpu":
+            from .cuda_kernels import softmax_xent_backward_gpu
+
+            _, scores, lse, labels, divisor = self._cache
+            return softmax_xent_backward_gpu(
+                scores, lse, labels, self.ignore_index, dloss / divisor
+            )
+        _, probs, index, valid, divisor = self._cache
+        # (softmax - one_hot) * weight, with weight = dloss / divisor, 0 on ignored pixels
+        weight = (valid * (dloss / divisor)).astype(probs.dtype)[:, None]  # (N, 1, H, W)
+        grad = probs * weight
+        at_label = np.take_along_axis(grad, index, axis=1) - weight
+        np.put_along_axis(grad, index, at_label, axis=1)
+        return grad
 
     def extra_repr(self) -> str:
         return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"

@@ -30,7 +30,15 @@ class MaxPool2d(Module):
     over output pixels. Positions outside the input count as -inf. Ties go to the
     first offset in row-major order; backward sends each output's gradient to
     the one input that won.
+
+    Fast path (FCN's 2x2/2 and any window with stride == kernel_size, padding 0):
+    the windows tile the image, so the -inf-padded image *is* the windows,
+    viewed as (N, C, out_h, k, out_w, k) without a copy; backward builds the
+    gradient in that same view with one broadcast comparison. Set
+    ``fast = False`` on a layer to use the general loop (the tests compare them).
     """
+
+    fast: bool = True
 
     def __init__(
         self, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False
@@ -58,6 +66,8 @@ class MaxPool2d(Module):
         out_h, out_w = self.output_size(h), self.output_size(w)
         if out_h < 1 or out_w < 1:
             raise ValueError(f"MaxPool2d: kernel {k} is larger than the padded input {x.shape}")
+        if self.fast and s == k and p == 0:
+            return self._forward_tiled(x, out_h, out_w)
         # A -inf canvas big enough for every window, the input in its interior.
         hp, wp = (out_h - 1) * s + k, (out_w - 1) * s + k
         img = xp.full((n, c, max(hp, h + p), max(wp, w + p)), -xp.inf, dtype=x.dtype)
@@ -76,9 +86,47 @@ class MaxPool2d(Module):
         self._cache = (x.shape, arg, img.shape)
         return y
 
+    def _forward_tiled(self, x, out_h: int, out_w: int):
+        """Non-overlapping windows: x (N, C, H, W) -> y (N, C, out_h, out_w).
+
+        The winners' offsets are kept as int8 ``arg`` (row-major index i*k + j);
+        comparisons are strict (>), so ties go to the first offset.
+        """
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        k = self.kernel_size
+        th, tw = out_h * k, out_w * k  # the tiled area
+        if (h, w) == (th, tw):
+            img = x
+        else:  # ceil mode's overhang is -inf; floor mode's leftover rows/columns are cut
+            img = xp.full((n, c, th, tw), -xp.inf, dtype=x.dtype)
+            img[:, :, : min(h, th), : min(w, tw)] = x[:, :, :th, :tw]
+        win = img.reshape(n, c, out_h, k, out_w, k)
+        if k == 2:  # a tournament of the four offsets: (0, 0), (0, 1), (1, 0), (1, 1)
+            a, b, cc, d = (
+                win[:, :, :, 0, :, 0],
+                win[:, :, :, 0, :, 1],
+                win[:, :, :, 1, :, 0],
+                win[:, :, :, 1, :, 1],
+            )
+            top, bottom = b > a, d > cc
+            m_top, m_bottom = xp.where(top, b, a), xp.where(bottom, d, cc)
+            lower = m_bottom > m_top
+            y = xp.where(lower, m_bottom, m_top)
+            arg = xp.where(lower, bottom.view(xp.int8) + 2, top.view(xp.int8)).astype(xp.int8)
+        else:
+            flat = win.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, out_h, out_w, k * k)
+            arg = flat.argmax(axis=-1)  # the first maximum, as in the loop
+            y = xp.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+            arg = arg.astype(xp.int8 if k * k < 128 else xp.int32)
+        self._cache = (x.shape, arg, "tiled")
+        return y
+
     def backward(self, dy):
         """dy (N, C, out_h, out_w) -> dx (N, C, H, W)."""
         (n, c, h, w), arg, canvas = self._cache
+        if canvas == "tiled":
+            return self._backward_tiled(dy)
         xp = get_array_module(dy)
         k, s, p = self.kernel_size, self.stride, self.padding
         out_h, out_w = dy.shape[2:]
@@ -88,6 +136,23 @@ class MaxPool2d(Module):
                 won = arg == i * k + j
                 dimg[:, :, i : i + s * out_h : s, j : j + s * out_w : s] += dy * won
         return dimg[:, :, p : p + h, p : p + w]
+
+    def _backward_tiled(self, dy):
+        """dy (N, C, out_h, out_w) -> dx (N, C, H, W) for non-overlapping windows."""
+        (n, c, h, w), arg, _ = self._cache
+        xp = get_array_module(dy)
+        k = self.kernel_size
+        out_h, out_w = dy.shape[2:]
+        offsets = xp.arange(k * k, dtype=arg.dtype).reshape(1, 1, 1, k, 1, k)
+        won = arg[:, :, :, None, :, None] == offsets  # (N, C, out_h, k, out_w, k)
+        dimg = xp.where(won, dy[:, :, :, None, :, None], dy.dtype.type(0))
+        th, tw = out_h * k, out_w * k
+        dimg = dimg.reshape(n, c, th, tw)
+        if (h, w) == (th, tw):
+            return dimg
+        dx = xp.zeros((n, c, h, w), dtype=dy.dtype)
+        dx[:, :, : min(h, th), : min(w, tw)] = dimg[:, :, :h, :w]
+        return dx
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,103 @@
+"""What every optimiser shares: the parameter list, zero_grad, and state dicts."""
+
+from __future__ import annotations
+
+from ..backend import as_numpy, get_array_module
+
+
+class Optimizer:
+    """Base class. Subclasses implement ``step()`` and keep per-parameter state in
+    ``self.state[i]`` (a dict of arrays on the parameter's device and Python scalars),
+    where ``i`` is the parameter's position in ``self.params``.
+
+    Args:
+        params: an iterable of ``Parameter`` (e.g. ``model.parameters()``).
+        lr: learning rate; a plain attribute, so a schedule may set ``opt.lr`` each step.
+        weight_decay: L2 penalty coefficient, applied only to parameters with
+            ``data.ndim > 1`` (weights; biases are not decayed).
+
+    Parameters with ``requires_grad == False`` are frozen: ``step`` leaves them alone.
+    """
+
+    hyperparameters: tuple[str, ...] = ("lr", "weight_decay")
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        for p in self.params:
+            if not (hasattr(p, "data") and hasattr(p, "grad")):
+                raise ValueError(f"{type(self).__name__} expects Parameters, got {type(p)}")
+        if lr < 0:
+            raise ValueError(f"learning rate must be >= 0, got {lr}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.state: dict[int, dict] = {}
+
+    def trainable(self):
+        """(index, parameter) for every parameter that is not frozen."""
+        for i, p in enumerate(self.params):
+            if p.requires_grad:
+                yield i, p
+
+    def gradient(self, p):
+        """The gradient to use for ``p``: ``p.grad`` plus weight decay for weights."""
+        if self.weight_decay and p.data.ndim > 1:
+            return p.grad + self.weight_decay * p.data
+        return p.grad
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def zero_grad(self) -> None:
+        """Set every parameter's gradient to 0."""
+        for p in self.params:
+            p.grad[...] = 0
+
+    def state_dict(self) -> dict:
+        """Hyperparameters and per-parameter state as NumPy arrays and Python scalars.
+
+        ``{"hyperparameters": {...}, "state": {index: {name: array or scalar}}}``.
+        """
+        return {
+            "hyperparameters": {k: getattr(self, k) for k in self.hyperparameters},
+            "state": {
+                i: {k: as_numpy(v).copy() if hasattr(v, "shape") else v for k, v in s.items()}
+                for i, s in self.state.items()
+            },
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what ``state_dict`` returned, onto each parameter's device and dtype."""
+        for k, v in state_dict["hyperparameters"].items():
+            if k not in self.hyperparameters:
+                raise ValueError(f"{type(self).__name__} has no hyperparameter {k!r}")
+            setattr(self, k, v)
+        state = {}
+        for key, entries in state_dict["state"].items():
+            i = int(key)
+            if not 0 <= i < len(self.params):
+                raise ValueError(
+                    f"optimiser state for parameter {i}, but there are {len(self.params)}"
+                )
+            p = self.params[i]
+            xp = get_array_module(p.data)
+            state[i] = {}
+            for k, v in entries.items():
+                if getattr(v, "ndim", None) == 0:  # a scalar saved as a 0-d array (np.savez)
+                    v = v.item()
+                if hasattr(v, "shape"):
+                    if tuple(v.shape) != tuple(p.data.shape):
+                        raise ValueError(
+                            f"optimiser state {k!r} of parameter {i} has shape {tuple(v.shape)}, "
+                            f"parameter has {tuple(p.data.shape)}"
+                        )
+                    v = xp.asarray(as_numpy(v), dtype=p.data.dtype).copy()
+                state[i][k] = v
+        self.state = state
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={getattr(self, k)}" for k in self.hyperparameters)
+        return f"{type(self).__name__}({len(self.params)} parameters, {hp})"

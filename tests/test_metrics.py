@@ -1,0 +1,102 @@
+"""Confusion matrix and the FCN scores, against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from minifcn.backend import gpu_available
+from minifcn.metrics import SegmentationMetrics, confusion_matrix, scores_from_confusion
+
+# Ground truth and prediction over 10 pixels, 3 classes:
+#   gt:   0 0 0 0 1 1 1 2 2 2
+#   pred: 0 0 0 1 1 1 2 2 2 0
+GT = np.array([[0, 0, 0, 0, 1], [1, 1, 2, 2, 2]])
+PRED = np.array([[0, 0, 0, 1, 1], [1, 2, 2, 2, 0]])
+HIST = np.array([[3, 1, 0], [0, 2, 1], [1, 0, 2]])
+
+
+def test_confusion_matrix_rows_are_ground_truth_columns_prediction():
+    hist = confusion_matrix(PRED, GT, 3)
+    assert hist.dtype == np.int64
+    np.testing.assert_array_equal(hist, HIST)
+
+
+def test_scores_match_hand_computation():
+    s = scores_from_confusion(HIST)
+    # n_ii = 3, 2, 2; t_i = 4, 3, 3; predicted = 4, 3, 3
+    assert s["pixel_accuracy"] == pytest.approx(7 / 10)
+    assert s["mean_accuracy"] == pytest.approx((3 / 4 + 2 / 3 + 2 / 3) / 3)
+    ius = [3 / (4 + 4 - 3), 2 / (3 + 3 - 2), 2 / (3 + 3 - 2)]  # 0.6, 0.5, 0.5
+    assert s["per_class_iu"] == pytest.approx(ius)
+    assert s["mean_iu"] == pytest.approx(sum(ius) / 3)
+    assert s["fw_iu"] == pytest.approx((4 * 0.6 + 3 * 0.5 + 3 * 0.5) / 10)
+
+
+def test_ignore_pixels_are_not_counted():
+    gt = GT.copy()
+    gt[0, 0] = 255
+    pred = PRED.copy()
+    pred[0, 0] = 2  # would be an error if counted
+    hist = confusion_matrix(pred, gt, 3)
+    expected = HIST.copy()
+    expected[0, 0] -= 1
+    np.testing.assert_array_equal(hist, expected)
+
+
+def test_metrics_accumulate_one_matrix_over_the_set():
+    m = SegmentationMetrics(3)
+    m.update(PRED[:1], GT[:1])  # (N, H, W) batches ...
+    m.update(PRED[1], GT[1])  # ... or single (H, W) maps
+    np.testing.assert_array_equal(m.confusion, HIST)
+    assert m.compute()["pixel_accuracy"] == pytest.approx(0.7)
+    m.reset()
+    assert m.confusion.sum() == 0
+
+
+def test_absent_class_is_nan_and_skipped_but_false_alarm_counts():
+    # class 2 absent everywhere; class 3 predicted but not in the ground truth
+    gt = np.array([0, 0, 1, 1])
+    pred = np.array([0, 0, 1, 3])
+    m = SegmentationMetrics(4)
+    m.update(pred, gt)
+    s = m.compute()
+    iu = s["per_class_iu"]
+    assert iu[0] == 1.0 and iu[1] == pytest.approx(0.5) and math.isnan(iu[2]) and iu[3] == 0.0
+    assert s["mean_iu"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert s["mean_accuracy"] == pytest.approx((1.0 + 0.5) / 2)
+    assert math.isnan(s["per_class_accuracy"][3])
+
+
+def test_label_out_of_range_is_named():
+    with pytest.raises(ValueError, match="label value 7"):
+        confusion_matrix(np.zeros(3, int), np.array([0, 7, 255]), 3)
+    with pytest.raises(ValueError, match="prediction value -1"):
+        confusion_matrix(np.array([0, -1, 0]), np.zeros(3, int), 3)
+    with pytest.raises(ValueError, match="shape"):
+        confusion_matrix(np.zeros(3, int), np.zeros(4, int), 3)
+
+
+def test_format_table_lists_every_class():
+    m = SegmentationMetrics(3, class_names=("background", "disk", "cross"))
+    m.update(PRED, GT)
+    table = m.format_table()
+    for word in ("background", "disk", "cross", "mean_iu", "60.00", "50.00"):
+        assert word in table
+
+
+def test_empty_metrics_give_nan_without_error():
+    s = SegmentationMetrics(2).compute()
+    assert math.isnan(s["pixel_accuracy"]) and math.isnan(s["mean_iu"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
+def test_confusion_matrix_on_gpu_matches_cpu():
+    from minifcn.backend import to_device
+
+    hist = confusion_matrix(to_device(PRED, "gpu"), to_device(GT, "gpu"), 3)
+    assert isinstance(hist, np.ndarray)
+    np.testing.assert_array_equal(hist, HIST)
