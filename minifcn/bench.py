@@ -168,14 +168,22 @@ def time_ours(case: dict, device: str, repeat: int) -> dict:
 
 
 # ------------------------------------------------------------------ PyTorch
+def blas_threads() -> int:
+    """The thread count NumPy's BLAS uses: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, or all CPUs."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return os.cpu_count() or 1
+
+
 def import_torch():
-    """``torch`` with as many threads as CPUs, or None (with a printed note)."""
+    """``torch`` with NumPy's BLAS thread count, or None (with a printed note)."""
     try:
         import torch
     except Exception as err:  # not installed, or broken
         print(f"--compare torch: cannot import torch ({err}); skipping the comparison.")
         return None
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(blas_threads())
     return torch
 
 
@@ -373,6 +381,7 @@ def machine_info(device: str) -> dict:
     info = dict(
         cpu=platform.processor() or platform.machine(),
         cores=os.cpu_count(),
+        blas_threads=blas_threads(),
         python=platform.python_version(),
         numpy=np.__version__,
         blas="unknown",
@@ -446,7 +455,10 @@ def main(argv=None) -> dict:
     torch = import_torch() if args.compare == "torch" else None
 
     info = machine_info(args.device)
-    print(f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']} ({info['blas']})")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']} "
+        f"({info['blas']}, {info['blas_threads']} threads)"
+    )
     if "gpu" in info:
         print(f"gpu: {info['gpu']} (CuPy {info['cupy']})")
     if torch is not None:

@@ -30,16 +30,25 @@ import numpy as np
 from ..backend import cupy_module
 
 _IM2COL = r"""
-    // i: flat index into col (N, C, kh, kw, out_h, out_w), row-major.
+    // i: flat index into col, row-major: (N, C, kh, kw, out_h, out_w) when cn == 0,
+    // (C, kh, kw, N, out_h, out_w) when cn == 1. img is (N, C, h, w).
     ptrdiff_t rest = i;
     const int x = rest % out_w;  rest /= out_w;
     const int y = rest % out_h;  rest /= out_h;
-    const int kj = rest % kw;    rest /= kw;
-    const int ki = rest % kh;    rest /= kh;   // rest = n * C + c
+    int n, c, ki, kj;
+    if (cn) {
+        n = rest % batch;      rest /= batch;
+        kj = rest % kw;        rest /= kw;
+        ki = rest % kh;        c = rest / kh;
+    } else {
+        kj = rest % kw;        rest /= kw;
+        ki = rest % kh;        rest /= kh;
+        c = rest % channels;   n = rest / channels;
+    }
     const int row = y * stride + ki - pad;     // in unpadded input coordinates
     const int column = x * stride + kj - pad;
     if (row >= 0 && row < h && column >= 0 && column < w) {
-        col = img[(rest * h + row) * w + column];
+        col = img[(((ptrdiff_t)n * channels + c) * h + row) * w + column];
     } else {
         col = (T)0;
     }
@@ -48,10 +57,13 @@ _IM2COL = r"""
 _COL2IM_GATHER = r"""
     // i: flat index into img (N, C, h, w). In padded coordinates the pixel sits at
     // (hp, wp) = (row + pad, column + pad); col[n, c, ki, kj, y, x] came from it when
-    // y * stride + ki == hp and x * stride + kj == wp.
+    // y * stride + ki == hp and x * stride + kj == wp. col is stored as
+    // (N, C, kh, kw, out_h, out_w) when cn == 0, (C, kh, kw, N, out_h, out_w) when cn == 1.
     ptrdiff_t rest = i;
     const int column = rest % w;  rest /= w;
-    const int row = rest % h;     rest /= h;   // rest = n * C + c
+    const int row = rest % h;     rest /= h;
+    const int c = rest % channels;
+    const ptrdiff_t n = rest / channels;
     const int hp = row + pad, wp = column + pad;
     T acc = (T)0;
     for (int ki = hp % stride; ki < kh && ki <= hp; ki += stride) {
@@ -60,7 +72,9 @@ _COL2IM_GATHER = r"""
         for (int kj = wp % stride; kj < kw && kj <= wp; kj += stride) {
             const int x = (wp - kj) / stride;
             if (x >= out_w) continue;
-            acc += col[(((rest * kh + ki) * kw + kj) * out_h + y) * out_w + x];
+            const ptrdiff_t plane = cn ? ((ptrdiff_t)(c * kh + ki) * kw + kj) * batch + n
+                                       : ((n * channels + c) * kh + ki) * kw + kj;
+            acc += col[(plane * out_h + y) * out_w + x];
         }
     }
     img = acc;
@@ -107,8 +121,8 @@ def _kernels():
     cp = cupy_module()
     if cp is None:
         raise RuntimeError("minifcn.nn.cuda_kernels needs CuPy")
-    geometry = "int32 h, int32 w, int32 out_h, int32 out_w, int32 kh, int32 kw, "
-    geometry += "int32 stride, int32 pad"
+    geometry = "int32 batch, int32 channels, int32 h, int32 w, int32 out_h, int32 out_w, "
+    geometry += "int32 kh, int32 kw, int32 stride, int32 pad, int32 cn"
     return {
         "im2col": cp.ElementwiseKernel(
             "raw T img, " + geometry, "T col", _IM2COL, "minifcn_im2col"
@@ -131,26 +145,32 @@ def _kernels():
     }
 
 
-def im2col_gpu(x, kh: int, kw: int, stride: int, padding: int, col):
-    """Fill ``col`` (N, C, kh, kw, out_h, out_w), C-contiguous, from x (N, C, H, W).
+def im2col_gpu(x, kh: int, kw: int, stride: int, padding: int, col, layout: str = "nc"):
+    """Fill ``col`` (C-contiguous, in ``layout``) from x (N, C, H, W); returns ``col``.
 
-    Same result as the NumPy ``im2col``; returns ``col``.
+    Same result as the NumPy ``im2col``: col is (N, C, kh, kw, out_h, out_w) for
+    "nc", (C, kh, kw, N, out_h, out_w) for "cn".
     """
     cp = cupy_module()
     x = cp.ascontiguousarray(x)
-    h, w = x.shape[2:]
+    n, c, h, w = x.shape
     out_h, out_w = col.shape[4:]
-    _kernels()["im2col"](x, h, w, out_h, out_w, kh, kw, stride, padding, col)
+    cn = int(layout == "cn")
+    _kernels()["im2col"](x, n, c, h, w, out_h, out_w, kh, kw, stride, padding, cn, col)
     return col
 
 
-def col2im_gpu(col, h: int, w: int, stride: int, padding: int):
-    """col (N, C, kh, kw, out_h, out_w) -> img (N, C, h, w), as the NumPy ``col2im``."""
+def col2im_gpu(col, h: int, w: int, stride: int, padding: int, layout: str = "nc"):
+    """col in ``layout`` -> img (N, C, h, w), as the NumPy ``col2im``."""
     cp = cupy_module()
     col = cp.ascontiguousarray(col)
-    n, c, kh, kw, out_h, out_w = col.shape
+    if layout == "cn":
+        c, kh, kw, n, out_h, out_w = col.shape
+    else:
+        n, c, kh, kw, out_h, out_w = col.shape
     img = cp.empty((n, c, h, w), dtype=col.dtype)
-    _kernels()["col2im"](col, h, w, out_h, out_w, kh, kw, stride, padding, img)
+    cn = int(layout == "cn")
+    _kernels()["col2im"](col, n, c, h, w, out_h, out_w, kh, kw, stride, padding, cn, img)
     return img
 
 
@@ -185,7 +205,7 @@ def softmax_xent_backward_gpu(scores, lse, labels, ignore_index: int, scale: flo
     return grad
 
 
-def col2im_gather_reference(col, h: int, w: int, stride: int, padding: int):
+def col2im_gather_reference(col, h: int, w: int, stride: int, padding: int, layout="nc"):
     """The gather formula of ``col2im_gpu``, in NumPy (for tests; slow).
 
     For every image pixel (row, column) it sums ``col[:, :, ki, kj, y, x]`` over
@@ -193,8 +213,11 @@ def col2im_gather_reference(col, h: int, w: int, stride: int, padding: int):
     in [0, out_h), and likewise for kj / x: exactly the loops of the kernel, with
     the pixel loops vectorised.
 
-    col: (N, C, kh, kw, out_h, out_w) -> img (N, C, h, w).
+    col: (N, C, kh, kw, out_h, out_w), or (C, kh, kw, N, out_h, out_w) for
+    ``layout="cn"`` -> img (N, C, h, w).
     """
+    if layout == "cn":
+        col = col.transpose(3, 0, 1, 2, 4, 5)
     n, c, kh, kw, out_h, out_w = col.shape
     img = np.zeros((n, c, h, w), dtype=col.dtype)
     hp = np.arange(h)[:, None] + padding  # (h, 1)

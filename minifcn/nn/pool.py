@@ -89,8 +89,11 @@ class MaxPool2d(Module):
     def _forward_tiled(self, x, out_h: int, out_w: int):
         """Non-overlapping windows: x (N, C, H, W) -> y (N, C, out_h, out_w).
 
-        The winners' offsets are kept as int8 ``arg`` (row-major index i*k + j);
-        comparisons are strict (>), so ties go to the first offset.
+        Offset (i, j) of every window is the strided view ``win[:, :, :, i, :, j]``,
+        so the maximum is k*k - 1 elementwise ``maximum`` calls. The winner kept
+        for backward (``arg``, row-major offset i*k + j, int8) is the FIRST offset
+        equal to the maximum, as in the loop: arg counts the offsets passed before
+        the first match.
         """
         xp = get_array_module(x)
         n, c, h, w = x.shape
@@ -102,23 +105,15 @@ class MaxPool2d(Module):
             img = xp.full((n, c, th, tw), -xp.inf, dtype=x.dtype)
             img[:, :, : min(h, th), : min(w, tw)] = x[:, :, :th, :tw]
         win = img.reshape(n, c, out_h, k, out_w, k)
-        if k == 2:  # a tournament of the four offsets: (0, 0), (0, 1), (1, 0), (1, 1)
-            a, b, cc, d = (
-                win[:, :, :, 0, :, 0],
-                win[:, :, :, 0, :, 1],
-                win[:, :, :, 1, :, 0],
-                win[:, :, :, 1, :, 1],
-            )
-            top, bottom = b > a, d > cc
-            m_top, m_bottom = xp.where(top, b, a), xp.where(bottom, d, cc)
-            lower = m_bottom > m_top
-            y = xp.where(lower, m_bottom, m_top)
-            arg = xp.where(lower, bottom.view(xp.int8) + 2, top.view(xp.int8)).astype(xp.int8)
-        else:
-            flat = win.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, out_h, out_w, k * k)
-            arg = flat.argmax(axis=-1)  # the first maximum, as in the loop
-            y = xp.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
-            arg = arg.astype(xp.int8 if k * k < 128 else xp.int32)
+        offsets = [win[:, :, :, i, :, j] for i in range(k) for j in range(k)]
+        y = offsets[0].copy()
+        for view in offsets[1:]:
+            xp.maximum(y, view, out=y)
+        arg = xp.zeros(y.shape, dtype=xp.int8 if k * k < 128 else xp.int32)
+        found = offsets[0] == y
+        for view in offsets[1:]:
+            arg += ~found  # one more offset passed without finding the maximum
+            found |= view == y
         self._cache = (x.shape, arg, "tiled")
         return y
 
@@ -138,19 +133,24 @@ class MaxPool2d(Module):
         return dimg[:, :, p : p + h, p : p + w]
 
     def _backward_tiled(self, dy):
-        """dy (N, C, out_h, out_w) -> dx (N, C, H, W) for non-overlapping windows."""
+        """dy (N, C, out_h, out_w) -> dx (N, C, H, W) for non-overlapping windows.
+
+        Every pixel of the tiled area belongs to exactly one window, so each
+        offset's strided view is written once: dy where that offset won, else 0.
+        """
         (n, c, h, w), arg, _ = self._cache
         xp = get_array_module(dy)
         k = self.kernel_size
         out_h, out_w = dy.shape[2:]
-        offsets = xp.arange(k * k, dtype=arg.dtype).reshape(1, 1, 1, k, 1, k)
-        won = arg[:, :, :, None, :, None] == offsets  # (N, C, out_h, k, out_w, k)
-        dimg = xp.where(won, dy[:, :, :, None, :, None], dy.dtype.type(0))
         th, tw = out_h * k, out_w * k
-        dimg = dimg.reshape(n, c, th, tw)
-        if (h, w) == (th, tw):
-            return dimg
-        dx = xp.zeros((n, c, h, w), dtype=dy.dtype)
+        dimg = xp.empty((n, c, th, tw), dtype=dy.dtype)
+        win = dimg.reshape(n, c, out_h, k, out_w, k)
+        for i in range(k):
+            for j in range(k):
+                xp.multiply(dy, arg == i * k + j, out=win[:, :, :, i, :, j])
+        if h <= th and w <= tw:
+            return dimg[:, :, :h, :w]  # ceil mode: drop the overhang
+        dx = xp.zeros((n, c, h, w), dtype=dy.dtype)  # floor mode: leftover pixels get 0
         dx[:, :, : min(h, th), : min(w, tw)] = dimg[:, :, :h, :w]
         return dx
 

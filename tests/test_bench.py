@@ -1,0 +1,122 @@
+"""The benchmark runs end to end, and the GPU kernels' index math matches the NumPy layers."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import close
+
+from minifcn import bench
+from minifcn.nn import MaxPool2d, col2im, im2col
+from minifcn.nn.cuda_kernels import col2im_gather_reference
+
+
+def test_bench_quick_run_writes_every_figure_to_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    result = bench.main(["--quick", "--repeat", "1", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert "conv3x3" in out and "GFLOP/s" in out
+    saved = json.loads(path.read_text())
+    assert set(saved) >= {"machine", "settings", "matmul", "layers", "train_step", "table"}
+    assert saved["matmul"]["gflops"] > 0
+    assert {"cpu", "cores", "numpy", "blas"} <= set(saved["machine"])
+    kinds = {row["kind"] for row in saved["layers"]}
+    assert kinds == {"conv", "convT", "pool", "loss"}
+    for row in saved["layers"]:
+        assert {"layer", "shape", "fwd_ms", "bwd_ms", "gflops", "pct_matmul"} <= set(row)
+        assert row["fwd_ms"] > 0 and row["bwd_ms"] > 0
+    if saved["train_step"] is not None:  # present once minifcn.models exists
+        assert {"images_per_s", "peak_bytes", "step_s"} <= set(saved["train_step"])
+    assert len(result["layers"]) == len(saved["layers"])
+
+
+def _im2col_by_offsets(x, kh, kw, s, p):
+    """The textbook loop over kernel offsets, on an explicitly padded image."""
+    n, c, h, w = x.shape
+    out_h, out_w = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+    img = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    col = np.zeros((n, c, kh, kw, out_h, out_w), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            col[:, :, i, j] = img[:, :, i : i + s * out_h : s, j : j + s * out_w : s]
+    return col
+
+
+GEOMETRIES = [  # (h, w, kh, kw, stride, padding): plain, blocked (s | k), uneven, FCN's 64/32
+    (7, 6, 3, 2, 2, 1),
+    (9, 8, 4, 4, 2, 1),
+    (9, 7, 6, 4, 2, 3),
+    (8, 8, 4, 4, 2, 0),
+    (13, 11, 3, 3, 1, 1),
+    (21, 19, 16, 16, 8, 0),
+    (5, 6, 64, 64, 32, 31),
+    (6, 6, 3, 3, 3, 2),
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_im2col_fast_paths_match_the_offset_loop(rng, geometry):
+    h, w, kh, kw, s, p = geometry
+    x = rng.standard_normal((2, 3, h, w))
+    np.testing.assert_array_equal(im2col(x, kh, kw, s, p), _im2col_by_offsets(x, kh, kw, s, p))
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_col2im_gather_formula_of_the_gpu_kernel_matches_col2im(rng, geometry):
+    h, w, kh, kw, s, p = geometry
+    col = rng.standard_normal(im2col(np.zeros((2, 3, h, w)), kh, kw, s, p).shape)
+    close(col2im_gather_reference(col, h, w, s, p), col2im(col, h, w, s, p), rtol=1e-12)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_im2col_writes_into_a_given_buffer(rng, geometry):
+    h, w, kh, kw, s, p = geometry
+    x = rng.standard_normal((2, 3, h, w))
+    expected = im2col(x, kh, kw, s, p)
+    buf = np.full(expected.shape, np.nan)
+    assert im2col(x, kh, kw, s, p, out=buf) is buf
+    np.testing.assert_array_equal(buf, expected)
+
+
+@pytest.mark.parametrize("ceil", [True, False])
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("size", [(8, 8), (7, 5), (6, 9)])
+def test_max_pool_tiled_fast_path_matches_the_general_loop(xp, rng, ceil, k, size):
+    x = rng.standard_normal((2, 3) + size).astype(np.float32)
+    x[0, 0] = np.round(x[0, 0])  # some ties: the first offset must win in both
+    x = xp.asarray(x)
+    fast, loop = MaxPool2d(k, k, ceil_mode=ceil), MaxPool2d(k, k, ceil_mode=ceil)
+    loop.fast = False
+    y = fast(x)
+    close(y, loop(x), rtol=0, atol=0)
+    dy = xp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    close(fast.backward(dy), loop.backward(dy), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_gpu_im2col_and_col2im_kernels_match_numpy(xp, rng, geometry):
+    if xp is np:
+        pytest.skip("compares the CuPy kernels with NumPy")
+    h, w, kh, kw, s, p = geometry
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    col = im2col(x, kh, kw, s, p)
+    close(im2col(xp.asarray(x), kh, kw, s, p), col, rtol=0, atol=0)
+    dcol = rng.standard_normal(col.shape).astype(np.float32)
+    close(col2im(xp.asarray(dcol), h, w, s, p), col2im(dcol, h, w, s, p), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_gpu_softmax_cross_entropy_kernels_match_numpy(xp, rng):
+    if xp is np:
+        pytest.skip("compares the CuPy kernels with NumPy")
+    from minifcn.nn import SoftmaxCrossEntropy
+
+    scores = (rng.standard_normal((2, 5, 6, 7)) * 10).astype(np.float32)
+    labels = rng.integers(0, 5, (2, 6, 7))
+    labels[0, :2] = 255
+    cpu, gpu = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
+    assert gpu(xp.asarray(scores), xp.asarray(labels)) == pytest.approx(
+        cpu(scores, labels), rel=1e-5
+    )
+    close(gpu.backward(2.0), cpu.backward(2.0), rtol=1e-5, atol=1e-7)
