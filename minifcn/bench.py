@@ -89,18 +89,22 @@ def flops(case: dict, out_shape) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------- timing
+CLOCK = {"now": time.perf_counter}  # --cpu-time swaps in time.process_time
+
+
 def timeit(fn, repeat: int, sync=None) -> float:
     """Median seconds of ``fn()`` over ``repeat`` runs, after one warm-up run."""
+    now = CLOCK["now"]
     fn()
     if sync:
         sync()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = now()
         fn()
         if sync:
             sync()
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     return statistics.median(times)
 
 
@@ -441,6 +445,12 @@ def parse_args(argv=None):
     parser.add_argument("--compare", choices=("torch",), help="also time PyTorch")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     parser.add_argument("--no-train", action="store_true", help="skip the FCN-8s train step")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="measure process CPU time instead of wall time: steadier on a shared machine, "
+        "meaningful with one thread (OPENBLAS_NUM_THREADS=1)",
+    )
     return parser.parse_args(argv)
 
 
@@ -450,6 +460,7 @@ def main(argv=None) -> dict:
         raise SystemExit("--repeat must be >= 1")
     if args.device == "gpu":
         backend.require_gpu()
+    CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
     xp = backend.cupy_module() if args.device == "gpu" else np
     sync = (lambda: backend.synchronize(xp)) if args.device == "gpu" else None
     torch = import_torch() if args.compare == "torch" else None
@@ -505,7 +516,7 @@ def main(argv=None) -> dict:
     train = None
     if not args.no_train:
         batch, img = (2, 64) if args.quick else (8, 64)
-        train = train_step_ours(args.device, batch, img, max(1, args.repeat // 2))
+        train = train_step_ours(args.device, batch, img, args.repeat)
         if train is not None:
             model = train.pop("model")
             line = (
@@ -515,9 +526,7 @@ def main(argv=None) -> dict:
                 f"max RSS {train['max_rss_bytes'] / 2**20:.0f} MiB"
             )
             if torch is not None:
-                t = train_step_torch(
-                    torch, model, args.device, batch, img, max(1, args.repeat // 2)
-                )
+                t = train_step_torch(torch, model, args.device, batch, img, args.repeat)
                 train["torch_step_s"] = t["step_s"]
                 train["torch_images_per_s"] = t["images_per_s"]
                 train["torch_ratio"] = train["step_s"] / t["step_s"]
@@ -530,7 +539,11 @@ def main(argv=None) -> dict:
     result = dict(
         machine=info,
         settings=dict(
-            device=args.device, repeat=args.repeat, quick=args.quick, compare=args.compare
+            device=args.device,
+            repeat=args.repeat,
+            quick=args.quick,
+            compare=args.compare,
+            clock="process_time" if args.cpu_time else "perf_counter",
         ),
         matmul=dict(size=size, gflops=peak),
         layers=rows,

@@ -55,9 +55,11 @@ def _channels_first(a):
 def conv2d(x, weight, stride: int, padding: int, col_out=None):
     """Convolution without bias, as im2col followed by one matrix multiply.
 
-    The patches are gathered in im2col's "cn" layout, so that the whole batch is
-    one product (O, K) @ (K, N*P) (much faster in BLAS than N products
-    (O, K) @ (K, P) when P is small); its (O, N, P) result is transposed to NCHW.
+    The patches are gathered in im2col's "cn" layout, (K, N*P), so that for small
+    images the whole batch is one product (O, K) @ (K, N*P) (much faster in BLAS
+    than N products (O, K) @ (K, P) when P is small), transposed to NCHW after.
+    For large images the N products, reading col through a strided view, are as
+    fast and write NCHW directly. The weight gradient is always one product.
     The 1x1 fast path skips im2col: the image already is its own col, as (N, K, P).
 
     Args:
@@ -79,10 +81,14 @@ def conv2d(x, weight, stride: int, padding: int, col_out=None):
         col = x.reshape(n, c, h * w)
         y = w2 @ col  # (O, K) @ (N, K, P) -> (N, O, P): already NCHW
         return y.reshape(n, o, out_h, out_w), col
+    p = out_h * out_w
     col = im2col(x, kh, kw, stride, padding, out=col_out, layout="cn")
-    col = col.reshape(c * kh * kw, n * out_h * out_w)
-    y = (w2 @ col).reshape(o, n, out_h, out_w)  # (O, K) @ (K, N*P)
-    return get_array_module(x).ascontiguousarray(y.transpose(1, 0, 2, 3)), col
+    col = col.reshape(c * kh * kw, n * p)
+    if p >= 256:  # big images: N products (O, K) @ (K, P), written straight as NCHW
+        y = w2 @ col.reshape(-1, n, p).transpose(1, 0, 2)
+    else:  # small images: one product (O, K) @ (K, N*P), then (O, N, P) -> (N, O, P)
+        y = get_array_module(x).ascontiguousarray((w2 @ col).reshape(o, n, p).transpose(1, 0, 2))
+    return y.reshape(n, o, out_h, out_w), col
 
 
 def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):

@@ -21,10 +21,10 @@ transposed view.
 
 Two faster variants compute exactly the same arrays:
 
-* When the stride divides the kernel (FCN's upsampling: 4/2, 16/8, 64/32), the
-  image is viewed as blocks of stride x stride pixels and the loop runs over
-  whole blocks of kernel offsets: (k/s)^2 slice copies instead of k^2, which
-  matters for k = 64 (4 Python-level copies instead of 4096).
+* When the stride divides a large kernel (FCN's 16/8 and 64/32 upsampling),
+  the image is viewed as blocks of stride x stride pixels and the loop runs
+  over whole blocks of kernel offsets: (k/s)^2 slice copies instead of k^2,
+  which matters for k = 64 (4 Python-level copies instead of 4096).
 * On the GPU (CuPy arrays), ``cuda_kernels.py`` does each in one kernel launch:
   im2col with one thread per ``col`` entry, col2im as a gather with one thread
   per image pixel.
@@ -54,8 +54,9 @@ def pad2d(x, padding: int, value=0):
 
 
 def _blocked(kh: int, kw: int, stride: int) -> bool:
-    """Use the stride-block loop: the stride divides both kernel sides (and is > 1)."""
-    return stride > 1 and kh % stride == 0 and kw % stride == 0
+    """Use the stride-block loop: the stride divides both kernel sides, and the kernel
+    has enough offsets (>= 64) for saving Python-level iterations to matter."""
+    return stride > 1 and kh % stride == 0 and kw % stride == 0 and kh * kw >= 64
 
 
 LAYOUTS = ("nc", "cn")
