@@ -137,6 +137,7 @@ def make_datasets(args, cfg_name: str):
         if args.val_size:
             kw_val["size"] = args.val_size
         kw_train["seed"] = kw_val["seed"] = args.seed
+        kw_train["augment"] = True  # random quarter turns and flips, new each epoch
     else:
         kw_train.update(
             crop_size=args.crop_size,

@@ -22,8 +22,8 @@ NARROW_PAPER = dataclasses.replace(
     PAPER, name="narrow-paper", widths=(2, 3, 3, 4, 4), fc_channels=4
 )
 TINY = dataclasses.replace(
-    MINI, name="tiny", widths=(2, 2, 3, 3, 3), fc_channels=4, input_scale=1.0
-)
+    MINI, name="tiny", widths=(2, 2, 3, 3, 3), fc_channels=4, input_scale=1.0, first_padding=32
+)  # first padding 32: FCN-8s then accepts small test images (19-34 pixels)
 
 
 @pytest.mark.parametrize(
@@ -40,8 +40,11 @@ def test_paper_crop_offsets_follow_from_coordinate_maps(cls, expected):
 
 def test_crop_offsets_change_with_the_geometry():
     # Not hard-coded: a different first padding moves every offset that depends on it.
-    assert FCN32s(5, MINI).crop_offsets == {"score": 15}
-    assert FCN8s(5, MINI).crop_offsets == {"score_pool4c": 1, "score_pool3c": 1, "score": 27}
+    assert FCN32s(5, MINI).crop_offsets == {"score": 0}
+    assert FCN8s(5, MINI).crop_offsets == {"score_pool4c": 1, "score_pool3c": 1, "score": 12}
+    wider = dataclasses.replace(MINI, first_padding=32)
+    assert FCN32s(5, wider).crop_offsets == {"score": 15}
+    assert FCN8s(5, wider).crop_offsets == {"score_pool4c": 1, "score_pool3c": 1, "score": 27}
 
 
 @pytest.mark.parametrize("cls", [FCN32s, FCN16s, FCN8s])
@@ -56,7 +59,7 @@ def test_paper_geometry_accepts_every_input_size(cls):
 @pytest.mark.parametrize("cls", [FCN32s, FCN16s, FCN8s])
 def test_mini_output_matches_input_size_on_supported_sizes(cls):
     model = cls(5, TINY).eval()
-    for side in (32, 64):
+    for side in (64, 96):
         assert side in model.supported_sizes(128)
         x = np.zeros((1, 3, side, side), dtype=np.float32)
         assert model(x).shape == (1, 5, side, side)
@@ -65,7 +68,7 @@ def test_mini_output_matches_input_size_on_supported_sizes(cls):
 def test_mini_rejects_unsupported_sizes_with_a_clear_error():
     model = FCN8s(5, MINI)
     assert 40 not in model.supported_sizes(128)
-    with pytest.raises(ValueError, match=r"cannot segment an image side of 40 pixels.*51-66"):
+    with pytest.raises(ValueError, match=r"cannot segment an image side of 40 pixels.*49-64"):
         model(np.zeros((1, 3, 40, 64), dtype=np.float32))
     with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, H, W\)"):
         model(np.zeros((1, 4, 64, 64), dtype=np.float32))
@@ -259,7 +262,7 @@ def test_explain_prints_layers_and_offsets(capsys):
     assert "score_pool4c" in text and "= 31" in text and "padding 100" in text
     explain_main(["--model", "fcn32s", "--config", "mini", "--size", "64"])
     out = capsys.readouterr().out
-    assert "crop_offsets = {'score': 15}" in out
+    assert "crop_offsets = {'score': 0}" in out
 
 
 @requires_gpu

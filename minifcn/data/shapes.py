@@ -8,8 +8,8 @@ connections are for still show:
 * an object's colour is drawn independently of its class, so only its shape
   tells the class; it always contrasts with what lies under it, so every
   object can be found;
-* sizes run from about 6 to 30 pixels (at 64 x 64), and some rectangles are
-  bars 2-4 px wide and some crosses have thin arms: a prediction upsampled 32x
+* sizes run from about 10 to 36 pixels (at 64 x 64), and some rectangles are
+  bars 3-5 px wide and some crosses have thin arms: a prediction upsampled 32x
   from a coarse grid cannot follow such boundaries, an 8x one can;
 * objects may overlap; the one drawn later hides the earlier one, and the
   label shows what is visible;
@@ -31,17 +31,17 @@ from .transforms import VGG_MEAN_RGB, normalize
 CLASS_NAMES = ("background", "disk", "rectangle", "triangle", "cross")
 DISK, RECTANGLE, TRIANGLE, CROSS = 1, 2, 3, 4
 
-DEFAULT_SIZES = {"train": 600, "val": 120}
+DEFAULT_SIZES = {"train": 3000, "val": 200}
 _SPLIT_IDS = {"train": 0, "val": 1}
 
 # Sizes are given for 64 x 64 images and scale with image_size.
-_MAX_EXTENT = 30.0
-_MIN_EXTENT = {DISK: 6.0, RECTANGLE: 6.0, TRIANGLE: 8.0, CROSS: 9.0}
+_MAX_EXTENT = 36.0
+_MIN_EXTENT = {DISK: 10.0, RECTANGLE: 10.0, TRIANGLE: 13.0, CROSS: 14.0}
 _MIN_CONTRAST = 100.0  # least RGB distance between an object and what lies under it
-_MAX_HIDDEN = 0.4  # a new object may hide at most this fraction of an earlier visible one
+_MAX_HIDDEN = 0.3  # a new object may hide at most this fraction of an earlier visible one
 _NOISE_STD = 6.0
-_OBJECT_COUNTS = (1, 2, 3, 4)  # objects per image, busy images more likely
-_OBJECT_COUNT_PROBS = (0.1, 0.2, 0.3, 0.4)
+_OBJECT_COUNTS = (1, 2, 3, 4)  # objects per image
+_OBJECT_COUNT_PROBS = (0.2, 0.3, 0.3, 0.2)
 
 
 def _rotated(xx, yy, cx, cy, angle):
@@ -60,9 +60,9 @@ def _shape_mask(cls, extent, rng, xx, yy, cx, cy, scale):
         return (u / r) ** 2 + (v / (r * aspect)) ** 2 <= 1.0
     if cls == RECTANGLE:
         u, v = _rotated(xx, yy, cx, cy, rng.uniform(0, math.pi))
-        if rng.random() < 0.35:  # a thin bar
-            width = rng.uniform(2.0, 4.0)
-            length = max(extent, 12.0 * scale)
+        if rng.random() < 0.2:  # a thin bar
+            width = rng.uniform(3.0, 5.0)
+            length = max(extent, 16.0 * scale)
         else:
             width = max(3.0, extent * rng.uniform(0.35, 1.0))
             length = extent
@@ -80,10 +80,10 @@ def _shape_mask(cls, extent, rng, xx, yy, cx, cy, scale):
     if cls == CROSS:  # a plus sign
         u, v = _rotated(xx, yy, cx, cy, rng.uniform(0, math.pi / 2))
         half = extent / 2
-        if rng.random() < 0.5:
-            t = rng.uniform(2.0, 4.0) / 2
+        if rng.random() < 0.25:  # thin arms
+            t = rng.uniform(3.0, 4.0) / 2
         else:
-            t = max(1.5, extent * rng.uniform(0.2, 0.35) / 2)
+            t = max(1.5, extent * rng.uniform(0.25, 0.4) / 2)
         au, av = np.abs(u), np.abs(v)
         return ((au <= half) & (av <= t)) | ((av <= half) & (au <= t))
     raise ValueError(f"unknown shape class {cls}")
@@ -178,9 +178,13 @@ class ShapesDataset:
     Args:
         split: "train" or "val"; each split has its own seed derived from ``seed``,
             so the two never share images.
-        size: number of images (default 600 for train, 120 for val).
+        size: number of images (default 3000 for train, 200 for val).
         image_size: side length S of the square images.
         seed: base seed.
+        augment: give each item a random quarter turn and mirror flip (the classes
+            do not change under either). The choice comes from (seed, epoch, i),
+            so call ``set_epoch`` each epoch for new ones; the same epoch always
+            gives the same items, whatever the order they are read in.
 
     ``dataset[i]`` is (image float32 (3, S, S) RGB minus ``mean``, label int64 (S, S)).
     """
@@ -189,7 +193,14 @@ class ShapesDataset:
     num_classes = len(CLASS_NAMES)
     ignore_index = 255
 
-    def __init__(self, split: str = "train", size: int | None = None, image_size=64, seed=0):
+    def __init__(
+        self,
+        split: str = "train",
+        size: int | None = None,
+        image_size=64,
+        seed=0,
+        augment: bool = False,
+    ):
         if split not in _SPLIT_IDS:
             raise ValueError(f"shapes split must be 'train' or 'val', got {split!r}")
         self.split = split
@@ -197,6 +208,8 @@ class ShapesDataset:
         self.image_size = int(image_size)
         self.seed = int(seed)
         self.mean = np.asarray(VGG_MEAN_RGB, dtype=np.float32)
+        self.augment = augment
+        self.epoch = 0
         self.images, self.labels = make_shapes(
             self.size, self.image_size, seed=(self.seed, _SPLIT_IDS[split])
         )
@@ -204,8 +217,18 @@ class ShapesDataset:
     def __len__(self) -> int:
         return self.size
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return normalize(self.images[i], self.mean), self.labels[i].astype(np.int64)
+        image, label = self.images[i], self.labels[i]
+        if self.augment:
+            rng = np.random.default_rng([self.seed, _SPLIT_IDS[self.split], self.epoch, i])
+            turns = int(rng.integers(4))
+            image, label = np.rot90(image, turns, (0, 1)), np.rot90(label, turns)
+            if rng.random() < 0.5:
+                image, label = image[:, ::-1], label[:, ::-1]
+        return normalize(image, self.mean), np.ascontiguousarray(label, dtype=np.int64)
 
     def raw_image(self, i: int) -> np.ndarray:
         """The RGB image of item ``i``, uint8 (S, S, 3)."""

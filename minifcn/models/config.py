@@ -45,15 +45,19 @@ class VGGConfig:
 
 PAPER = VGGConfig(name="paper")
 
-# The same five blocks, 13 convs and two "fully connected" convs, at a width a
-# 2-core CPU trains in minutes on 64x64 images. fc6 is 3x3 (still > 1, so the
-# crop offsets stay non-trivial) and the first padding is 32 rather than 100.
+# The same five blocks, 13 convs and two "fully connected" convs, narrow enough
+# for a 2-core CPU to train on 64x64 images in minutes. fc6 is 3x3 (still > 1,
+# so FCN-16s and FCN-8s need real crops) and conv1_1 pads by 17 instead of 100:
+# the least padding for which FCN-32s still covers the image (its crop offset
+# comes out as 0) and FCN-8s accepts 64x64 inputs. Padding costs: every extra
+# pixel of padding is computed by all of block 1 (17 instead of 32 made training
+# 1.8x faster). Trained from scratch, so the input is scaled to about unit size.
 MINI = VGGConfig(
     name="mini",
-    widths=(16, 32, 48, 64, 64),
+    widths=(8, 16, 32, 64, 64),
     fc_channels=128,
     fc6_kernel=3,
-    first_padding=32,
+    first_padding=17,
     input_scale=1 / 64,
 )
 
