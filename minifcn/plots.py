@@ -6,12 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .data.palette import colorize  # noqa: E402
+from .data.palette import colorize
 
 
 def _save_atomic(fig, path: Path) -> None:
@@ -19,14 +16,15 @@ def _save_atomic(fig, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".png", dir=path.parent)
     os.close(fd)
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     os.replace(tmp, path)
 
 
 def plot_curves(history: list[dict], path, title: str = "") -> None:
     """Training loss and validation mean IU per epoch, side by side."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    # A bare Figure (no pyplot): drawing files never touches the notebook's backend.
+    fig = Figure(figsize=(10, 3.6))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     if all("val_loss" in h for h in history):
         ax1.plot(epochs, [h["val_loss"] for h in history], "s--", label="validation")
@@ -64,7 +62,8 @@ def plot_predictions(
     images: uint8 (N, H, W, 3); labels, preds: int (N, H, W).
     """
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+    fig = Figure(figsize=(6, 2 * n))
+    axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         panels = (images[i], colorize(labels[i], ignore_index), colorize(preds[i], ignore_index))
         for j, panel in enumerate(panels):

@@ -76,12 +76,12 @@ def parse_args(argv=None):
         "--epochs",
         type=int,
         default=None,
-        help="default 12 (with --resume: the run's own; a different value changes "
+        help="default 8 (with --resume: the run's own; a different value changes "
         "the learning-rate schedule's length)",
     )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--lr", type=float, default=None, help="default: 1e-3 (adam), 1e-4 (sgd)")
+    p.add_argument("--lr", type=float, default=None, help="default: 3e-3 (adam), 1e-4 (sgd)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--schedule", default="poly", choices=["poly", "step", "constant"])
@@ -194,7 +194,7 @@ def init_from(model, path):
 
 
 def make_optimizer(args, model, steps_total: int):
-    lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 1e-4)
+    lr = args.lr if args.lr is not None else (3e-3 if args.optimizer == "adam" else 1e-4)
     if args.optimizer == "adam":
         opt = Adam(model.parameters(), lr=lr, weight_decay=0.0)
     else:
@@ -273,7 +273,7 @@ def train(argv=None) -> dict:
     cfg_name = args.config or ("mini" if args.dataset == "shapes" else "paper")
     out = choose_run_dir(args)
     if not args.resume:
-        args.epochs = args.epochs or 12
+        args.epochs = args.epochs or 8
 
     if args.resume:
         _, meta, _ = load_checkpoint(out / "last.npz")
@@ -342,6 +342,7 @@ def train(argv=None) -> dict:
     )
 
     t_start = time.perf_counter() - state["wall_time"]
+    warned = False
     try:
         while state["epoch"] < args.epochs:
             epoch = state["epoch"]
@@ -407,7 +408,8 @@ def train(argv=None) -> dict:
                 loss_count=0,
                 wall_time=row["wall_time"],
             )
-            improved = row["mean_iu"] > state["best_mean_iu"]
+            # Ties go to the later epoch: with equal mean IU, the longer-trained weights.
+            improved = row["mean_iu"] >= state["best_mean_iu"]
             if improved:
                 state["best_mean_iu"], state["best_epoch"] = row["mean_iu"], epoch + 1
             checkpoint("last.npz")
@@ -426,12 +428,15 @@ def train(argv=None) -> dict:
             if collapsed(result["pred_counts"]):
                 share = result["pred_counts"] / result["pred_counts"].sum()
                 c = int(share.argmax())
+                # The per-class table the first time and at the end; one line in between.
+                table = not warned or state["epoch"] == args.epochs
                 print(
                     f"warning: predictions collapsed onto class {c} "
-                    f"({train_set.class_names[c]}, {share[c]:.1%} of pixels). Per-class IU:\n"
-                    + result["metrics"].format_table(),
+                    f"({train_set.class_names[c]}, {share[c]:.1%} of pixels)"
+                    + (". Per-class IU:\n" + result["metrics"].format_table() if table else ""),
                     file=sys.stderr,
                 )
+                warned = True
     except KeyboardInterrupt:
         # The unfinished step is dropped: weights are those after the last finished
         # step, and the dropout generators are rewound to where that step began.

@@ -1,6 +1,6 @@
 """A synthetic segmentation dataset, generated from a seed: no download needed.
 
-Each image shows 1 to 4 objects of four classes (disk, rectangle, triangle,
+Each image shows 1 to 3 objects of four classes (disk, rectangle, triangle,
 cross) on a textured background. It is built so that a small FCN trained from
 scratch on a CPU for a few minutes learns it, while the things FCN's skip
 connections are for still show:
@@ -35,13 +35,16 @@ DEFAULT_SIZES = {"train": 3000, "val": 200}
 _SPLIT_IDS = {"train": 0, "val": 1}
 
 # Sizes are given for 64 x 64 images and scale with image_size.
-_MAX_EXTENT = 36.0
-_MIN_EXTENT = {DISK: 10.0, RECTANGLE: 10.0, TRIANGLE: 13.0, CROSS: 14.0}
+_MAX_EXTENT = 44.0
+_MIN_EXTENT = {DISK: 14.0, RECTANGLE: 14.0, TRIANGLE: 18.0, CROSS: 18.0}
 _MIN_CONTRAST = 100.0  # least RGB distance between an object and what lies under it
+_THIN_BAR = 0.1  # share of rectangles drawn as thin bars
+_THIN_CROSS = 0.08  # share of crosses with thin arms
+_CROSS_ARM = (0.32, 0.45)  # arm thickness / extent of the other crosses
 _MAX_HIDDEN = 0.3  # a new object may hide at most this fraction of an earlier visible one
 _NOISE_STD = 6.0
-_OBJECT_COUNTS = (1, 2, 3, 4)  # objects per image
-_OBJECT_COUNT_PROBS = (0.2, 0.3, 0.3, 0.2)
+_OBJECT_COUNTS = (1, 2, 3)  # objects per image
+_OBJECT_COUNT_PROBS = (0.25, 0.4, 0.35)
 
 
 def _rotated(xx, yy, cx, cy, angle):
@@ -60,7 +63,7 @@ def _shape_mask(cls, extent, rng, xx, yy, cx, cy, scale):
         return (u / r) ** 2 + (v / (r * aspect)) ** 2 <= 1.0
     if cls == RECTANGLE:
         u, v = _rotated(xx, yy, cx, cy, rng.uniform(0, math.pi))
-        if rng.random() < 0.2:  # a thin bar
+        if rng.random() < _THIN_BAR:  # a thin bar
             width = rng.uniform(3.0, 5.0)
             length = max(extent, 16.0 * scale)
         else:
@@ -80,10 +83,10 @@ def _shape_mask(cls, extent, rng, xx, yy, cx, cy, scale):
     if cls == CROSS:  # a plus sign
         u, v = _rotated(xx, yy, cx, cy, rng.uniform(0, math.pi / 2))
         half = extent / 2
-        if rng.random() < 0.25:  # thin arms
+        if rng.random() < _THIN_CROSS:  # thin arms
             t = rng.uniform(3.0, 4.0) / 2
         else:
-            t = max(1.5, extent * rng.uniform(0.25, 0.4) / 2)
+            t = max(1.5, extent * rng.uniform(*_CROSS_ARM) / 2)
         au, av = np.abs(u), np.abs(v)
         return ((au <= half) & (av <= t)) | ((av <= half) & (au <= t))
     raise ValueError(f"unknown shape class {cls}")

@@ -59,6 +59,12 @@ def crop_offset(big: CoordMap, ref: CoordMap, name: str = "crop") -> int:
     if big.scale != ref.scale:
         raise ValueError(f"{name}: blobs have different strides ({big.scale} vs {ref.scale})")
     offset = (ref.shift - big.shift) / big.scale
-    if offset.denominator != 1 or offset < 0:
+    if offset.denominator != 1:
         raise ValueError(f"{name}: the blobs do not align on whole pixels (offset {offset})")
+    if offset < 0:
+        raise ValueError(
+            f"{name}: the map to crop starts {-offset} pixels after the one it must cover, so "
+            "no crop can align them (for the final crop, more padding in conv1_1 moves it "
+            "back; for a skip crop, the head's kernels must change)"
+        )
     return int(offset)
