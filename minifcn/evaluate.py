@@ -12,8 +12,8 @@ import json
 
 from tqdm import tqdm
 
-from .backend import require_gpu
 from .checkpoint import load_model
+from .cli import ensure_device
 from .data import build_dataset
 from .engine import evaluate
 
@@ -37,11 +37,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--json", default=None, help="also write the scores to this file")
     args = p.parse_args(argv)
-    if args.device == "gpu":
-        try:
-            require_gpu()
-        except RuntimeError as err:
-            raise SystemExit(f"error: --device gpu: {err}") from None
+    ensure_device(args.device)
     try:
         model, meta = load_model(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .backend import require_gpu
 from .checkpoint import load_model
+from .cli import ensure_device
 from .data.files import read_image
 from .data.palette import colorize, overlay
 from .engine import segment_image
@@ -29,11 +29,7 @@ def main(argv=None) -> Path:
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     args = p.parse_args(argv)
-    if args.device == "gpu":
-        try:
-            require_gpu()
-        except RuntimeError as err:
-            raise SystemExit(f"error: --device gpu: {err}") from None
+    ensure_device(args.device)
     image_path = Path(args.image)
     out = Path(args.output) if args.output else image_path.with_name(image_path.stem + "_mask.png")
     over = out.with_name(out.stem + "_overlay" + (out.suffix or ".png"))

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .backend import require_gpu, to_device
+from .backend import to_device
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
+from .cli import ensure_device
 from .data import build_dataset, iterate_batches, num_batches
 from .data.transforms import denormalize
 from .engine import collapsed, evaluate, predict_scores
@@ -265,11 +266,7 @@ def _write_atomic(path: Path, text: str) -> None:
 # ---------------------------------------------------------------------- the loop
 def train(argv=None) -> dict:
     args = parse_args(argv)
-    if args.device == "gpu":
-        try:
-            require_gpu()
-        except RuntimeError as err:
-            raise SystemExit(f"error: --device gpu: {err}") from None
+    ensure_device(args.device)
     cfg_name = args.config or ("mini" if args.dataset == "shapes" else "paper")
     out = choose_run_dir(args)
     if not args.resume:
