@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -38,6 +39,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default=None, help="also write the scores to this file")
     args = p.parse_args(argv)
     ensure_device(args.device)
+    if args.json and Path(args.json).exists():
+        raise SystemExit(f"error: {args.json} exists; choose another --json path (nothing written)")
     try:
         model, meta = load_model(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:

@@ -1359,7 +1359,7 @@ METRICS = ["pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu"]
 val_set = ShapesDataset("val", size=VAL_SIZE)
 best, models, per_class, recheck = {}, {}, {}, {}
 for m, rows in history.items():
-    best[m] = max(rows, key=lambda r: r["mean_iu"])
+    best[m] = max(rows, key=lambda r: (r["mean_iu"], r["epoch"]))  # ties: the later epoch, as train
     models[m] = load_model(runs / m / "best.npz")[0]
     result = evaluate(models[m], val_set, batch_size=4)
     recheck[m] = (result["mean_iu"], best[m]["mean_iu"])
@@ -1754,9 +1754,12 @@ print("all checks passed")
 
 
 # ------------------------------------------------------------------------------ main
-def build() -> list[Path]:
+def build(names=()) -> list[Path]:
+    """Write the notebooks (only ``names`` if given; the others keep their saved outputs)."""
     paths = []
     for name, cells in NOTEBOOKS.items():
+        if names and name not in names:
+            continue
         nb = new_notebook(cells=cells)
         nb.metadata["kernelspec"] = {
             "name": "python3",
@@ -1802,9 +1805,7 @@ def main(argv=None) -> None:
     parser.add_argument("--execute", action="store_true", help="run in full mode, save outputs")
     parser.add_argument("names", nargs="*", help="only these notebooks (e.g. 01_convolution)")
     args = parser.parse_args(argv)
-    paths = build()
-    if args.names:
-        paths = [p for p in paths if p.stem in args.names]
+    paths = build(args.names)
     if args.execute:
         execute(paths)
 

@@ -152,6 +152,11 @@ def test_evaluate_prints_the_four_metrics_and_a_per_class_table(tmp_path, capsys
     assert 0 <= scores["mean_iu"] <= 1
     with pytest.raises(SystemExit, match="checkpoint not found"):
         evaluate_main(["--checkpoint", str(tmp_path / "nope.npz")])
+    (tmp_path / "scores.json").write_text("keep me")
+    with pytest.raises(SystemExit, match="scores.json exists"):
+        evaluate_main(["--checkpoint", str(tmp_path / "r" / "best.npz"), "--json",
+                       str(tmp_path / "scores.json")])  # fmt: skip
+    assert (tmp_path / "scores.json").read_text() == "keep me"
 
 
 def test_evaluate_refuses_a_checkpoint_for_other_classes(tmp_path):
