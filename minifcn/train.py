@@ -130,7 +130,7 @@ def choose_run_dir(args) -> Path:
     return out
 
 
-def make_datasets(args, cfg_name: str):
+def make_datasets(args):
     kw_train, kw_val = {}, {}
     if args.dataset == "shapes":
         if args.train_size:
@@ -210,7 +210,7 @@ def make_optimizer(args, model, steps_total: int):
 
 
 # ---------------------------------------------------------------- checkpoint state
-def training_state(model, opt, state: dict) -> tuple[dict, dict]:
+def training_state(model, opt) -> tuple[dict, dict]:
     """(meta, extra arrays) that let --resume continue exactly."""
     opt_state = opt.state_dict()
     extra, scalars = {}, {}
@@ -221,7 +221,6 @@ def training_state(model, opt, state: dict) -> tuple[dict, dict]:
             else:
                 scalars[f"{i}/{k}"] = v
     meta = {
-        **state,
         "optimizer": type(opt).__name__.lower(),
         "optimizer_hyperparameters": opt_state["hyperparameters"],
         "optimizer_scalars": scalars,
@@ -283,7 +282,7 @@ def train(argv=None) -> dict:
         cfg_name = meta["config_name"]
 
     try:
-        train_set, val_set = make_datasets(args, cfg_name)
+        train_set, val_set = make_datasets(args)
         model = make_model(args, train_set.num_classes, cfg_name)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
@@ -314,7 +313,7 @@ def train(argv=None) -> dict:
     step_rng = model.rng_state()  # dropout generators as they were after the last finished step
 
     def checkpoint(name: str, rng_state=None) -> None:
-        meta, extra = training_state(model, opt, {})
+        meta, extra = training_state(model, opt)
         if rng_state is not None:
             meta["dropout_rng"] = rng_state
         meta.update(

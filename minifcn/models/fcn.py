@@ -56,10 +56,11 @@ class FCN(Module):
     def _add_head(self, rng):
         raise NotImplementedError
 
-    def _score(self, in_channels: int, rng, zero: bool = False) -> Conv2d:
+    def _score(self, in_channels: int, rng) -> Conv2d:
+        """A 1x1 scoring conv, zero-initialised as in the reference (score_fr and the skips):
+        a new skip then adds nothing until training gives it weight."""
         conv = Conv2d(in_channels, self.num_classes, 1, rng=rng)
-        if zero:  # the reference zero-initialises the skip score layers
-            conv.weight.data[...] = 0
+        conv.weight.data[...] = 0
         return conv
 
     def _upsample(self, kernel: int, stride: int) -> ConvTranspose2d:
@@ -220,7 +221,7 @@ class FCN32s(FCN):
     name = "fcn32s"
 
     def _add_head(self, rng):
-        self.score_fr = self._score(self.config.fc_channels, rng, zero=True)
+        self.score_fr = self._score(self.config.fc_channels, rng)
         self.upscore = self._upsample(64, 32)
         self.score = Crop(0)
 
@@ -247,9 +248,9 @@ class FCN16s(FCN):
     name = "fcn16s"
 
     def _add_head(self, rng):
-        self.score_fr = self._score(self.config.fc_channels, rng, zero=True)
+        self.score_fr = self._score(self.config.fc_channels, rng)
         self.upscore2 = self._upsample(4, 2)
-        self.score_pool4 = self._score(self.config.widths[3], rng, zero=True)
+        self.score_pool4 = self._score(self.config.widths[3], rng)
         self.score_pool4c = Crop(0)
         self.fuse_pool4 = Fuse()
         self.upscore16 = self._upsample(32, 16)
@@ -308,15 +309,15 @@ class FCN8s(FCN):
         super().__init__(num_classes, config, freeze_upsampling, rng)
 
     def _add_head(self, rng):
-        self.score_fr = self._score(self.config.fc_channels, rng, zero=True)
+        self.score_fr = self._score(self.config.fc_channels, rng)
         self.upscore2 = self._upsample(4, 2)
         self.scale_pool4 = Scale(0.01 if self.at_once else 1.0)
-        self.score_pool4 = self._score(self.config.widths[3], rng, zero=True)
+        self.score_pool4 = self._score(self.config.widths[3], rng)
         self.score_pool4c = Crop(0)
         self.fuse_pool4 = Fuse()
         self.upscore_pool4 = self._upsample(4, 2)
         self.scale_pool3 = Scale(0.0001 if self.at_once else 1.0)
-        self.score_pool3 = self._score(self.config.widths[2], rng, zero=True)
+        self.score_pool3 = self._score(self.config.widths[2], rng)
         self.score_pool3c = Crop(0)
         self.fuse_pool3 = Fuse()
         self.upscore8 = self._upsample(16, 8)
