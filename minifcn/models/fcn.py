@@ -141,9 +141,7 @@ class FCN(Module):
                 if need > n:
                     raise ValueError(f"{layer} needs {need} pixels of {src} but it has {n}")
                 n = sizes[ref[0]]
-            elif isinstance(module, Conv2d):
-                n = (n + 2 * module.padding - module.kernel_size) // module.stride + 1
-            elif hasattr(module, "output_size"):
+            elif hasattr(module, "output_size"):  # Conv2d, MaxPool2d, ConvTranspose2d
                 n = module.output_size(n)
             if n < 1:
                 raise ValueError(f"blob {out} would be empty")

@@ -170,6 +170,10 @@ class Conv2d(Module):
         self._cache = None
         self._col_buffer = None  # the patches' array, reused by the next forward
 
+    def output_size(self, size: int) -> int:
+        """Output length along one axis for an input of ``size``."""
+        return conv_output_size(size, self.kernel_size, self.stride, self.padding)
+
     def _col_out(self, x):
         """The array the patches of ``x`` are written into: the previous one when it fits.
 

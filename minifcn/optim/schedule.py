@@ -12,7 +12,9 @@ class ConstantLR:
     def __call__(self, iteration: int) -> float:
         return self.base_lr
 
-    lr_at = __call__
+    def lr_at(self, iteration: int) -> float:
+        """The same as calling the schedule."""
+        return self(iteration)
 
     def __repr__(self) -> str:
         return f"ConstantLR(base_lr={self.base_lr})"
@@ -31,8 +33,6 @@ class StepLR(ConstantLR):
     def __call__(self, iteration: int) -> float:
         return self.base_lr * self.gamma ** (max(0, int(iteration)) // self.step_size)
 
-    lr_at = __call__
-
     def __repr__(self) -> str:
         return f"StepLR(base_lr={self.base_lr}, step_size={self.step_size}, gamma={self.gamma})"
 
@@ -50,8 +50,6 @@ class PolyLR(ConstantLR):
     def __call__(self, iteration: int) -> float:
         progress = min(max(int(iteration), 0), self.max_iter) / self.max_iter
         return self.base_lr * (1.0 - progress) ** self.power
-
-    lr_at = __call__
 
     def __repr__(self) -> str:
         return f"PolyLR(base_lr={self.base_lr}, max_iter={self.max_iter}, power={self.power})"
