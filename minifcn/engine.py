@@ -17,6 +17,21 @@ def predict_scores(model, images, device: str = "cpu"):
     batch is padded (with the mean, i.e. zeros) up to the next supported size
     and the scores are cropped back.
     """
+    return as_numpy(_device_scores(model, images, device))
+
+
+def predict_labels(model, images, device: str = "cpu") -> np.ndarray:
+    """images float32 (N, 3, H, W) -> predicted class ids, NumPy int32 (N, H, W).
+
+    The arg-max is taken where the scores are (on the GPU for ``device="gpu"``),
+    so only the class ids (4 bytes a pixel) are copied back, not C float scores.
+    """
+    scores = _device_scores(model, images, device)
+    return as_numpy(scores.argmax(axis=1).astype("int32"))
+
+
+def _device_scores(model, images, device: str):
+    """The model's scores for ``images``, left on ``device``, cropped to (N, C, H, W)."""
     n, _, h, w = images.shape
     ph, pw = _next_supported(model, h), _next_supported(model, w)
     if (ph, pw) != (h, w):
@@ -24,7 +39,7 @@ def predict_scores(model, images, device: str = "cpu"):
         padded[:, :, :h, :w] = as_numpy(images)
         images = padded
     scores = model(to_device(images, device))
-    return as_numpy(scores[:, :, :h, :w])
+    return scores[:, :, :h, :w]
 
 
 def _next_supported(model, side: int) -> int:
@@ -52,7 +67,7 @@ def evaluate(model, dataset, batch_size: int = 1, device: str = "cpu", progress=
     if progress is not None:
         batches = progress(batches)
     for images, labels in batches:
-        pred = predict_scores(model, images, device).argmax(axis=1)
+        pred = predict_labels(model, images, device)
         metrics.update(pred, labels)
         counts += np.bincount(pred.ravel(), minlength=dataset.num_classes)
     result = metrics.compute()
@@ -68,7 +83,7 @@ def collapsed(pred_counts, threshold: float = 0.99) -> bool:
 
 
 def segment_image(model, image_uint8, device: str = "cpu") -> np.ndarray:
-    """uint8 (H, W, 3) RGB image -> predicted class ids uint8/int64 (H, W)."""
+    """uint8 (H, W, 3) RGB image -> predicted class ids int32 (H, W)."""
     model.eval()
     x = normalize(image_uint8)[None]
-    return predict_scores(model, x, device)[0].argmax(axis=0)
+    return predict_labels(model, x, device)[0]

@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .cli import ensure_device
 from .data import build_dataset, iterate_batches, num_batches
 from .data.transforms import denormalize
-from .engine import collapsed, evaluate, predict_scores
+from .engine import collapsed, evaluate, predict_labels
 from .models import FCN8s, FCN16s, build_model
 from .models.pretrained import load_vgg16_npz
 from .nn import SoftmaxCrossEntropy
@@ -302,13 +302,13 @@ def train(argv=None) -> dict:
         "history": [],
         "wall_time": 0.0,
     }
+    model.to(args.device)  # before the optimiser state is restored onto the parameters' device
     if args.resume:
         weights, meta, extra = load_checkpoint(out / "last.npz")
         model.load_state_dict(weights)
         restore_training_state(model, opt, meta, extra)
         state = meta["state"]
         print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
-    model.to(args.device)
 
     step_rng = model.rng_state()  # dropout generators as they were after the last finished step
 
@@ -470,7 +470,7 @@ def save_prediction_grid(model, dataset, path, n: int, device: str = "cpu") -> N
     model.eval()
     images = [denormalize(x) for x, _ in items]
     labels = [y for _, y in items]
-    preds = [predict_scores(model, x[None], device)[0].argmax(0) for x, _ in items]
+    preds = [predict_labels(model, x[None], device)[0] for x, _ in items]
     plot_predictions(images, labels, preds, path, ignore_index=dataset.ignore_index)
 
 

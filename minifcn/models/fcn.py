@@ -376,11 +376,11 @@ class FCN8s(FCN):
 
 def _copy_shared(src: FCN, dst: FCN) -> FCN:
     """Copy every parameter ``src`` and ``dst`` share by name and shape."""
+    dst.to(src.device)  # first, so that both sides live on the same device
     theirs = dict(src.named_parameters())
     for name, p in dst.named_parameters():
         if name in theirs and theirs[name].data.shape == p.data.shape:
             p.data[...] = theirs[name].data
-    dst.to(src.device)
     return dst
 
 
