@@ -4,9 +4,18 @@ Every layer asks ``get_array_module(x)`` for the array module of its input and
 writes its arithmetic against that module (called ``xp``), so the same code runs
 on the CPU with NumPy and on an NVIDIA GPU with CuPy. This is the only file in
 minifcn that imports CuPy.
+
+Switch: on the GPU, im2col/col2im and the softmax cross-entropy run as custom
+CUDA kernels (``nn/cuda_kernels.py``) unless the environment variable
+``MINIFCN_CUDA_KERNELS=0`` is set; then they run as plain CuPy array operations,
+the same algorithm as on NumPy (slower, and a way to rule the kernels out when
+something looks wrong).
 """
 
 from __future__ import annotations
+
+import functools
+import os
 
 import numpy as np
 
@@ -16,9 +25,20 @@ except Exception:  # ImportError, or a CUDA library that fails to load
     _cupy = None
 
 GPU_INSTALL_HINT = (
-    'Install CuPy for your CUDA version, e.g. `pip install -e ".[gpu]"` (cupy-cuda12x) or '
-    "`pip install cupy-cuda13x` on CUDA 13, on a machine with an NVIDIA GPU."
+    'Install CuPy with the CUDA parts it compiles kernels with: `pip install -e ".[gpu]"` '
+    '(cupy-cuda12x[ctk], for a CUDA 12 driver) or `pip install "cupy-cuda13x[ctk]"` for a '
+    "CUDA 13 driver (`nvidia-smi` shows the driver's CUDA version)."
 )
+
+# The smallest kernel that proves the GPU tool chain works: NVRTC compiles it, the
+# driver loads it, and it runs (minifcn's own kernels need nothing more).
+PROBE_KERNEL = r"""
+extern "C" __global__ void minifcn_probe(float* x, const int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+        x[i] = 2.0f * x[i] + 1.0f;
+    }
+}
+"""
 
 
 def cupy_module():
@@ -37,7 +57,12 @@ def gpu_available() -> bool:
 
 
 def require_gpu() -> None:
-    """Raise ``RuntimeError`` with an install hint unless a GPU can be used."""
+    """Raise ``RuntimeError`` naming what is missing unless the GPU can run minifcn.
+
+    Beyond CuPy and a visible device, this compiles and runs one tiny kernel
+    (once per process), so a missing NVRTC, CUDA headers or a driver too old
+    for the installed CuPy stops here with one message instead of mid-forward.
+    """
     if _cupy is None:
         raise RuntimeError(f"GPU requested but CuPy is not installed. {GPU_INSTALL_HINT}")
     if not gpu_available():
@@ -45,6 +70,31 @@ def require_gpu() -> None:
             "GPU requested but no CUDA device is visible to CuPy "
             f"(is there an NVIDIA GPU and driver?). {GPU_INSTALL_HINT}"
         )
+    problem = _toolchain_problem()
+    if problem:
+        raise RuntimeError(
+            f"GPU requested but CuPy cannot compile and run a kernel: {problem}. {GPU_INSTALL_HINT}"
+        )
+
+
+@functools.cache
+def _toolchain_problem() -> str | None:
+    """None when a probe kernel compiles and gives the right numbers, else what went wrong."""
+    try:
+        x = _cupy.arange(5, dtype=_cupy.float32)
+        _cupy.RawKernel(PROBE_KERNEL, "minifcn_probe")((1,), (32,), (x, np.int32(5)))
+        got = _cupy.asnumpy(x)
+    except Exception as err:  # CompileException, CUDARuntimeError, missing libnvrtc...
+        message = " ".join(str(err).split())[:300]
+        return f"{type(err).__name__}: {message}"
+    if not np.array_equal(got, 2 * np.arange(5, dtype=np.float32) + 1):
+        return f"the probe kernel computed {got.tolist()} instead of [1, 3, 5, 7, 9]"
+    return None
+
+
+def cuda_kernels_enabled() -> bool:
+    """True unless ``MINIFCN_CUDA_KERNELS=0``: use the custom CUDA kernels on the GPU."""
+    return os.environ.get("MINIFCN_CUDA_KERNELS", "1").strip() != "0"
 
 
 def is_gpu_array(array) -> bool:

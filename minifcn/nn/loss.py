@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import as_numpy, cuda_kernels_enabled, get_array_module
 from .checks import check_nchw
 from .module import Module
+
+
+class _Saved(NamedTuple):
+    """What forward keeps for backward. ``probs`` (plain path) or ``scores`` + ``lse``
+    (CUDA kernel path, which recomputes the softmax instead of storing it)."""
+
+    probs: object  # (N, C, H, W) softmax, or None on the kernel path
+    scores: object  # (N, C, H, W), kernel path only
+    lse: object  # (N, H, W) log-sum-exp, kernel path only
+    labels: object  # (N, H, W) labels; ignored pixels are not counted
+    divisor: float  # the loss was divided by this
 
 
 class SoftmaxCrossEntropy(Module):
@@ -23,6 +36,9 @@ class SoftmaxCrossEntropy(Module):
 
     Stability: scores are shifted by their per-pixel maximum before exp
     (log-sum-exp), so large scores cannot overflow.
+
+    On the GPU the forward waits for the device once: the loss, the number of
+    counted pixels and the number of out-of-range labels come back together.
     """
 
     def __init__(self, ignore_index: int = 255, reduction: str = "mean"):
@@ -32,13 +48,12 @@ class SoftmaxCrossEntropy(Module):
             )
         self.ignore_index = ignore_index
         self.reduction = reduction
-        self._cache = None
+        self._saved = None
 
     def forward(self, scores, labels):
         check_nchw(scores, "SoftmaxCrossEntropy (scores)")
-        xp = get_array_module(scores, labels)
         n, c, h, w = scores.shape
-        if labels.shape != (n, h, w):
+        if tuple(labels.shape) != (n, h, w):
             raise ValueError(
                 f"SoftmaxCrossEntropy: labels must have shape (N, H, W) = {(n, h, w)} to match "
                 f"scores {tuple(scores.shape)}, got {tuple(labels.shape)}"
@@ -47,51 +62,65 @@ class SoftmaxCrossEntropy(Module):
             raise ValueError(
                 f"SoftmaxCrossEntropy: labels must be integers, got dtype {labels.dtype}"
             )
+        if get_array_module(scores) is not get_array_module(labels):
+            raise TypeError(
+                "SoftmaxCrossEntropy: scores and labels must be on the same device, got "
+                f"{type(scores).__module__} scores and {type(labels).__module__} labels"
+            )
+        xp = get_array_module(scores)
         valid = labels != self.ignore_index
-        safe = xp.where(valid, labels, 0)  # ignored pixels point at class 0, then count 0
-        if int(safe.min()) < 0 or int(safe.max()) >= c:
-            value = int(labels[valid & ((labels < 0) | (labels >= c))].ravel()[0])
+        bad = valid & ((labels < 0) | (labels >= c))
+        if xp is not np and cuda_kernels_enabled():
+            from .cuda_kernels import softmax_xent_forward_gpu
+
+            lse, pixel_loss = softmax_xent_forward_gpu(scores, labels, self.ignore_index)
+            saved = (None, scores, lse)
+        else:
+            # log p(label) = shifted[label] - log(sum exp(shifted)), shifted = scores - max
+            counted = valid & ~bad
+            index = xp.where(counted, labels, 0)[:, None].astype(xp.int64)  # (N, 1, H, W)
+            probs = scores - scores.max(axis=1, keepdims=True)  # shifted, exp'd in place
+            picked = xp.take_along_axis(probs, index, axis=1)[:, 0]
+            xp.exp(probs, out=probs)
+            sum_exp = probs.sum(axis=1, keepdims=True)
+            pixel_loss = (xp.log(sum_exp[:, 0]) - picked) * counted
+            probs /= sum_exp
+            saved = (probs, None, None)
+        # One copy to the host for the three numbers it needs.
+        totals = xp.stack(
+            [
+                pixel_loss.sum(dtype=xp.float64),
+                valid.sum(dtype=xp.float64),
+                bad.sum(dtype=xp.float64),
+            ]
+        )
+        loss_sum, count, n_bad = (float(v) for v in as_numpy(totals))
+        if n_bad:
+            value = int(as_numpy(labels[bad].ravel()[:1])[0])
             raise ValueError(
                 f"SoftmaxCrossEntropy: label value {value} is out of range for {c} classes "
                 f"(expected 0..{c - 1} or ignore_index {self.ignore_index})"
             )
-        count = int(valid.sum())
-        divisor = max(count, 1) if self.reduction == "mean" else 1
-        if xp is not np:
-            from .cuda_kernels import softmax_xent_forward_gpu
-
-            lse, loss = softmax_xent_forward_gpu(scores, labels, self.ignore_index)
-            self._cache = ("gpu", scores, lse, labels, divisor)
-            return float(loss.sum()) / divisor
-        # log p(label) = shifted[label] - log(sum exp(shifted)), shifted = scores - max
-        top = scores.max(axis=1, keepdims=True)
-        probs = scores - top  # shifted, then exp'd and normalised in place
-        index = safe[:, None].astype(np.intp)
-        picked = np.take_along_axis(probs, index, axis=1)[:, 0]
-        np.exp(probs, out=probs)
-        sum_exp = probs.sum(axis=1, keepdims=True)
-        log_p = picked - np.log(sum_exp[:, 0])
-        total = -float(log_p[valid].sum(dtype=np.float64))
-        probs /= sum_exp
-        self._cache = ("cpu", probs, index, valid, divisor)
-        return total / divisor
+        divisor = max(count, 1.0) if self.reduction == "mean" else 1.0
+        self._saved = _Saved(*saved, labels, divisor)
+        return loss_sum / divisor
 
     def backward(self, dloss: float = 1.0):
         """dloss (a float) -> dscores (N, C, H, W), same dtype as the scores."""
-        if self._cache[0] == "gpu":
+        if self._saved is None:
+            raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
+        probs, scores, lse, labels, divisor = self._saved
+        scale = dloss / divisor
+        if probs is None:
             from .cuda_kernels import softmax_xent_backward_gpu
 
-            _, scores, lse, labels, divisor = self._cache
-            return softmax_xent_backward_gpu(
-                scores, lse, labels, self.ignore_index, dloss / divisor
-            )
-        _, probs, index, valid, divisor = self._cache
+            return softmax_xent_backward_gpu(scores, lse, labels, self.ignore_index, scale)
+        xp = get_array_module(probs)
+        c = probs.shape[1]
         # (softmax - one_hot) * weight, with weight = dloss / divisor, 0 on ignored pixels
-        weight = (valid * (dloss / divisor)).astype(probs.dtype)[:, None]  # (N, 1, H, W)
-        grad = probs * weight
-        at_label = np.take_along_axis(grad, index, axis=1) - weight
-        np.put_along_axis(grad, index, at_label, axis=1)
-        return grad
+        weight = ((labels != self.ignore_index) * probs.dtype.type(scale))[:, None]
+        one_hot = labels[:, None] == xp.arange(c).reshape(1, c, 1, 1)
+        return (probs - one_hot) * weight
 
     def extra_repr(self) -> str:
         return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"

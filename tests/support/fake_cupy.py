@@ -1,0 +1,688 @@
+"""A strict stand-in for CuPy, NumPy underneath, so the GPU code path runs on every CI.
+
+Tests install it as minifcn's ``cupy`` module when no real GPU is present
+(``tests/conftest.py``). It copies CuPy's rules where they matter for bugs:
+
+* Its ``ndarray`` is not a ``numpy.ndarray``. ``np.asarray(d)`` (and anything
+  that needs one implicitly) raises ``TypeError``, as CuPy's ``__array__`` does.
+* A host array as an operand of a device operation (``d + h``, ``xp.where(h,
+  ...)``, a NumPy ufunc mixing both) raises ``TypeError: Unsupported type``;
+  a non-scalar host array assigned into a basic slice of a device array raises
+  ``ValueError`` (CuPy's ``fill`` path). Host arrays as *indices*, or assigned
+  through an advanced index, are copied to the device, as CuPy does, and counted.
+* ``empty``/``empty_like`` return garbage (NaN for floats), as device memory is.
+* Every host->device and device->host copy, and every blocking sync
+  (``float()``, ``int()``, ``bool()``, ``.get()``, ``.item()``, ``asnumpy``,
+  ``repr``, a stream synchronize), is recorded in ``stats`` with its call site.
+* ``RawKernel`` compiles the kernel's **exact source** as host C++ (g++) with a
+  small prelude that defines ``__global__``, ``blockIdx``, ``threadIdx``,
+  ``blockDim`` and ``gridDim``, and runs every (block, thread) of the launch in
+  turn. That is faithful for kernels without shared memory or
+  ``__syncthreads`` (grid-stride loops, one thread per output), which are the
+  only kind minifcn has. Stricter than CuPy on purpose: every scalar argument
+  must be a NumPy scalar of exactly the parameter's C type and every pointer
+  argument a device array of the pointee's type, because a Python int or a
+  wrong-width scalar is silently misread on a real GPU.
+
+Only the parts of CuPy that minifcn uses are here; anything else raises
+``AttributeError``, so new CuPy usage has to be added on purpose.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import traceback
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+_HERE = str(Path(__file__).resolve().parent)
+_NUMPY_DIR = str(Path(np.__file__).resolve().parent)
+
+
+# ----------------------------------------------------------------------- accounting
+@dataclass
+class Event:
+    kind: str  # "sync" or "h2d" / "d2h"
+    what: str  # e.g. "float()", ".get()", "asarray"
+    nbytes: int
+    site: str  # "file.py:123 in function"
+
+
+@dataclass
+class Stats:
+    """Everything the stand-in saw cross between host and device."""
+
+    events: list = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.events.clear()
+
+    @property
+    def syncs(self) -> list:
+        return [e for e in self.events if e.kind == "sync"]
+
+    @property
+    def transfers(self) -> list:
+        return [e for e in self.events if e.kind in ("h2d", "d2h")]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for e in self.events if e.kind == kind)
+
+    def describe(self, kind: str = "sync") -> str:
+        return "\n".join(f"  {e.what:12s} {e.site}" for e in self.events if e.kind == kind)
+
+
+stats = Stats()
+
+
+def _site() -> str:
+    """The innermost caller outside this file and NumPy: where the sync happened."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        path = str(Path(frame.filename).resolve())
+        if not path.startswith(_HERE) and not path.startswith(_NUMPY_DIR):
+            return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+    return "?"
+
+
+def _record(kind: str, what: str, nbytes: int = 0) -> None:
+    stats.events.append(Event(kind, what, int(nbytes), _site()))
+
+
+def _sync_to_host(a: ndarray, what: str) -> np.ndarray:
+    """A blocking device->host copy of ``a`` (one sync, one d2h transfer)."""
+    _record("sync", what)
+    _record("d2h", what, a._a.nbytes)
+    return a._a
+
+
+# ------------------------------------------------------------------ conversion rules
+_PY_SCALARS = (bool, int, float, complex)
+
+
+def _unsupported(value):
+    return TypeError(f"Unsupported type {type(value)}")
+
+
+def _operand(value):
+    """An argument of a device operation -> what NumPy should see; host arrays refused."""
+    if isinstance(value, ndarray):
+        return value._a
+    if isinstance(value, _PY_SCALARS) or isinstance(value, np.generic) or value is None:
+        return value
+    if isinstance(value, (np.dtype, type, str, slice, type(Ellipsis))):
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_operand(v) for v in value)
+    if isinstance(value, np.ndarray):
+        raise _unsupported(value)
+    raise _unsupported(value)
+
+
+def _wrap(result):
+    """NumPy results -> device arrays (0-d included: CuPy reductions return arrays)."""
+    if isinstance(result, np.ndarray):
+        return ndarray(result)
+    if isinstance(result, np.generic):
+        return ndarray(np.asarray(result))
+    if isinstance(result, tuple):
+        return tuple(_wrap(r) for r in result)
+    if isinstance(result, list):
+        return [_wrap(r) for r in result]
+    return result
+
+
+def _index(key):
+    """An index for a device array; host arrays and lists in it are copied over, as CuPy does."""
+    if isinstance(key, tuple):
+        return tuple(_index(k) for k in key)
+    if isinstance(key, ndarray):
+        return key._a
+    if isinstance(key, (np.ndarray, list)):
+        host = np.asarray(key)
+        _record("h2d", "index", host.nbytes)
+        return host
+    return key
+
+
+def _is_basic(key) -> bool:
+    keys = key if isinstance(key, tuple) else (key,)
+    return not any(isinstance(k, (np.ndarray, ndarray, list)) for k in keys)
+
+
+def _binary(op):
+    def method(self, other):
+        return _wrap(op(self._a, _operand(other)))
+
+    return method
+
+
+def _rbinary(op):
+    def method(self, other):
+        return _wrap(op(_operand(other), self._a))
+
+    return method
+
+
+def _inplace(op):
+    def method(self, other):
+        op(self._a, _operand(other), out=self._a)
+        return self
+
+    return method
+
+
+_METHODS = {  # ndarray methods CuPy has and minifcn may call; results stay on the device
+    "reshape", "transpose", "astype", "copy", "sum", "mean", "max", "min", "argmax",
+    "argmin", "ravel", "flatten", "squeeze", "clip", "any", "all", "cumsum", "prod",
+    "var", "std", "dot", "take", "repeat", "swapaxes", "nonzero", "round", "view",
+    "fill",
+}  # fmt: skip
+
+
+class ndarray:  # noqa: N801 - CuPy's name
+    """A device array: a NumPy array that refuses to be treated as one."""
+
+    __slots__ = ("_a",)
+    __array_priority__ = 100.0
+    __hash__ = None
+
+    def __init__(self, array: np.ndarray):
+        assert isinstance(array, np.ndarray)
+        self._a = array
+
+    # ---- attributes (no sync: CuPy keeps shape and dtype on the host)
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+    size = property(lambda self: self._a.size)
+    itemsize = property(lambda self: self._a.itemsize)
+    nbytes = property(lambda self: self._a.nbytes)
+    strides = property(lambda self: self._a.strides)
+    flags = property(lambda self: self._a.flags)
+    T = property(lambda self: ndarray(self._a.T))
+    device = property(lambda self: _Device(0))
+
+    def __len__(self):
+        return len(self._a)
+
+    def __iter__(self):
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d array")
+        return (self[i] for i in range(len(self)))
+
+    # ---- explicit and implicit copies to the host
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            "Implicit conversion to a NumPy array is not allowed. "
+            "Please use `.get()` to construct a NumPy array explicitly."
+        )
+
+    def get(self, stream=None, order="C", out=None):
+        return _sync_to_host(self, ".get()").copy()
+
+    def item(self):
+        return _sync_to_host(self, ".item()").item()
+
+    def tolist(self):
+        return _sync_to_host(self, ".tolist()").tolist()
+
+    def __float__(self):
+        return float(_sync_to_host(self, "float()"))
+
+    def __int__(self):
+        return int(_sync_to_host(self, "int()"))
+
+    def __bool__(self):
+        return bool(_sync_to_host(self, "bool()"))
+
+    def __complex__(self):
+        return complex(_sync_to_host(self, "complex()"))
+
+    def __repr__(self):
+        return repr(_sync_to_host(self, "repr()")).replace("array", "device_array", 1)
+
+    __str__ = __repr__
+
+    def __format__(self, spec):
+        return format(_sync_to_host(self, "format()"), spec)
+
+    # ---- indexing
+    def __getitem__(self, key):
+        return _wrap(self._a[_index(key)])
+
+    def __setitem__(self, key, value):
+        basic = _is_basic(key)
+        key = _index(key)
+        if isinstance(value, ndarray):
+            self._a[key] = value._a
+        elif isinstance(value, (np.ndarray, list, tuple)):
+            host = np.asarray(value)
+            if basic and host.ndim > 0:  # CuPy fills basic slices only from scalars
+                raise ValueError(
+                    f"non-scalar {type(value).__module__}.ndarray cannot be used for fill"
+                )
+            _record("h2d", "setitem", host.nbytes)
+            self._a[key] = host
+        elif isinstance(value, _PY_SCALARS) or isinstance(value, np.generic):
+            self._a[key] = value
+        else:
+            raise _unsupported(value)
+
+    # ---- methods
+    def __getattr__(self, name):
+        if name not in _METHODS:
+            raise AttributeError(f"the CuPy stand-in's ndarray has no attribute {name!r}")
+        method = getattr(self._a, name)
+
+        def call(*args, **kwargs):
+            out = kwargs.get("out")
+            result = method(*_operand(list(args)), **{k: _operand(v) for k, v in kwargs.items()})
+            return out if isinstance(out, ndarray) else _wrap(result)
+
+        return call
+
+    # ---- NumPy protocols: device-only ufuncs and functions, like CuPy
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        out = kwargs.get("out")
+        for x in inputs + (tuple(out) if out else ()):
+            if isinstance(x, np.ndarray):
+                raise _unsupported(x)
+        inputs = tuple(_operand(x) for x in inputs)
+        if out:
+            kwargs["out"] = tuple(_operand(o) for o in out)
+        result = getattr(ufunc, method)(*inputs, **kwargs)
+        if out:
+            return out[0] if len(out) == 1 else out
+        return _wrap(result)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        ours = getattr(module, func.__name__, None)
+        if ours is None or func.__name__ not in _FUNCTIONS:
+            return NotImplemented
+        return ours(*args, **kwargs)
+
+    # ---- arithmetic
+    __add__, __radd__, __iadd__ = _binary(np.add), _rbinary(np.add), _inplace(np.add)
+    __sub__, __rsub__, __isub__ = (
+        _binary(np.subtract),
+        _rbinary(np.subtract),
+        _inplace(np.subtract),
+    )
+    __mul__, __rmul__, __imul__ = (
+        _binary(np.multiply),
+        _rbinary(np.multiply),
+        _inplace(np.multiply),
+    )
+    __truediv__, __rtruediv__, __itruediv__ = (
+        _binary(np.true_divide),
+        _rbinary(np.true_divide),
+        _inplace(np.true_divide),
+    )
+    __floordiv__, __rfloordiv__ = _binary(np.floor_divide), _rbinary(np.floor_divide)
+    __mod__, __rmod__ = _binary(np.remainder), _rbinary(np.remainder)
+    __pow__, __rpow__ = _binary(np.power), _rbinary(np.power)
+    __matmul__, __rmatmul__ = _binary(np.matmul), _rbinary(np.matmul)
+    __and__, __rand__, __iand__ = (
+        _binary(np.bitwise_and),
+        _rbinary(np.bitwise_and),
+        _inplace(np.bitwise_and),
+    )
+    __or__, __ror__, __ior__ = (
+        _binary(np.bitwise_or),
+        _rbinary(np.bitwise_or),
+        _inplace(np.bitwise_or),
+    )
+    __xor__ = _binary(np.bitwise_xor)
+    __lt__, __le__ = _binary(np.less), _binary(np.less_equal)
+    __gt__, __ge__ = _binary(np.greater), _binary(np.greater_equal)
+    __eq__, __ne__ = _binary(np.equal), _binary(np.not_equal)
+
+    def __neg__(self):
+        return ndarray(-self._a)
+
+    def __pos__(self):
+        return ndarray(+self._a)
+
+    def __abs__(self):
+        return ndarray(abs(self._a))
+
+    def __invert__(self):
+        return ndarray(~self._a)
+
+
+# ------------------------------------------------------------------- module functions
+def _host_to_device(obj, dtype, what: str) -> ndarray:
+    host = np.array(obj, dtype=dtype, copy=True)
+    _record("h2d", what, host.nbytes)
+    return ndarray(host)
+
+
+def asarray(a, dtype=None, order=None, blocking=False):
+    if isinstance(a, ndarray):
+        return a if dtype is None or a.dtype == np.dtype(dtype) else a.astype(dtype)
+    return _host_to_device(a, dtype, "asarray")
+
+
+def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, blocking=False):
+    if isinstance(obj, ndarray):
+        return ndarray(np.array(obj._a, dtype=dtype, copy=copy, ndmin=ndmin))
+    return _host_to_device(obj, dtype, "array")
+
+
+def asnumpy(a, stream=None, order="C", out=None, blocking=True):
+    if isinstance(a, ndarray):
+        return _sync_to_host(a, "asnumpy").copy()
+    return np.asarray(a)
+
+
+def _garbage(shape, dtype):
+    out = np.empty(shape, dtype=dtype)
+    if out.dtype.kind in "fc":
+        out.fill(np.nan)
+    elif out.dtype.kind in "iu":
+        out.fill(np.iinfo(out.dtype).max)
+    return out
+
+
+def empty(shape, dtype=np.float64, order="C"):
+    return ndarray(_garbage(shape, dtype))
+
+
+def empty_like(a, dtype=None, order="K", subok=None, shape=None):
+    return ndarray(_garbage(a.shape if shape is None else shape, dtype or a.dtype))
+
+
+def get_array_module(*args):
+    return module if any(isinstance(a, ndarray) for a in args) else np
+
+
+_FUNCTIONS = {  # NumPy functions CuPy has; taken from NumPy, device arrays only
+    "zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "arange", "linspace",
+    "eye", "where", "maximum", "minimum", "exp", "log", "log1p", "expm1", "sqrt", "abs",
+    "absolute", "square", "tanh", "sign", "add", "subtract", "multiply", "divide",
+    "true_divide", "negative", "power", "equal", "not_equal", "less", "less_equal",
+    "greater", "greater_equal", "logical_and", "logical_or", "logical_not", "isfinite",
+    "isnan", "isinf", "concatenate", "stack", "bincount", "sum", "mean", "max", "min",
+    "amax", "amin", "argmax", "argmin", "all", "any", "count_nonzero", "cumsum", "prod",
+    "clip", "take_along_axis", "matmul", "dot", "tensordot", "einsum", "transpose",
+    "reshape", "ravel", "pad", "flip", "rot90", "unique", "ascontiguousarray",
+    "broadcast_to", "expand_dims", "squeeze", "moveaxis", "allclose", "array_equal",
+    "nonzero", "argsort", "sort", "diag", "outer", "floor", "ceil", "rint",
+}  # fmt: skip
+
+
+def _device_function(name):
+    fn = getattr(np, name)
+
+    def call(*args, **kwargs):
+        out = kwargs.get("out")
+        args = _operand(list(args))
+        kwargs = {k: _operand(v) for k, v in kwargs.items()}
+        result = fn(*args, **kwargs)
+        return out if out is not None else _wrap(result)
+
+    call.__name__ = name
+    return call
+
+
+# ------------------------------------------------------------------------ cuda.*
+class _Device:
+    def __init__(self, device_id=0):
+        self.id = device_id
+
+    def synchronize(self):
+        _record("sync", "Device.synchronize")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Stream:
+    def synchronize(self):
+        _record("sync", "stream.synchronize")
+
+
+class _MemoryPool:
+    def used_bytes(self):
+        return 0
+
+    def total_bytes(self):
+        return 0
+
+    def free_all_blocks(self):
+        pass
+
+
+class _Runtime:
+    device_count = 1  # tests set 0 to play "no device"
+
+    class CUDARuntimeError(RuntimeError):
+        pass
+
+    def getDeviceCount(self):  # noqa: N802 - CuPy's name
+        return self.device_count
+
+    def runtimeGetVersion(self):  # noqa: N802
+        return 12090
+
+    def driverGetVersion(self):  # noqa: N802
+        return 12090
+
+    def getDeviceProperties(self, device_id):  # noqa: N802
+        return {"name": b"CuPy stand-in (NumPy on the CPU)", "totalGlobalMem": 0}
+
+
+_runtime = _Runtime()
+_stream = _Stream()
+_pool = _MemoryPool()
+
+cuda = types.SimpleNamespace(
+    runtime=_runtime,
+    Device=_Device,
+    get_current_stream=lambda: _stream,
+    MemoryPool=_MemoryPool,
+)
+
+
+def get_default_memory_pool():
+    return _pool
+
+
+# ---------------------------------------------------------------- kernels, as host C++
+HOST_PRELUDE = r"""
+// Host C++ stand-in for the CUDA built-ins a grid-stride kernel uses.
+#include <cmath>
+#include <type_traits>
+using std::exp; using std::log; using std::sqrt; using std::fabs;
+struct minifcn_dim3 { unsigned int x, y, z; };
+static minifcn_dim3 threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#line 1 "kernel.cu"
+"""
+
+_SIGNATURE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', re.S)
+
+# How a C type's kind and size must match a NumPy dtype.
+_KIND = {"f": "f", "i": "i", "u": "u", "b": "u"}
+
+
+class CompileError(RuntimeError):
+    """g++ (or NVRTC, in the tests that use it) refused a kernel source."""
+
+
+@dataclass
+class _HostKernel:
+    lib: ctypes.CDLL
+    launch: object
+    params: list  # [(is_pointer, kind, size)]
+
+
+def kernel_parameters(source: str, name: str) -> list[str]:
+    """The parameter declarations of ``extern "C" __global__ void name(...)`` in ``source``."""
+    for match in _SIGNATURE.finditer(source):
+        if match.group(1) == name:
+            return [p.strip() for p in match.group(2).split(",") if p.strip()]
+    raise CompileError(f'no extern "C" __global__ kernel named {name!r} in the source')
+
+
+def _param_type(decl: str) -> str:
+    """'const float* __restrict__ img' -> 'const float* __restrict__'."""
+    return re.sub(r"\s*\b\w+\s*$", "", decl)
+
+
+def _launcher(name: str, params: list[str]) -> str:
+    """C++ appended to the kernel source: parameter info, and a loop over the launch."""
+    lines = []
+    types_ = [_param_type(p) for p in params]
+    for k, t in enumerate(types_):
+        lines.append(f"typedef {t} minifcn_p{k};")
+    lines.append("template <class P> static void minifcn_describe(long long* d) {")
+    lines.append(
+        "  typedef typename std::remove_cv<typename std::remove_pointer<P>::type>::type E;"
+    )
+    lines.append("  d[0] = std::is_pointer<P>::value;")
+    lines.append(
+        "  d[1] = std::is_floating_point<E>::value ? 'f' : std::is_signed<E>::value ? 'i' : 'u';"
+    )
+    lines.append("  d[2] = sizeof(E);")
+    lines.append("}")
+    lines.append(f'extern "C" void minifcn_info_{name}(long long* d) {{')
+    for k in range(len(types_)):
+        lines.append(f"  minifcn_describe<minifcn_p{k}>(d + {3 * k});")
+    lines.append("}")
+    args = ", ".join(f"*(minifcn_p{k}*)a[{k}]" for k in range(len(types_)))
+    lines.append(
+        f'extern "C" void minifcn_launch_{name}(const unsigned* g, const unsigned* b, void** a) {{'
+    )
+    lines.append("  gridDim = {g[0], g[1], g[2]}; blockDim = {b[0], b[1], b[2]};")
+    lines.append("  for (unsigned bz = 0; bz < g[2]; ++bz) for (unsigned by = 0; by < g[1]; ++by)")
+    lines.append("  for (unsigned bx = 0; bx < g[0]; ++bx) for (unsigned tz = 0; tz < b[2]; ++tz)")
+    lines.append(
+        "  for (unsigned ty = 0; ty < b[1]; ++ty) for (unsigned tx = 0; tx < b[0]; ++tx) {"
+    )
+    lines.append("    blockIdx = {bx, by, bz}; threadIdx = {tx, ty, tz};")
+    lines.append(f"    {name}({args});")
+    lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+_BUILD_DIR = Path(tempfile.mkdtemp(prefix="minifcn_fake_cupy_"))
+_COMPILED: dict = {}
+
+
+def compile_host(source: str, name: str) -> _HostKernel:
+    """Compile ``source`` (exactly as it would go to NVRTC) as host C++; cached per source."""
+    key = (source, name)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    params = kernel_parameters(source, name)
+    text = HOST_PRELUDE + source + '\n#line 1 "launcher.cpp"\n' + _launcher(name, params)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:16]
+    src, lib_path = _BUILD_DIR / f"{digest}.cpp", _BUILD_DIR / f"{digest}.so"
+    src.write_text(text)
+    cmd = [os.environ.get("CXX", "g++"), "-std=c++17", "-O1", "-shared", "-fPIC", "-w"]
+    proc = subprocess.run(cmd + ["-o", str(lib_path), str(src)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CompileError(f"kernel {name!r} does not compile as host C++:\n{proc.stderr}")
+    lib = ctypes.CDLL(str(lib_path))
+    info = (ctypes.c_longlong * (3 * len(params)))()
+    getattr(lib, f"minifcn_info_{name}")(info)
+    described = [
+        (bool(info[3 * k]), chr(info[3 * k + 1]), info[3 * k + 2]) for k in range(len(params))
+    ]
+    kernel = _HostKernel(lib, getattr(lib, f"minifcn_launch_{name}"), described)
+    _COMPILED[key] = kernel
+    return kernel
+
+
+def _dims(value) -> tuple:
+    dims = tuple(value) if isinstance(value, tuple) else (value,)
+    dims = tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
+    if any(d < 1 for d in dims):
+        raise ValueError(
+            f"invalid launch configuration {value!r} (CUDA: invalid configuration argument)"
+        )
+    return dims
+
+
+class RawKernel:
+    """``cupy.RawKernel(code, name)``: ``kernel(grid, block, args)`` runs it on the host."""
+
+    def __init__(
+        self, code: str, name: str, options=(), backend="nvrtc", translate_cucomplex=False
+    ):
+        self.code, self.name, self.options = code, name, tuple(options)
+
+    def compile(self):
+        compile_host(self.code, self.name)
+
+    def __call__(self, grid, block, args, shared_mem=0, stream=None):
+        kernel = compile_host(self.code, self.name)
+        if len(args) != len(kernel.params):
+            raise TypeError(f"{self.name}: {len(kernel.params)} parameters, {len(args)} arguments")
+        keep, pointers = [], (ctypes.c_void_p * len(args))()
+        for k, (arg, (is_pointer, kind, size)) in enumerate(zip(args, kernel.params)):
+            where = f"{self.name}: argument {k} ({kernel_parameters(self.code, self.name)[k]})"
+            if is_pointer:
+                if not isinstance(arg, ndarray):
+                    raise TypeError(f"{where} must be a device array, got {type(arg).__name__}")
+                if _KIND[arg.dtype.kind] != kind or arg.dtype.itemsize != size:
+                    raise TypeError(f"{where}: array of {arg.dtype} for a {kind}{8 * size} pointer")
+                cell = ctypes.c_void_p(arg._a.ctypes.data)
+            else:
+                if not isinstance(arg, np.generic):
+                    raise TypeError(
+                        f"{where} must be a NumPy scalar of the parameter's C type, got "
+                        f"{type(arg).__name__} (a Python scalar is passed as 64 bits by CuPy)"
+                    )
+                if _KIND[arg.dtype.kind] != kind or arg.dtype.itemsize != size:
+                    raise TypeError(f"{where}: {arg.dtype} scalar for a {kind}{8 * size} parameter")
+                cell = np.array(arg)
+            keep.append(cell)
+            pointers[k] = ctypes.addressof(cell) if is_pointer else cell.ctypes.data
+        g = (ctypes.c_uint * 3)(*_dims(grid))
+        b = (ctypes.c_uint * 3)(*_dims(block))
+        kernel.launch(g, b, pointers)
+
+
+# ------------------------------------------------------------------------ the module
+class _Module(types.ModuleType):
+    def __getattr__(self, name):
+        if name in _FUNCTIONS:
+            fn = _device_function(name)
+            setattr(self, name, fn)
+            return fn
+        raise AttributeError(f"the CuPy stand-in has no attribute {name!r} (add it on purpose)")
+
+
+module = _Module("cupy", "A strict CuPy stand-in for minifcn's tests (NumPy on the CPU).")
+module.__file__ = __file__
+for _name in (
+    "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+    "uint32", "uint64", "bool_", "intp", "dtype", "inf", "nan", "newaxis", "pi", "e",
+):  # fmt: skip
+    setattr(module, _name, getattr(np, _name))
+for _obj in (
+    ndarray, asarray, array, asnumpy, empty, empty_like, get_array_module,
+    get_default_memory_pool, RawKernel,
+):  # fmt: skip
+    setattr(module, _obj.__name__, _obj)
+module.cuda = cuda
+module.stats = stats
+module.__version__ = "stand-in"
+sys.modules.setdefault("minifcn_fake_cupy", module)
