@@ -458,6 +458,10 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.repeat < 1:
         raise SystemExit("--repeat must be >= 1")
+    if args.json:  # before the minutes of timing: never overwrite, fail early
+        from .cli import check_new_file
+
+        check_new_file(args.json, "--json")
     if args.device == "gpu":
         backend.require_gpu()
     CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
@@ -551,8 +555,9 @@ def main(argv=None) -> dict:
         table=table,
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from .checkpoint import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(result, indent=2))
         print(f"\nwrote {args.json}")
     return result
 

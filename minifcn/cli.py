@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
+from pathlib import Path
+
 from .backend import require_gpu
 
 
@@ -12,3 +17,57 @@ def ensure_device(device: str) -> None:
             require_gpu()
         except RuntimeError as err:
             raise SystemExit(f"error: --device gpu: {err}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (0 is an error, never "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (learning rates, momentum, weight decay)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def check_new_file(path, flag: str) -> None:
+    """SystemExit before any work unless ``path`` can be created as a new file: it must
+    not exist (nothing is overwritten) and its folder must exist and be writable."""
+    path = Path(path)
+    if path.exists():
+        raise SystemExit(f"error: {path} exists; choose another {flag} path (nothing written)")
+    folder = path.parent
+    if not folder.is_dir():
+        raise SystemExit(f"error: {flag} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SystemExit(f"error: {flag} {path}: folder {folder} is not writable")

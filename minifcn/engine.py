@@ -53,13 +53,17 @@ def _next_supported(model, side: int) -> int:
     return side
 
 
-def evaluate(model, dataset, batch_size: int = 1, device: str = "cpu", progress=None) -> dict:
+def evaluate(
+    model, dataset, batch_size: int = 1, device: str = "cpu", progress=None, predict=None
+) -> dict:
     """Run ``model`` in eval mode over ``dataset``; one confusion matrix for the whole set.
 
     Returns the dict of ``SegmentationMetrics.compute()`` plus ``"metrics"`` (the
     accumulator, for per-class tables) and ``"pred_counts"`` (pixels predicted
-    per class, to spot a collapse onto one class).
+    per class, to spot a collapse onto one class). ``predict(model, images, device)``
+    replaces ``predict_labels`` (e.g. ``segment_tiled`` for large images).
     """
+    predict = predict or predict_labels
     model.eval()
     metrics = SegmentationMetrics(dataset.num_classes, dataset.ignore_index, dataset.class_names)
     counts = np.zeros(dataset.num_classes, dtype=np.int64)
@@ -67,7 +71,7 @@ def evaluate(model, dataset, batch_size: int = 1, device: str = "cpu", progress=
     if progress is not None:
         batches = progress(batches)
     for images, labels in batches:
-        pred = predict_labels(model, images, device)
+        pred = predict(model, images, device)
         metrics.update(pred, labels)
         counts += np.bincount(pred.ravel(), minlength=dataset.num_classes)
     result = metrics.compute()
@@ -87,3 +91,115 @@ def segment_image(model, image_uint8, device: str = "cpu") -> np.ndarray:
     model.eval()
     x = normalize(image_uint8)[None]
     return predict_labels(model, x, device)[0]
+
+
+def batch_to_device(images, labels, num_classes: int, ignore_index: int, device: str = "cpu"):
+    """The one place a training batch goes to the device: (images, labels) on ``device``.
+
+    images float32 (N, 3, H, W), labels integer (N, H, W), both NumPy.
+
+    The labels are range-checked here, on the host, before the copy (ValueError
+    naming the first bad value), and travel as the smallest integer type that
+    holds them: uint8 when every value, ``ignore_index`` included, fits in
+    0..255 (VOC, ADE20K and shapes: a quarter of int32's bytes), else int32.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
+    if bad.any():
+        value = int(labels[bad].ravel()[0])
+        raise ValueError(
+            f"label value {value} is out of range for {num_classes} classes "
+            f"(expected 0..{num_classes - 1} or the ignore label {ignore_index})"
+        )
+    small = np.uint8 if num_classes <= 256 and 0 <= ignore_index <= 255 else np.int32
+    return to_device(images, device), to_device(labels.astype(small, copy=False), device)
+
+
+# ------------------------------------------------------------- large images
+def forward_bytes(model, height: int, width: int, batch: int = 1) -> int:
+    """An estimate of the memory (bytes) one eval-mode forward pass takes.
+
+    Every layer keeps its input for backward, so the blobs add up: the sum over
+    the network's blobs of N * channels * h * w * 4 bytes, plus the largest
+    im2col buffer (C * k * k * out_h * out_w * 4 bytes) of a convolution, doubled
+    for the temporaries (a measured NumPy peak is about 1.5 times the sum).
+    """
+    from .nn import Conv2d
+
+    sizes_h, sizes_w = model._walk_sizes(height), model._walk_sizes(width)
+    channels = {"data": 3}
+    total = 3 * height * width
+    col = 0
+    for out, layer, src, *_ in model.graph():
+        module = getattr(model, layer)
+        channels[out] = getattr(module, "out_channels", channels[src])
+        total += channels[out] * sizes_h[out] * sizes_w[out]
+        if isinstance(module, Conv2d) and module.kernel_size > 1:
+            k = module.kernel_size
+            col = max(col, module.in_channels * k * k * sizes_h[out] * sizes_w[out])
+    return 2 * 4 * batch * (total + col)
+
+
+def receptive_margin(model) -> int:
+    """Pixels of context a score needs on each side: half the receptive field of
+    the coarsest blob, rounded up to the network's largest stride."""
+    rf, jump = 1, 1
+    for _, layer, *_ in model.graph():
+        module = getattr(model, layer)
+        k, s = getattr(module, "kernel_size", None), getattr(module, "stride", None)
+        if k is None or s is None or type(module).__name__ == "ConvTranspose2d":
+            continue
+        rf += (k - 1) * jump
+        jump *= s
+    return -(-(rf // 2 + 1) // jump) * jump
+
+
+def network_stride(model) -> int:
+    """The product of the strides of the backbone (32 for VGG16-based FCNs)."""
+    jump = 1
+    for _, layer, *_ in model.graph():
+        module = getattr(model, layer)
+        if type(module).__name__ in ("Conv2d", "MaxPool2d"):
+            jump *= module.stride
+    return jump
+
+
+def tile_size_for(model, max_bytes: int, limit: int = 4096) -> int:
+    """The largest square tile side (a multiple of the network stride) whose forward
+    pass, with its margins, fits in ``max_bytes``; 0 when not even one stride does."""
+    step, margin = network_stride(model), receptive_margin(model)
+    best = 0
+    side = step
+    while side <= limit:
+        full = _next_supported(model, side + 2 * margin)
+        if forward_bytes(model, full, full) > max_bytes:
+            break
+        best = side
+        side += step
+    return best
+
+
+def segment_tiled(model, images, device: str = "cpu", tile: int = 512) -> np.ndarray:
+    """Like ``predict_labels`` for images float32 (N, 3, H, W), in tiles of ``tile`` px.
+
+    Each tile is run with ``receptive_margin`` pixels of context on every side
+    (the image's own pixels where they exist) and only its centre is kept, so
+    memory is bounded by the tile size, not the image size. Tiles start at
+    multiples of the network stride, so the pooling grid is the whole image's.
+    """
+    n, _, h, w = images.shape
+    step = network_stride(model)
+    tile = max(step, tile // step * step)
+    margin = receptive_margin(model)
+    out = np.empty((n, h, w), dtype=np.int32)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+            ya, xa = ya // step * step, xa // step * step
+            yb, xb = min(h, y1 + margin), min(w, x1 + margin)
+            pred = predict_labels(model, images[:, :, ya:yb, xa:xb], device)
+            out[:, y0:y1, x0:x1] = pred[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+    return out

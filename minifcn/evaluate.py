@@ -9,14 +9,35 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from tqdm import tqdm
 
-from .checkpoint import load_model
-from .cli import ensure_device
-from .data import build_dataset
-from .engine import evaluate
+from .checkpoint import load_model, write_text_atomic
+from .cli import check_new_file, ensure_device, nonnegative_int, positive_float, positive_int
+from .data import DataError, build_dataset
+from .engine import (
+    _next_supported,
+    evaluate,
+    forward_bytes,
+    network_stride,
+    predict_labels,
+    receptive_margin,
+    segment_tiled,
+    tile_size_for,
+)
+
+
+def tile_or_exit(model, budget: int, gib: float) -> int:
+    """The tile side that fits ``budget`` bytes, or SystemExit saying what to raise."""
+    tile = tile_size_for(model, budget)
+    if tile == 0:
+        side = _next_supported(model, network_stride(model) + 2 * receptive_margin(model))
+        need = forward_bytes(model, side, side) / 2**30
+        raise SystemExit(
+            f"error: not even a small tile of this {model.name} fits in --max-memory {gib:g} "
+            f"GiB; a tile needs about {need:.1f} GiB: raise --max-memory"
+        )
+    return tile
 
 
 def main(argv=None) -> dict:
@@ -32,15 +53,23 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--data-root", default=None)
     p.add_argument("--split", default="val", choices=["train", "val"])
-    p.add_argument("--size", type=int, default=None, help="shapes: number of images")
-    p.add_argument("--seed", type=int, default=None, help="shapes: seed (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--size", type=positive_int, default=None, help="shapes: number of images")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=None, help="shapes: seed (default: the run's)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument(
+        "--max-memory",
+        type=positive_float,
+        default=2.0,
+        help="GiB one forward pass may use; larger images are segmented in tiles",
+    )
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--json", default=None, help="also write the scores to this file")
     args = p.parse_args(argv)
     ensure_device(args.device)
-    if args.json and Path(args.json).exists():
-        raise SystemExit(f"error: {args.json} exists; choose another --json path (nothing written)")
+    if args.json:
+        check_new_file(args.json, "--json")
     try:
         model, meta = load_model(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
@@ -64,13 +93,25 @@ def main(argv=None) -> dict:
         )
     batch = args.batch_size or (8 if name == "shapes" else 1)
     model.to(args.device)
-    result = evaluate(
-        model,
-        dataset,
-        batch,
-        args.device,
-        progress=lambda it: tqdm(it, desc=f"evaluating {name} {args.split}", leave=False),
-    )
+    budget = int(args.max_memory * 2**30)
+
+    def predict(model, images, device):
+        n, _, h, w = images.shape
+        if forward_bytes(model, _next_supported(model, h), _next_supported(model, w), n) <= budget:
+            return predict_labels(model, images, device)
+        return segment_tiled(model, images, device, tile_or_exit(model, budget, args.max_memory))
+
+    try:
+        result = evaluate(
+            model,
+            dataset,
+            batch,
+            args.device,
+            progress=lambda it: tqdm(it, desc=f"evaluating {name} {args.split}", leave=False),
+            predict=predict,
+        )
+    except (DataError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
     print(
         f"{model.name} ({model.config.name} backbone) on {name} {args.split} "
         f"({len(dataset)} images), checkpoint {args.checkpoint}"
@@ -79,8 +120,7 @@ def main(argv=None) -> dict:
     scores = {k: result[k] for k in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")}
     scores["per_class_iu"] = [None if v != v else float(v) for v in result["per_class_iu"]]
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(scores, f, indent=1)
+        write_text_atomic(args.json, json.dumps(scores, indent=1))
     return scores
 
 

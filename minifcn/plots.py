@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from .checkpoint import write_atomic
 from .data.palette import colorize
 
 
 def _save_atomic(fig, path: Path) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    """PNG to a hidden temporary file, fsync, rename (see ``checkpoint.write_atomic``)."""
+    write_atomic(Path(path), lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
 
 
 def plot_curves(history: list[dict], path, title: str = "") -> None:

@@ -1,6 +1,7 @@
 """Datasets (synthetic shapes, PASCAL VOC 2012, ADE20K), augmentation, batching, colours."""
 
 from .ade20k import ADE20K, ADE20K_CLASS_NAMES
+from .files import DataError
 from .loader import iterate_batches, num_batches
 from .palette import PALETTE, colorize, make_palette, overlay
 from .registry import DATASETS, build_dataset
@@ -13,6 +14,7 @@ __all__ = [
     "ADE20K_CLASS_NAMES",
     "CLASS_NAMES",
     "DATASETS",
+    "DataError",
     "PALETTE",
     "VGG_MEAN_RGB",
     "VOC_CLASS_NAMES",

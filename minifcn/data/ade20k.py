@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import SegmentationFiles, require_dir
+from .files import DataError, SegmentationFiles, require_dir
 
 # The short names of the 150 benchmark classes, in label order (raw value 1 first).
 ADE20K_CLASS_NAMES = (
@@ -70,7 +70,7 @@ class ADE20K(SegmentationFiles):
 
     Raises FileNotFoundError for a missing root, split folder or annotation,
     ValueError for an unknown or empty split; a raw label value above 150
-    raises ValueError (naming the file) when that item is read.
+    raises DataError (a ValueError naming the file) when that item is read.
     """
 
     class_names = ADE20K_CLASS_NAMES
@@ -109,7 +109,7 @@ class ADE20K(SegmentationFiles):
         bad = label >= _NUM_RAW
         if bad.any():
             value = int(label[bad][0])
-            raise ValueError(
+            raise DataError(
                 f"ADE20K annotation {path} has value {value}: expected 0 (other) or 1..150"
             )
         return self._lut[label]

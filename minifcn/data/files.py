@@ -18,10 +18,17 @@ from .transforms import VGG_MEAN_RGB, SegmentationTransform
 _LABEL_MODES = ("P", "L", "I", "I;16")
 
 
+class DataError(ValueError):
+    """A data file that cannot be used: missing, corrupt, wrong size or bad label values.
+
+    The message names the file. Raised when an item is read (and by ``check_files``).
+    """
+
+
 def read_image(path: Path) -> np.ndarray:
     """The RGB pixels of an image file as uint8 (H, W, 3).
 
-    Raises FileNotFoundError for a missing file and ValueError for one Pillow
+    Raises FileNotFoundError for a missing file and DataError (a ValueError) for one Pillow
     cannot decode (corrupt, truncated, not an image); both name the path.
     """
     path = Path(path)
@@ -31,7 +38,7 @@ def read_image(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot decode image {path}: {err}") from err
+        raise DataError(f"cannot decode image {path}: {err}") from err
 
 
 def read_label(path: Path) -> np.ndarray:
@@ -44,7 +51,7 @@ def read_label(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             if im.mode not in _LABEL_MODES:
-                raise ValueError(
+                raise DataError(
                     f"label image {path} has mode {im.mode!r}; expected a palette ('P') or "
                     "greyscale ('L') PNG whose pixel values are class ids"
                 )
@@ -52,10 +59,10 @@ def read_label(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise FileNotFoundError(f"label file not found: {path}") from None
     except (OSError, SyntaxError) as err:
-        raise ValueError(f"cannot decode label image {path}: {err}") from err
+        raise DataError(f"cannot decode label image {path}: {err}") from err
     if label.dtype != np.uint8:
         if label.size and (label.min() < 0 or label.max() > 255):
-            raise ValueError(f"label image {path} has value {label.max()} above 255")
+            raise DataError(f"label image {path} has value {label.max()} above 255")
         label = label.astype(np.uint8)
     return label
 
@@ -66,10 +73,50 @@ def check_label_values(label: np.ndarray, num_ids: int, ignore_index: int, path)
     bad = (label >= num_ids) & (label != ignore_index)
     if bad.any():
         value = int(label[bad][0])
-        raise ValueError(
+        raise DataError(
             f"label file {path} has value {value}: expected class ids 0..{num_ids - 1} "
             f"or the ignore label {ignore_index}"
         )
+
+
+def _looks_truncated(path: Path, fmt: str | None) -> bool:
+    """A cheap look at a file's last bytes: a JPEG ends with the EOI marker (FF D9), a
+    PNG with its IEND chunk. Missing ones mean the file was cut short."""
+    if fmt not in ("JPEG", "PNG"):
+        return False
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - 1024))
+        tail = f.read()
+    if fmt == "JPEG":
+        return b"\xff\xd9" not in tail
+    return b"IEND" not in tail[-16:]
+
+
+def image_header(path: Path, label: bool = False) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding the pixels.
+
+    DataError naming the file when it is missing, not an image Pillow can read,
+    cut short, or (for ``label``) not a palette/greyscale image.
+    """
+    what = "label image" if label else "image"
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            mode, fmt = im.mode, im.format
+    except FileNotFoundError:
+        raise DataError(f"{what} file not found: {path}") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read {what} {path}: {err}") from None
+    if label and mode not in _LABEL_MODES:
+        raise DataError(
+            f"label image {path} has mode {mode!r}; expected a palette ('P') or greyscale "
+            "('L') PNG whose pixel values are class ids"
+        )
+    if _looks_truncated(path, fmt):
+        raise DataError(f"{what} {path} is truncated (its {fmt} end marker is missing)")
+    return height, width
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -138,14 +185,41 @@ class SegmentationFiles:
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Item ``i`` before any transform: (uint8 (H, W, 3), class ids uint8 (H, W))."""
         image_path, label_path = self.pairs[self._index(i)]
-        image = read_image(image_path)
-        label = self.map_label(read_label(label_path), label_path)
+        try:
+            image = read_image(image_path)
+            label = self.map_label(read_label(label_path), label_path)
+        except FileNotFoundError as err:  # listed when the dataset was built, gone since
+            raise DataError(str(err)) from None
         if label.shape != image.shape[:2]:
-            raise ValueError(
+            raise DataError(
                 f"label {label_path} has size {label.shape} but image {image_path} "
                 f"has size {image.shape[:2]}"
             )
         return image, label
+
+    def check_files(self, progress=None) -> list[str]:
+        """One message per unusable (image, label) pair, found cheaply before training.
+
+        Opens every image and label header (no pixels are decoded): each must be a
+        readable, complete image file, the label a palette/greyscale image, and
+        both of the same size. Label values are checked when an item is read.
+        ``progress``: optional wrapper of the iteration (e.g. tqdm).
+        """
+        problems = []
+        pairs = self.pairs if progress is None else progress(self.pairs)
+        for image_path, label_path in pairs:
+            sizes = []
+            for path, is_label in ((image_path, False), (label_path, True)):
+                try:
+                    sizes.append(image_header(path, label=is_label))
+                except DataError as err:
+                    problems.append(str(err))
+            if len(sizes) == 2 and sizes[0] != sizes[1]:
+                problems.append(
+                    f"label {label_path} is {sizes[1][1]}x{sizes[1][0]} but image "
+                    f"{image_path} is {sizes[0][1]}x{sizes[0][0]} (width x height)"
+                )
+        return problems
 
     def raw_image(self, i: int) -> np.ndarray:
         """The untransformed RGB image of item ``i``, uint8 (H, W, 3)."""

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .files import DataError
+
 
 def num_batches(dataset, batch_size: int, drop_last: bool = False) -> int:
     """How many batches ``iterate_batches`` yields for ``dataset`` (or a length)."""
@@ -25,6 +27,7 @@ def iterate_batches(
     shuffle: bool = False,
     rng: np.random.Generator | None = None,
     drop_last: bool = False,
+    start: int = 0,
 ):
     """Yield (images float32 (N, 3, H, W), labels int64 (N, H, W)) NumPy batches.
 
@@ -34,6 +37,8 @@ def iterate_batches(
         shuffle: visit the items in a random order, drawn from ``rng`` (a fresh,
             unseeded generator when ``rng`` is None: pass one for reproducibility).
         drop_last: skip a final incomplete batch.
+        start: the first batch to yield; earlier ones are skipped without reading
+            their items (the order is the same as with ``start=0``).
 
     All items of a batch must have the same size; a ValueError says which
     differ (use the dataset's ``crop_size`` or ``batch_size=1``).
@@ -44,12 +49,12 @@ def iterate_batches(
         order = (np.random.default_rng() if rng is None else rng).permutation(n)
     else:
         order = np.arange(n)
-    for b in range(num_batches(n, batch_size, drop_last)):
+    for b in range(max(0, int(start)), num_batches(n, batch_size, drop_last)):
         indices = order[b * batch_size : (b + 1) * batch_size]
         items = [dataset[int(i)] for i in indices]
         shapes = {tuple(image.shape) for image, _ in items}
         if len(shapes) > 1:
-            raise ValueError(
+            raise DataError(
                 f"items {indices.tolist()} have different sizes {sorted(shapes)} and cannot be "
                 "stacked into one batch: set the dataset's crop_size or use batch_size=1"
             )

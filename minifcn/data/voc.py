@@ -69,7 +69,7 @@ class VOCSegmentation(SegmentationFiles):
 
     Raises FileNotFoundError for a missing root, split file, image or label
     file, and ValueError for an empty split; a label value other than 0..20 or
-    255 raises ValueError (naming the file) when that item is read.
+    255 raises DataError (a ValueError naming the file) when that item is read.
     """
 
     class_names = VOC_CLASS_NAMES

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import as_numpy, cuda_kernels_enabled, get_array_module
-from .checks import check_nchw
+from .checks import check_float, check_nchw
 from .module import Module
 
 
@@ -52,6 +52,7 @@ class SoftmaxCrossEntropy(Module):
 
     def forward(self, scores, labels):
         check_nchw(scores, "SoftmaxCrossEntropy (scores)")
+        check_float(scores, "SoftmaxCrossEntropy (scores)")
         n, c, h, w = scores.shape
         if tuple(labels.shape) != (n, h, w):
             raise ValueError(

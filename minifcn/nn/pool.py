@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..backend import get_array_module
-from .checks import check_float, check_nchw
+from .checks import check_float, check_nchw, check_positive_int
 from .module import Module
 
 
@@ -43,9 +43,10 @@ class MaxPool2d(Module):
     def __init__(
         self, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False
     ):
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding = padding
+        self.kernel_size = check_positive_int(kernel_size, "kernel_size", "MaxPool2d")
+        stride = kernel_size if stride is None else stride
+        self.stride = check_positive_int(stride, "stride", "MaxPool2d")
+        self.padding = check_positive_int(padding, "padding", "MaxPool2d", minimum=0)
         self.ceil_mode = ceil_mode
         if padding * 2 > kernel_size:
             raise ValueError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ..backend import as_numpy, get_array_module
 
 
@@ -28,9 +30,9 @@ class Optimizer:
         for p in self.params:
             if not (hasattr(p, "data") and hasattr(p, "grad")):
                 raise ValueError(f"{type(self).__name__} expects Parameters, got {type(p)}")
-        if lr < 0:
-            raise ValueError(f"learning rate must be >= 0, got {lr}")
-        if weight_decay < 0:
+        if not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"learning rate must be finite and >= 0, got {lr}")
+        if not math.isfinite(weight_decay) or weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
@@ -97,6 +99,51 @@ class Optimizer:
                     v = xp.asarray(as_numpy(v), dtype=p.data.dtype).copy()
                 state[i][k] = v
         self.state = state
+
+    def checkpoint_state(self) -> tuple[dict, dict]:
+        """The state as (JSON-able meta, NumPy arrays), the form a checkpoint stores.
+
+        meta: ``{"optimizer": "adam", "optimizer_hyperparameters": {...},
+        "optimizer_scalars": {"<i>/<name>": scalar}}``; arrays: ``{"optim/<i>/<name>":
+        array}``, copied to the host. ``load_checkpoint_state`` is the inverse.
+        """
+        sd = self.state_dict()
+        arrays, scalars = {}, {}
+        for i, entries in sd["state"].items():
+            for k, v in entries.items():
+                if hasattr(v, "shape"):
+                    arrays[f"optim/{i}/{k}"] = v
+                else:
+                    scalars[f"{i}/{k}"] = v
+        meta = {
+            "optimizer": type(self).__name__.lower(),
+            "optimizer_hyperparameters": sd["hyperparameters"],
+            "optimizer_scalars": scalars,
+        }
+        return meta, arrays
+
+    def load_checkpoint_state(self, meta: dict, arrays: dict) -> None:
+        """Restore what ``checkpoint_state`` returned, onto each parameter's device.
+
+        ValueError when the state belongs to another optimiser or another model.
+        """
+        saved = meta.get("optimizer")
+        if saved is not None and saved != type(self).__name__.lower():
+            raise ValueError(
+                f"the saved optimiser state is {saved}'s, this run uses "
+                f"{type(self).__name__.lower()}"
+            )
+        state: dict = {}
+        for key, v in arrays.items():
+            prefix, i, k = key.split("/", 2)
+            if prefix == "optim":
+                state.setdefault(i, {})[k] = v
+        for key, v in meta.get("optimizer_scalars", {}).items():
+            i, k = key.split("/", 1)
+            state.setdefault(i, {})[k] = v
+        self.load_state_dict(
+            {"hyperparameters": meta.get("optimizer_hyperparameters", {}), "state": state}
+        )
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={getattr(self, k)}" for k in self.hyperparameters)

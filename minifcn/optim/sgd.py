@@ -21,8 +21,8 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__(params, lr, weight_decay)
-        if momentum < 0:
-            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        if not momentum >= 0 or momentum == float("inf"):
+            raise ValueError(f"momentum must be finite and >= 0, got {momentum}")
         self.momentum = float(momentum)
 
     def step(self) -> None:
