@@ -4,7 +4,7 @@ import copy
 
 import numpy as np
 import pytest
-from conftest import GPU, requires_gpu
+from conftest import requires_gpu
 from helpers import close, distinct_values
 
 from minifcn.backend import as_numpy, get_array_module, gpu_available, to_device
@@ -68,8 +68,7 @@ def test_get_array_module_picks_numpy_for_numpy_arrays():
         to_device(np.zeros(2), "tpu")
 
 
-@pytest.mark.skipif(GPU, reason="only meaningful without a GPU")
-def test_asking_for_a_missing_gpu_gives_an_install_hint():
+def test_asking_for_a_missing_gpu_gives_an_install_hint(no_cupy):
     assert not gpu_available()
     with pytest.raises(RuntimeError, match="cupy"):
         to_device(np.zeros(2), "gpu")

@@ -46,6 +46,7 @@ import numpy as np
 
 _HERE = str(Path(__file__).resolve().parent)
 _NUMPY_DIR = str(Path(np.__file__).resolve().parent)
+_BACKEND = str(Path(__file__).resolve().parents[2] / "minifcn" / "backend.py")
 
 
 # ----------------------------------------------------------------------- accounting
@@ -55,6 +56,10 @@ class Event:
     what: str  # e.g. "float()", ".get()", "asarray"
     nbytes: int
     site: str  # "file.py:123 in function"
+    stack: tuple = ()  # every function name on the call stack, outermost first
+
+    def within(self, function: str) -> bool:
+        return function in self.stack
 
 
 @dataclass
@@ -84,17 +89,19 @@ class Stats:
 stats = Stats()
 
 
-def _site() -> str:
-    """The innermost caller outside this file and NumPy: where the sync happened."""
-    for frame in reversed(traceback.extract_stack()[:-2]):
+def _site(frames) -> str:
+    """The innermost caller outside this file, NumPy and minifcn's backend helpers."""
+    for frame in reversed(frames):
         path = str(Path(frame.filename).resolve())
-        if not path.startswith(_HERE) and not path.startswith(_NUMPY_DIR):
+        if not path.startswith((_HERE, _NUMPY_DIR, _BACKEND)):
             return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
     return "?"
 
 
 def _record(kind: str, what: str, nbytes: int = 0) -> None:
-    stats.events.append(Event(kind, what, int(nbytes), _site()))
+    frames = traceback.extract_stack()[:-1]
+    stack = tuple(f.name for f in frames)
+    stats.events.append(Event(kind, what, int(nbytes), _site(frames), stack))
 
 
 def _sync_to_host(a: ndarray, what: str) -> np.ndarray:

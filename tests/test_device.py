@@ -1,0 +1,449 @@
+"""The GPU path: kernels, the plain-path switch, device runs end to end, syncs, start-up errors.
+
+On a machine without a GPU these run on the strict CuPy stand-in
+(``tests/support/fake_cupy.py``); on a GPU machine, on real CuPy.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+from conftest import REAL_GPU, requires_real_gpu
+from helpers import close
+from support import fake_cupy, nvrtc
+
+from minifcn import backend
+from minifcn.backend import PROBE_KERNEL, as_numpy, cupy_module, to_device
+from minifcn.checkpoint import load_checkpoint, load_model, save_checkpoint
+from minifcn.engine import batch_to_device
+from minifcn.evaluate import main as evaluate_main
+from minifcn.models import FCN8s, FCN16s, FCN32s
+from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
+from minifcn.nn.cuda_kernels import kernel_source, kernel_variants
+from minifcn.optim import SGD, Adam
+from minifcn.predict import main as predict_main
+from minifcn.train import train
+
+cp = cupy_module()
+TINY = ["--train-size", "8", "--val-size", "4", "--batch-size", "4", "--no-progress", "--grid", "2"]
+VARIANTS = list(kernel_variants())
+
+
+def variant_id(v):
+    name, dtype, label = v
+    return f"{name.removeprefix('minifcn_')}-{dtype}" + (f"-{label}" if label else "")
+
+
+# ------------------------------------------------------------------ the stand-in itself
+# These prove the test double catches the mistakes it exists for.
+pytestmark_standin = pytest.mark.skipif(REAL_GPU, reason="checks the stand-in, not CuPy")
+
+
+@pytestmark_standin
+def test_standin_arrays_refuse_implicit_conversion_to_numpy():
+    d = fake_cupy.module.zeros(3, dtype=np.float32)
+    assert not isinstance(d, np.ndarray)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(d)
+    host = np.zeros(3, dtype=np.float32)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        host[:] = d  # a NumPy buffer receiving a device array
+
+
+@pytestmark_standin
+def test_standin_refuses_host_arrays_as_operands_and_fill_values():
+    xp = fake_cupy.module
+    d, h = xp.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32)
+    for mix in (lambda: d + h, lambda: h * d, lambda: np.add(d, h), lambda: xp.maximum(d, h)):
+        with pytest.raises(TypeError, match="Unsupported type"):
+            mix()
+    with pytest.raises(TypeError, match="Unsupported type"):
+        xp.where(h > 0, d, d)
+    with pytest.raises(ValueError, match="non-scalar"):
+        d[...] = h  # CuPy fills a basic slice only from a scalar or a device array
+    d[np.array([0, 2])] = np.float32(5)  # a host index is copied over, as CuPy does
+    assert d.get().tolist() == [5, 1, 5]
+    assert d.dtype == np.float32 and (d * 2).dtype == np.float32
+
+
+@pytestmark_standin
+def test_standin_counts_syncs_with_their_call_site(standin):
+    d = standin.module.arange(4, dtype=np.float32)
+    total = d.sum()  # stays on the device: no sync
+    assert standin.stats.count("sync") == 0
+    assert float(total) == 6.0
+    (event,) = standin.stats.syncs
+    assert event.what == "float()" and event.site.startswith("test_device.py:")
+    assert int(d[1]) == 1 and bool(d[2] > 1) and d.get()[3] == 3
+    assert [e.what for e in standin.stats.syncs] == ["float()", "int()", "bool()", ".get()"]
+
+
+@pytestmark_standin
+def test_standin_empty_is_garbage_like_device_memory():
+    assert np.isnan(fake_cupy.module.empty(4, dtype=np.float32).get()).all()
+
+
+@pytestmark_standin
+def test_standin_kernel_arguments_must_have_the_exact_c_types():
+    xp = fake_cupy.module
+    kernel = xp.RawKernel(PROBE_KERNEL, "minifcn_probe")
+    x = xp.zeros(4, dtype=np.float32)
+    with pytest.raises(TypeError, match="NumPy scalar"):
+        kernel((1,), (4,), (x, 4))  # a Python int: 64 bits on a real GPU, for an `int`
+    with pytest.raises(TypeError, match="int64 scalar for a i32"):
+        kernel((1,), (4,), (x, np.int64(4)))
+    with pytest.raises(TypeError, match="float64 for a f32 pointer"):
+        kernel((1,), (4,), (xp.zeros(4), np.int32(4)))
+    kernel((1,), (4,), (x, np.int32(4)))
+    assert x.get().tolist() == [1, 1, 1, 1]
+
+
+@pytestmark_standin
+def test_standin_runs_the_kernel_source_itself_not_a_copy():
+    xp = fake_cupy.module
+    x = xp.arange(3, dtype=np.float32)
+    planted = PROBE_KERNEL.replace("2.0f * x[i]", "3.0f * x[i]")  # a wrong kernel
+    xp.RawKernel(planted, "minifcn_probe")((1,), (8,), (x, np.int32(3)))
+    assert x.get().tolist() == [1, 4, 7]
+    with pytest.raises(fake_cupy.CompileError, match="host C"):
+        xp.RawKernel(PROBE_KERNEL.replace(";", "", 1), "minifcn_probe").compile()
+
+
+# ------------------------------------------------------------------ kernels compile (NVRTC)
+def _nvrtc_or_skip():
+    if nvrtc.load() is None:
+        if not REAL_GPU and __import__("os").environ.get("CI"):
+            pytest.fail("NVRTC is missing on CI: the dev extra installs nvidia-cuda-nvrtc-cu12")
+        pytest.skip("libnvrtc not found (pip install nvidia-cuda-nvrtc-cu12)")
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_every_kernel_variant_compiles_with_nvrtc(variant):
+    _nvrtc_or_skip()
+    ptx = nvrtc.compile_to_ptx(kernel_source(*variant))
+    assert f".entry {variant[0]}(" in ptx
+
+
+def test_the_start_up_probe_kernel_compiles_with_nvrtc():
+    _nvrtc_or_skip()
+    assert ".entry minifcn_probe(" in nvrtc.compile_to_ptx(PROBE_KERNEL)
+
+
+def test_nvrtc_check_fails_on_a_planted_syntax_error():
+    _nvrtc_or_skip()
+    broken = kernel_source(*VARIANTS[0]).replace("rest /= out_w;", "rest /= out_w", 1)
+    with pytest.raises(nvrtc.NVRTCError, match="error"):
+        nvrtc.compile_to_ptx(broken)
+
+
+# ------------------------------------------------------------------ kernels run, per dtype
+@pytest.mark.gpu
+@pytest.mark.parametrize("score_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("label_dtype", [np.uint8, np.int32, np.int64])
+def test_loss_kernels_match_numpy_for_every_label_and_score_type(rng, score_dtype, label_dtype):
+    scores = (rng.standard_normal((2, 5, 6, 7)) * 10).astype(score_dtype)
+    labels = rng.integers(0, 5, (2, 6, 7)).astype(label_dtype)
+    labels[0, :2] = 255
+    cpu, gpu = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
+    tol = 1e-5 if score_dtype == np.float32 else 1e-12
+    assert gpu(cp.asarray(scores), cp.asarray(labels)) == pytest.approx(
+        cpu(scores, labels), rel=tol
+    )
+    grad = gpu.backward(2.0)
+    assert grad.dtype == score_dtype
+    close(grad, cpu.backward(2.0), rtol=tol, atol=tol * 1e-2)
+
+
+@pytest.mark.gpu
+def test_out_of_range_labels_on_the_device_are_reported_not_read(rng):
+    scores = cp.asarray(rng.standard_normal((1, 3, 4, 4)).astype(np.float32))
+    labels = np.zeros((1, 4, 4), dtype=np.int32)
+    labels[0, 2, 1] = 7
+    with pytest.raises(ValueError, match="label value 7 is out of range for 3 classes"):
+        SoftmaxCrossEntropy()(scores, cp.asarray(labels))
+
+
+LAYERS = {
+    "conv3x3": (lambda: Conv2d(3, 4, 3, 1, 1, rng=0), (2, 3, 9, 8)),
+    "conv7x7s2p3": (lambda: Conv2d(2, 3, 7, 2, 3, rng=0), (1, 2, 11, 10)),
+    "conv1x1": (lambda: Conv2d(4, 2, 1, rng=0), (2, 4, 5, 5)),
+    "convT4/2": (lambda: ConvTranspose2d(3, 3, 4, 2, bias=False), (2, 3, 5, 4)),
+    "convT16/8": (lambda: ConvTranspose2d(2, 2, 16, 8, bias=False), (1, 2, 3, 3)),
+    "maxpool": (lambda: MaxPool2d(2, 2, ceil_mode=True), (2, 3, 7, 6)),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", LAYERS)
+def test_cuda_kernels_and_the_plain_path_agree_on_the_device(name, rng, monkeypatch):
+    make, shape = LAYERS[name]
+    x = rng.standard_normal(shape)
+    results = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("MINIFCN_CUDA_KERNELS", switch)
+        layer = make().astype(np.float64).to("gpu")
+        y = layer(cp.asarray(x))
+        dy = cp.asarray(np.random.default_rng(5).standard_normal(y.shape))
+        dx = layer.backward(dy)
+        results.append([y, dx] + [p.grad for p in layer.parameters()])
+    for a, b in zip(*results):
+        close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_the_loss_on_both_device_paths_matches_numpy(switch, rng, monkeypatch):
+    monkeypatch.setenv("MINIFCN_CUDA_KERNELS", switch)
+    scores = rng.standard_normal((2, 4, 5, 3))
+    labels = rng.integers(0, 4, (2, 5, 3)).astype(np.uint8)
+    labels[1, 0] = 255
+    cpu, gpu = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
+    assert gpu(cp.asarray(scores), cp.asarray(labels)) == pytest.approx(cpu(scores, labels))
+    close(gpu.backward(0.5), cpu.backward(0.5), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.gpu
+def test_whole_fcn8s_agrees_with_and_without_kernels(monkeypatch):
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    outs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("MINIFCN_CUDA_KERNELS", switch)
+        model = FCN8s(5, "mini", rng=0).to("gpu")
+        model.eval()
+        y = model(cp.asarray(x))
+        outs.append((y, model.backward(cp.ones_like(y))))
+    close(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-5)
+    close(outs[0][1], outs[1][1], rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ optimisers, checkpoints
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: Adam(ps, lr=1e-2, weight_decay=1e-3),
+        lambda ps: SGD(ps, lr=1e-2, momentum=0.9, weight_decay=5e-4),
+        lambda ps: SGD(ps, lr=1e-2),
+    ],
+    ids=["adam", "sgd-momentum", "sgd-plain"],
+)
+def test_every_optimiser_steps_on_device_arrays_as_on_numpy(make):
+    cpu_model = Conv2d(2, 3, 3, 1, 1, rng=0)
+    gpu_model = copy.deepcopy(cpu_model).to("gpu")
+    cpu_opt, gpu_opt = make(list(cpu_model.parameters())), make(list(gpu_model.parameters()))
+    grads = np.random.default_rng(1)
+    for _ in range(3):
+        for p, q in zip(cpu_model.parameters(), gpu_model.parameters()):
+            g = grads.standard_normal(p.shape).astype(np.float32)
+            p.grad[...] = g
+            q.grad[...] = cp.asarray(g)
+        cpu_opt.step()
+        gpu_opt.step()
+    for p, q in zip(cpu_model.parameters(), gpu_model.parameters()):
+        assert backend.device_of(q.data) == "gpu"
+        close(q.data, p.data, rtol=1e-6, atol=1e-6)
+    # Optimiser state saved on the device restores onto a CPU model, and back.
+    state = gpu_opt.state_dict()
+    restored = make(list(copy.deepcopy(cpu_model).parameters()))
+    restored.load_state_dict(state)
+    for s in restored.state.values():
+        for v in s.values():
+            assert not hasattr(v, "shape") or isinstance(v, np.ndarray)
+
+
+@pytest.mark.gpu
+def test_a_device_model_saves_and_loads_exactly(tmp_path):
+    model = FCN16s(3, "mini", rng=4).to("gpu")
+    for p in model.parameters():
+        p.data += cp.asarray(np.float32(0.25))
+    save_checkpoint(tmp_path / "m.npz", model)
+    back, _ = load_model(tmp_path / "m.npz")
+    assert back.device == "cpu"
+    for (name, p), (_, q) in zip(model.named_parameters(), back.named_parameters()):
+        np.testing.assert_array_equal(as_numpy(p.data), q.data, err_msg=name)
+    on_gpu = FCN16s(3, "mini", rng=0).to("gpu")
+    on_gpu.load_state_dict(dict(back.state_dict()))
+    assert on_gpu.device == "gpu"
+    close(on_gpu.score_pool4.weight.data, model.score_pool4.weight.data, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+def test_staged_constructors_work_on_a_device_model():
+    fcn32 = FCN32s(3, "mini", rng=1).to("gpu")
+    fcn32.fc6.weight.data += cp.asarray(np.float32(1.0))
+    fcn16 = FCN16s.from_fcn32s(fcn32)
+    assert fcn16.device == "gpu"
+    close(fcn16.fc6.weight.data, fcn32.fc6.weight.data, rtol=0, atol=0)
+    fcn8 = FCN8s.from_fcn16s(fcn16)
+    assert fcn8.device == "gpu"
+    close(fcn8.fc6.weight.data, fcn32.fc6.weight.data, rtol=0, atol=0)
+    y = fcn8(cp.asarray(np.zeros((1, 3, 64, 64), dtype=np.float32)))
+    assert y.shape == (1, 3, 64, 64)
+
+
+# ------------------------------------------------------------------ the commands on the device
+def _train(out, *extra):
+    return train(["--out", str(out), *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def gpu_run(tmp_path_factory):
+    """One FCN-32s epoch on the device (constant lr, so it can be extended exactly), and
+    the syncs the stand-in saw during it."""
+    out = tmp_path_factory.mktemp("gpu") / "run"
+    if not REAL_GPU:
+        fake_cupy.stats.reset()
+    _train(out, "--epochs", "1", "--model", "fcn32s", "--device", "gpu", "--schedule", "constant")
+    syncs = [] if REAL_GPU else list(fake_cupy.stats.syncs)
+    return out, syncs
+
+
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cpu") / "run"
+    _train(out, "--epochs", "1", "--model", "fcn32s", "--schedule", "constant")
+    return out
+
+
+@pytest.mark.gpu
+def test_a_device_run_resumed_on_the_device_matches_an_uninterrupted_one(gpu_run, tmp_path):
+    import shutil
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(gpu_run[0], resumed)
+    _train(resumed, "--epochs", "2", "--device", "gpu", "--resume")
+    full = tmp_path / "full"
+    _train(full, "--epochs", "2", "--model", "fcn32s", "--device", "gpu", "--schedule", "constant")
+    a, b = load_checkpoint(resumed / "last.npz")[0], load_checkpoint(full / "last.npz")[0]
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.gpu
+def test_a_cpu_run_resumes_on_the_device(cpu_run, tmp_path):
+    import shutil
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(cpu_run, resumed)
+    _train(resumed, "--epochs", "2", "--device", "gpu", "--resume")
+    assert load_checkpoint(resumed / "last.npz")[1]["state"]["epoch"] == 2
+
+
+@pytest.mark.gpu
+def test_staged_init_from_on_the_device(gpu_run, tmp_path):
+    _train(
+        tmp_path / "s16", "--epochs", "1", "--model", "fcn16s", "--device", "gpu",
+        "--init-from", str(gpu_run[0] / "best.npz"),
+    )  # fmt: skip
+    staged = load_checkpoint(tmp_path / "s16" / "last.npz")[0]
+    assert staged["score_pool4.weight"].shape[0] == 5
+
+
+@pytest.mark.gpu
+def test_evaluate_and_predict_on_the_device_match_the_cpu(cpu_run, tmp_path):
+    from PIL import Image
+
+    ckpt = str(cpu_run / "last.npz")
+    on_cpu = evaluate_main(["--checkpoint", ckpt, "--size", "4"])
+    on_gpu = evaluate_main(["--checkpoint", ckpt, "--size", "4", "--device", "gpu"])
+    for key in ("pixel_accuracy", "mean_iu", "fw_iu"):
+        assert on_gpu[key] == pytest.approx(on_cpu[key], abs=1e-6), key
+    image = tmp_path / "img.png"
+    pixels = (np.random.default_rng(0).random((70, 50, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(image)
+    predict_main([str(image), "--checkpoint", ckpt, "-o", str(tmp_path / "c.png")])
+    predict_main(
+        [str(image), "--checkpoint", ckpt, "-o", str(tmp_path / "g.png"), "--device", "gpu"]
+    )
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "c.png")), np.asarray(Image.open(tmp_path / "g.png"))
+    )
+
+
+# ------------------------------------------------------------------ the sync budget
+def test_a_training_step_waits_for_the_device_at_most_once(standin):
+    model = FCN8s(5, "mini", rng=0).to("gpu")
+    model.train()
+    opt, loss_fn = Adam(list(model.parameters()), lr=1e-3), SoftmaxCrossEntropy()
+    images = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, 5, (2, 64, 64))
+    for _ in range(2):  # the second step runs with the optimiser's state in place
+        standin.stats.reset()
+        x, y = batch_to_device(images, labels, 5, 255, "gpu")
+        loss = loss_fn(model(x), y)
+        model.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+        assert np.isfinite(loss)
+        syncs = standin.stats.syncs
+        assert len(syncs) <= 1, "blocking syncs in one step:\n" + standin.stats.describe()
+    assert syncs[0].site.startswith("loss.py:") and syncs[0].within("forward")
+    # What went over: the images, the labels (1 byte a pixel) and the dropout masks.
+    label_copies = [e for e in standin.stats.transfers if e.nbytes == labels.size]
+    assert label_copies, "labels should travel as uint8"
+
+
+@pytestmark_standin
+def test_the_training_command_syncs_once_per_step(gpu_run):
+    _, syncs = gpu_run
+    steps = 2  # 8 images, batches of 4
+    in_steps = [e for e in syncs if e.within("train_epoch")]
+    assert 1 <= len(in_steps) <= steps, "syncs in the training loop:\n" + "\n".join(
+        f"  {e.what} {e.site}" for e in in_steps
+    )
+
+
+def test_labels_are_checked_on_the_host_before_any_copy(standin):
+    labels = np.zeros((1, 4, 4), dtype=np.int64)
+    labels[0, 3, 3] = 9
+    with pytest.raises(ValueError, match="label value 9 is out of range for 5 classes"):
+        batch_to_device(np.zeros((1, 3, 4, 4), np.float32), labels, 5, 255, "gpu")
+    assert standin.stats.transfers == []
+    _, y = batch_to_device(np.zeros((1, 3, 4, 4), np.float32), labels % 5, 5, 255, "gpu")
+    assert y.dtype == np.uint8
+    _, y = batch_to_device(np.zeros((1, 3, 4, 4), np.float32), labels % 5, 300, -1, "gpu")
+    assert y.dtype == np.int32
+
+
+# ------------------------------------------------------------------ start-up errors
+def _gpu_command_error(tmp_path, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        _train(tmp_path / "run", "--epochs", "1", "--device", "gpu")
+    assert exit_info.value.code not in (0, None)
+    assert not (tmp_path / "run").exists(), "nothing may be created when the GPU is unusable"
+    message = str(exit_info.value.code)
+    assert "\n" not in message.strip()
+    return message
+
+
+def test_gpu_without_cupy_names_what_to_install(tmp_path, capsys, no_cupy):
+    message = _gpu_command_error(tmp_path, capsys)
+    assert "CuPy is not installed" in message and "cupy-cuda12x[ctk]" in message
+
+
+@pytestmark_standin
+def test_gpu_without_a_device_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fake_cupy._runtime, "device_count", 0)
+    assert "no CUDA device" in _gpu_command_error(tmp_path, capsys)
+
+
+@pytestmark_standin
+def test_gpu_without_nvrtc_stops_at_start_up_with_one_message(tmp_path, capsys, monkeypatch):
+    class MissingNVRTC(fake_cupy.RawKernel):
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("CuPy failed to load libnvrtc.so.12: OSError: cannot open")
+
+    monkeypatch.setattr(fake_cupy.module, "RawKernel", MissingNVRTC)
+    backend._toolchain_problem.cache_clear()
+    try:
+        message = _gpu_command_error(tmp_path, capsys)
+    finally:
+        backend._toolchain_problem.cache_clear()
+    assert "cannot compile and run a kernel" in message and "libnvrtc" in message
+    assert "cupy-cuda13x[ctk]" in message
+
+
+@requires_real_gpu
+def test_the_real_gpu_passes_the_start_up_probe():
+    backend.require_gpu()
+    assert backend.device_of(to_device(np.zeros(2), "gpu")) == "gpu"
