@@ -224,7 +224,8 @@ def load_run_checkpoint(path) -> tuple[dict, dict, dict]:
     cannot continue from it), NonFiniteWeights when a weight is NaN or inf.
     """
     state, meta, extra = load_checkpoint(path)
-    missing = [k for k in ("spec", "args", "state", "optimizer_scalars") if not meta.get(k)]
+    missing = [k for k in ("spec", "args", "state") if not meta.get(k)]
+    missing += [k for k in ("optimizer_scalars", "dropout_rng") if k not in meta]
     if meta.get("format", RUN_FORMAT) != RUN_FORMAT or missing:
         raise NotARunCheckpoint(
             f"{path} is not a training-run checkpoint of minifcn.train (it has no "

@@ -297,6 +297,7 @@ def check_data(datasets, show_progress: bool) -> None:
             else None
         )
         problems += check(progress=bar)
+    problems = list(dict.fromkeys(problems))  # a file listed in both splits counts once
     if problems:
         shown = problems[:20]
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -436,7 +437,7 @@ def merge_resume_args(args, given: set, saved: dict):
         if name in RESUME_CHANGEABLE:
             continue
         value, was = getattr(args, name), saved.get(name)
-        if value != was:
+        if value != was and was is not None:  # None: an older run that did not record it
             flag = "--" + name.replace("_", "-")
             conflicts.append(f"{flag} {value} (the run's: {was})")
     if conflicts:
@@ -499,6 +500,10 @@ def _set_up_in(folder: RunFolder, args, given: set) -> Run:
     else:
         args.epochs = args.epochs or DEFAULT_EPOCHS
         cfg_name = args.config or ("mini" if args.dataset == "shapes" else "paper")
+        # Saved as the run's own values, so that --resume can compare typed flags with them.
+        args.config = cfg_name
+        if args.lr is None:
+            args.lr = 3e-3 if args.optimizer == "adam" else 1e-4
         state = RunState(run_id=secrets.token_hex(6))
     try:
         train_set, val_set = make_datasets(args)
@@ -558,7 +563,10 @@ def repair_folder(run: Run, loaded: str) -> None:
     if loaded == "best.npz":
         files["last.npz"] = lambda f: f.write(best.read_bytes())
     files.update(history_writers(s.history))
-    run.folder.commit(files)
+    try:
+        run.folder.commit(files)
+    except OSError as err:
+        raise RunError(f"cannot write to run folder {run.out}: {err.strerror or err}") from None
 
 
 # ------------------------------------------------------------------------ checkpoints
