@@ -334,7 +334,7 @@ def train_step_ours(device: str, batch: int, size: int, repeat: int) -> dict | N
     loss_fn = SoftmaxCrossEntropy()
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch, 3, size, size), dtype=np.float32))
-    labels = xp.asarray(rng.integers(0, NUM_CLASSES, (batch, size, size)))
+    labels = xp.asarray(rng.integers(0, NUM_CLASSES, (batch, size, size)).astype(np.uint8))
 
     def step():
         model.zero_grad()
@@ -378,6 +378,47 @@ def train_step_torch(torch, model, device: str, batch: int, size: int, repeat: i
 
     seconds = timeit(step, repeat, sync)
     return dict(step_s=seconds, images_per_s=batch / seconds)
+
+
+def paper_step(device: str, size: int, repeat: int, torch=None) -> dict:
+    """Forward + loss + backward of the paper-configuration FCN-8s (VGG16) on one
+    ``size`` x ``size`` image, as the paper trains (batch 1); and PyTorch's time for
+    the same network when ``torch`` is given (cuDNN on the GPU)."""
+    from .models import FCN8s
+
+    xp = backend.cupy_module() if device == "gpu" else np
+    sync = (lambda: backend.synchronize(xp)) if device == "gpu" else None
+    model = FCN8s(21, config="paper").to(device)
+    model.train()
+    loss_fn = SoftmaxCrossEntropy()
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.standard_normal((1, 3, size, size), dtype=np.float32))
+    labels = xp.asarray(rng.integers(0, 21, (1, size, size)).astype(np.uint8))
+
+    def step():
+        model.zero_grad()
+        loss_fn(model(x), labels)
+        model.backward(loss_fn.backward())
+
+    result = dict(size=size, step_s=timeit(step, repeat, sync))
+    if torch is not None:
+        import torch.nn.functional as F
+
+        dev, tsync = _torch_device(torch, device)
+        if device == "gpu":
+            torch.backends.cudnn.benchmark = True
+        mirror = torch_mirror(torch, model, dev)
+        mirror.train()
+        tx = torch.tensor(backend.as_numpy(x), device=dev)
+        tl = torch.tensor(rng.integers(0, 21, (1, size, size)), device=dev)
+
+        def torch_step():
+            mirror.zero_grad()
+            F.cross_entropy(mirror(tx), tl, ignore_index=255).backward()
+
+        result["torch_step_s"] = timeit(torch_step, repeat, tsync)
+        result["torch_ratio"] = result["step_s"] / result["torch_step_s"]
+    return result
 
 
 # ------------------------------------------------------------------ machine
@@ -445,6 +486,14 @@ def parse_args(argv=None):
     parser.add_argument("--compare", choices=("torch",), help="also time PyTorch")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     parser.add_argument("--no-train", action="store_true", help="skip the FCN-8s train step")
+    parser.add_argument(
+        "--paper-step",
+        type=int,
+        metavar="SIZE",
+        default=None,
+        help="also time forward+backward of the paper-configuration FCN-8s (VGG16) on one "
+        "SIZExSIZE image (e.g. 500; minutes on a CPU)",
+    )
     parser.add_argument(
         "--cpu-time",
         action="store_true",
@@ -540,6 +589,20 @@ def main(argv=None) -> dict:
                 )
             print(line)
 
+    paper = None
+    if args.paper_step:
+        paper = paper_step(args.device, args.paper_step, args.repeat, torch)
+        line = (
+            f"\npaper FCN-8s (VGG16), 1x3x{args.paper_step}x{args.paper_step}, forward+loss+"
+            f"backward: {paper['step_s'] * 1e3:.1f} ms"
+        )
+        if "torch_step_s" in paper:
+            line += (
+                f"\n  torch: {paper['torch_step_s'] * 1e3:.1f} ms; "
+                f"minifcn / torch = {paper['torch_ratio']:.2f}"
+            )
+        print(line)
+
     result = dict(
         machine=info,
         settings=dict(
@@ -552,6 +615,7 @@ def main(argv=None) -> dict:
         matmul=dict(size=size, gflops=peak),
         layers=rows,
         train_step=train,
+        paper_step=paper,
         table=table,
     )
     if args.json:

@@ -24,6 +24,7 @@ from minifcn.optim import SGD, Adam
 from minifcn.predict import main as predict_main
 from minifcn.train import train
 
+pytestmark = pytest.mark.gpu  # all of it runs with `pytest -m gpu` (minifcn.gpucheck)
 cp = cupy_module()
 TINY = ["--train-size", "8", "--val-size", "4", "--batch-size", "4", "--no-progress", "--grid", "2"]
 VARIANTS = list(kernel_variants())
