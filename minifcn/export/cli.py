@@ -55,9 +55,12 @@ def export(checkpoint, fmt, output=None, force=False, input_size=None, check=Tru
     except ExportError as err:
         raise ExportError(f"{checkpoint}: {err}; export an earlier checkpoint") from None
     model.eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+    except OSError as err:
+        raise ExportError(f"cannot write to {out.parent}: {err.strerror or err}") from None
     try:
         if fmt == "onnx":
             save_onnx(model, tmp, input_size, meta)
@@ -69,6 +72,8 @@ def export(checkpoint, fmt, output=None, force=False, input_size=None, check=Tru
             if check:
                 _check_safetensors(model, tmp, log)
         _place(tmp, out, force)
+    except OSError as err:  # a full disk, a vanished folder
+        raise ExportError(f"cannot write {out}: {err.strerror or err}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     return out
