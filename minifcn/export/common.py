@@ -7,6 +7,8 @@ from functools import reduce
 
 import numpy as np
 
+from ..backend import as_numpy
+
 FORMATS = ("onnx", "safetensors")
 INSTALL_HINT = "pip install 'minifcn[export]'"
 
@@ -27,7 +29,7 @@ def require(name: str):
 def check_finite(model) -> None:
     """Raise ExportError naming the first parameter with a NaN or infinite value."""
     for name, p in model.named_parameters():
-        data = np.asarray(p.data)
+        data = as_numpy(p.data)
         if not np.isfinite(data).all():
             nan, inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
             raise ExportError(f"parameter {name} has non-finite values ({nan} NaN, {inf} inf)")

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 
+from ..backend import as_numpy
 from ..data.transforms import VGG_MEAN_RGB
 from ..nn import Conv2d, ConvTranspose2d, Crop, Dropout, Fuse, MaxPool2d, ReLU, Scale
 from .common import ExportError, check_finite, layer, ranges, require
@@ -50,7 +51,7 @@ def to_onnx(
         return name
 
     def param(name, p):
-        inits.append((name, np.ascontiguousarray(p.data, np.float32)))
+        inits.append((name, np.ascontiguousarray(as_numpy(p.data), np.float32)))
         return name
 
     def conv_like(op, name, m, x, out, **extra):
