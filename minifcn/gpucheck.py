@@ -65,12 +65,18 @@ def run_tests(extra_env: dict) -> dict:
     if not tests.is_dir():
         return dict(ok=None, summary="no tests/ folder next to the package: skipped")
     env = {**os.environ, **extra_env, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"]
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider"]
     proc = subprocess.run(cmd + [str(tests)], cwd=REPO, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     summary = lines[-1] if lines else proc.stderr.strip()[-300:]
     failures = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
-    return dict(ok=proc.returncode == 0, summary=summary.strip("= "), failures=failures[:20])
+    skipped = [ln for ln in lines if ln.startswith("SKIPPED")]
+    return dict(
+        ok=proc.returncode == 0,
+        summary=summary.strip("= "),
+        failures=failures[:20],
+        skipped=skipped,
+    )
 
 
 def run_bench(repeat: int, paper_size: int) -> dict:
@@ -147,7 +153,7 @@ def main(argv=None) -> dict:
         t = _step("2. device tests: pytest -m gpu (custom kernels)")
         report["tests"] = run_tests({})
         print(report["tests"]["summary"], f"({time.perf_counter() - t:.0f} s)")
-        for line in report["tests"].get("failures", []):
+        for line in report["tests"].get("failures", []) + report["tests"].get("skipped", []):
             print("  " + line)
         t = _step("2b. device tests with MINIFCN_CUDA_KERNELS=0 (plain CuPy path)")
         report["tests_plain"] = run_tests({"MINIFCN_CUDA_KERNELS": "0"})

@@ -448,3 +448,10 @@ def test_gpu_without_nvrtc_stops_at_start_up_with_one_message(tmp_path, capsys, 
 def test_the_real_gpu_passes_the_start_up_probe():
     backend.require_gpu()
     assert backend.device_of(to_device(np.zeros(2), "gpu")) == "gpu"
+
+
+def test_gpucheck_without_cupy_stops_with_one_line(no_cupy, capsys):
+    from minifcn import gpucheck
+
+    with pytest.raises(SystemExit, match="error: GPU requested but CuPy is not installed"):
+        gpucheck.main(["--skip-tests"])
