@@ -239,10 +239,11 @@ def time_torch(torch, case: dict, device: str, repeat: int) -> dict:
 
 
 def torch_mirror(torch, model, dev: str):
-    """A torch.nn.Module computing the same function as our FCN-8s ``model``.
+    """A torch.nn.Module computing the same function as our FCN ``model``.
 
-    Built from the model's own layers (same hyperparameters, weights copied);
-    the head follows ``FCN8s.forward``.
+    Built from the model's own layers (same hyperparameters, weights copied) and
+    run along ``model.graph()``, the list ``model.forward`` itself runs, so the
+    mirror cannot drift from the model.
     """
     from . import nn as ours
 
@@ -255,6 +256,19 @@ def torch_mirror(torch, model, dev: str):
 
         def forward(self, x):
             return x * self.factor
+
+    class Crop(tnn.Module):
+        def __init__(self, offset):
+            super().__init__()
+            self.offset = offset
+
+        def forward(self, x, ref):
+            (oy, ox), (h, w) = self.offset, ref.shape[2:]
+            return x[:, :, oy : oy + h, ox : ox + w]
+
+    class Fuse(tnn.Module):
+        def forward(self, a, b):
+            return a + b
 
     def convert(m):
         if isinstance(m, ours.Conv2d):
@@ -272,8 +286,12 @@ def torch_mirror(torch, model, dev: str):
             return tnn.Dropout(m.p)
         elif isinstance(m, ours.Scale):
             return Scale(m.factor)
+        elif isinstance(m, ours.Crop):
+            return Crop(m.offset)
+        elif isinstance(m, ours.Fuse):
+            return Fuse()
         else:
-            return None  # Crop / Fuse are written inline below
+            raise TypeError(f"torch_mirror: no PyTorch counterpart for {type(m).__name__}")
         t.weight.data = torch.tensor(backend.as_numpy(m.weight.data))
         t.weight.requires_grad_(m.weight.requires_grad)
         return t
@@ -281,31 +299,15 @@ def torch_mirror(torch, model, dev: str):
     class Mirror(tnn.Module):
         def __init__(self):
             super().__init__()
-            self.layers = tnn.ModuleDict()
-            for name, m in model.children():
-                t = convert(m)
-                if t is not None:
-                    self.layers[name] = t
+            self.steps = model.graph()
+            self.layers = tnn.ModuleDict({layer: convert(getattr(model, layer))
+                                          for _, layer, *_ in self.steps})  # fmt: skip
 
         def forward(self, x):
-            L = self.layers
-
-            def crop(name, t, ref):
-                oy, ox = getattr(model, name).offset
-                return t[:, :, oy : oy + ref.shape[2], ox : ox + ref.shape[3]]
-
-            image, skips = x, {}
-            for name in model._backbone:
-                x = L[name](x)
-                if name in ("pool3", "pool4"):
-                    skips[name] = x
-            upscore2 = L["upscore2"](L["score_fr"](x))
-            s4 = L["score_pool4"](L["scale_pool4"](skips["pool4"]))
-            fuse4 = upscore2 + crop("score_pool4c", s4, upscore2)
-            up4 = L["upscore_pool4"](fuse4)
-            s3 = L["score_pool3"](L["scale_pool3"](skips["pool3"]))
-            fuse3 = up4 + crop("score_pool3c", s3, up4)
-            return crop("score", L["upscore8"](fuse3), image)
+            blobs = {"data": x}
+            for out, layer, src, *ref in self.steps:
+                blobs[out] = self.layers[layer](blobs[src], *(blobs[r] for r in ref))
+            return blobs[self.steps[-1][0]]
 
     return Mirror().to(dev)
 
@@ -512,7 +514,9 @@ def main(argv=None) -> dict:
 
         check_new_file(args.json, "--json")
     if args.device == "gpu":
-        backend.require_gpu()
+        from .cli import ensure_device
+
+        ensure_device("gpu")  # one line and exit 1 when the GPU cannot be used
     CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
     xp = backend.cupy_module() if args.device == "gpu" else np
     sync = (lambda: backend.synchronize(xp)) if args.device == "gpu" else None

@@ -133,10 +133,9 @@ def main(argv=None) -> dict:
     t_all = time.perf_counter()
 
     t = _step("1. start-up check")
-    try:
-        backend.require_gpu()
-    except RuntimeError as err:
-        raise SystemExit(f"error: {err}") from None
+    from .cli import ensure_device
+
+    ensure_device("gpu")
     cp = backend.cupy_module()
     props = cp.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]

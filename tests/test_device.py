@@ -453,5 +453,12 @@ def test_the_real_gpu_passes_the_start_up_probe():
 def test_gpucheck_without_cupy_stops_with_one_line(no_cupy, capsys):
     from minifcn import gpucheck
 
-    with pytest.raises(SystemExit, match="error: GPU requested but CuPy is not installed"):
+    with pytest.raises(SystemExit, match="error: --device gpu: GPU requested but CuPy is not"):
         gpucheck.main(["--skip-tests"])
+
+
+def test_bench_on_a_missing_gpu_stops_with_one_line(no_cupy):
+    from minifcn import bench
+
+    with pytest.raises(SystemExit, match="error: --device gpu: GPU requested but CuPy is not"):
+        bench.main(["--device", "gpu", "--quick"])
