@@ -317,37 +317,11 @@ class ndarray:  # noqa: N801 - CuPy's name
             return NotImplemented
         return ours(*args, **kwargs)
 
-    # ---- arithmetic
-    __add__, __radd__, __iadd__ = _binary(np.add), _rbinary(np.add), _inplace(np.add)
-    __sub__, __rsub__, __isub__ = (
-        _binary(np.subtract),
-        _rbinary(np.subtract),
-        _inplace(np.subtract),
-    )
-    __mul__, __rmul__, __imul__ = (
-        _binary(np.multiply),
-        _rbinary(np.multiply),
-        _inplace(np.multiply),
-    )
-    __truediv__, __rtruediv__, __itruediv__ = (
-        _binary(np.true_divide),
-        _rbinary(np.true_divide),
-        _inplace(np.true_divide),
-    )
+    # ---- arithmetic: + - * / & | and their variants are set by the loop below the class
     __floordiv__, __rfloordiv__ = _binary(np.floor_divide), _rbinary(np.floor_divide)
     __mod__, __rmod__ = _binary(np.remainder), _rbinary(np.remainder)
     __pow__, __rpow__ = _binary(np.power), _rbinary(np.power)
     __matmul__, __rmatmul__ = _binary(np.matmul), _rbinary(np.matmul)
-    __and__, __rand__, __iand__ = (
-        _binary(np.bitwise_and),
-        _rbinary(np.bitwise_and),
-        _inplace(np.bitwise_and),
-    )
-    __or__, __ror__, __ior__ = (
-        _binary(np.bitwise_or),
-        _rbinary(np.bitwise_or),
-        _inplace(np.bitwise_or),
-    )
     __xor__ = _binary(np.bitwise_xor)
     __lt__, __le__ = _binary(np.less), _binary(np.less_equal)
     __gt__, __ge__ = _binary(np.greater), _binary(np.greater_equal)
@@ -364,6 +338,17 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     def __invert__(self):
         return ndarray(~self._a)
+
+
+# a + b, b + a and a += b for each operator; all of them refuse host arrays.
+_OPERATORS = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "truediv": np.true_divide,
+    "and": np.bitwise_and, "or": np.bitwise_or,
+}  # fmt: skip
+for _name, _op in _OPERATORS.items():
+    setattr(ndarray, f"__{_name}__", _binary(_op))
+    setattr(ndarray, f"__r{_name}__", _rbinary(_op))
+    setattr(ndarray, f"__i{_name}__", _inplace(_op))
 
 
 # ------------------------------------------------------------------- module functions
