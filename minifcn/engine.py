@@ -44,11 +44,8 @@ def _device_scores(model, images, device: str):
 
 def _next_supported(model, side: int) -> int:
     for s in range(side, side + 64):
-        try:
-            model._walk_sizes(s)
+        if model.supports(s):
             return s
-        except ValueError:
-            continue
     model.blob_sizes(side)  # raises with the explanation
     return side
 
@@ -128,7 +125,7 @@ def forward_bytes(model, height: int, width: int, batch: int = 1) -> int:
     """
     from .nn import Conv2d
 
-    sizes_h, sizes_w = model._walk_sizes(height), model._walk_sizes(width)
+    sizes_h, sizes_w = model.blob_sizes(height), model.blob_sizes(width)
     channels = {"data": 3}
     total = 3 * height * width
     col = 0

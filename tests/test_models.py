@@ -15,7 +15,7 @@ from minifcn.models import FCN8s, FCN16s, FCN32s, build_model
 from minifcn.models.config import MINI, PAPER
 from minifcn.models.pretrained import load_vgg16_npz
 from minifcn.models.spatial_map import convolutionalize, window_stride
-from minifcn.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, bilinear_weight
+from minifcn.nn import Conv2d, Crop, Flatten, Linear, MaxPool2d, ReLU, Sequential, bilinear_weight
 
 # The paper's geometry (padding 100, fc6 7x7, five ceil-mode pools) at a width a test can afford.
 NARROW_PAPER = dataclasses.replace(
@@ -285,3 +285,93 @@ def test_model_cpu_and_gpu_agree(name):
     )
     for (n, p), (_, q) in zip(cpu.named_parameters(), gpu.named_parameters()):
         np.testing.assert_allclose(as_numpy(q.grad), p.grad, rtol=2e-3, atol=2e-3, err_msg=n)
+
+
+# ------------------------------------------------- one description of the network
+@pytest.mark.parametrize("cls", [FCN32s, FCN16s, FCN8s])
+@pytest.mark.parametrize("config,side", [(TINY, 64), (NARROW_PAPER, 37)])
+def test_forward_runs_exactly_the_graph_and_its_sizes(cls, config, side):
+    # Record what each layer actually receives and returns in forward; it must be
+    # the blobs graph() names, in graph() order, with the sizes the geometry predicts.
+    model = cls(3, config).eval()
+    calls = []
+    for _, layer, *_ in model.graph():
+        module = getattr(model, layer)
+
+        def spy(*inputs, _module=module, _layer=layer, _forward=module.forward):
+            out = _forward(*inputs)
+            calls.append((_layer, inputs, out))
+            return out
+
+        module.forward = spy
+    x = np.zeros((1, 3, side, side), dtype=np.float32)
+    y = model(x)
+    steps = model.graph()
+    assert [c[0] for c in calls] == [layer for _, layer, *_ in steps]
+    made = {"data": x}
+    sizes = model.blob_sizes(side)
+    for (out, _, src, *ref), (_, inputs, result) in zip(steps, calls):
+        assert all(a is made[b] for a, b in zip(inputs, (src, *ref))), out
+        assert len(inputs) == 1 + len(ref), out
+        assert result.shape[2:] == (sizes[out], sizes[out]), out
+        made[out] = result
+    assert y is made[steps[-1][0]] and y.shape == (1, 3, side, side)
+
+
+def test_crops_are_built_with_their_computed_offsets():
+    for model in (FCN8s(5, MINI), FCN16s(5, NARROW_PAPER)):
+        crops = {layer: getattr(model, layer).offset for _, layer, *_ in model.graph()
+                 if isinstance(getattr(model, layer), Crop)}  # fmt: skip
+        assert crops == {k: (v, v) for k, v in model.crop_offsets.items()}
+
+
+def test_a_head_that_cannot_align_is_refused_when_built():
+    # A 1x1 fc6 keeps pool5's size: upscore2 then starts one pool4
+    # pixel before pool4's own scores, and no crop of score_pool4 can cover it.
+    cfg = dataclasses.replace(TINY, fc6_kernel=1)
+    assert FCN32s(3, cfg).crop_offsets == {"score": 47}  # 15 + padding 32, no fc6 shift
+    with pytest.raises(ValueError, match="score_pool4c: the map to crop starts 1 pixels after"):
+        FCN16s(3, cfg)
+
+
+def test_backward_rejects_a_gradient_of_the_wrong_shape():
+    model = FCN8s(3, TINY)
+    with pytest.raises(RuntimeError, match="before forward"):
+        model.backward(np.zeros((1, 3, 64, 64), dtype=np.float32))
+    model(np.zeros((2, 3, 64, 64), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\(1, 3, 64, 64\).*\(2, 3, 64, 64\)"):
+        model.backward(np.zeros((1, 3, 64, 64), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\(2, 3, 64\).*\(2, 3, 64, 64\)"):
+        model.backward(np.zeros((2, 3, 64), dtype=np.float32))
+
+
+def test_forward_rejects_non_arrays_and_empty_batches():
+    model = FCN32s(3, TINY)
+    with pytest.raises(TypeError, match="expected a NumPy or CuPy array.*got list"):
+        model([[[[0.0] * 64] * 64] * 3])
+    with pytest.raises(ValueError, match=r"empty batch \(N = 0\)"):
+        model(np.zeros((0, 3, 64, 64), dtype=np.float32))
+
+
+def test_supports_agrees_with_blob_sizes():
+    model = FCN8s(5, MINI)
+    for side in range(1, 140):
+        ok = model.supports(side)
+        if ok:
+            model.blob_sizes(side)
+        else:
+            with pytest.raises(ValueError, match="cannot segment"):
+                model.blob_sizes(side)
+
+
+@pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s"])
+def test_bench_torch_mirror_computes_the_same_function(name):
+    torch = pytest.importorskip("torch")
+    from minifcn.bench import torch_mirror
+
+    model = build_model(name, 4, TINY, rng=0).eval()
+    _randomise_heads(model, np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    mirror = torch_mirror(torch, model, "cpu").eval()
+    y = mirror(torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(y, model(x), rtol=1e-4, atol=1e-5)

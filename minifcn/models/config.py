@@ -1,6 +1,6 @@
 """Backbone configurations: the paper's VGG16 and a mini one that trains in minutes on a CPU.
 
-Both are plain data fed to one builder (``vgg.add_vgg16``); nothing else differs.
+Both are plain data fed to one builder (``vgg.vgg16_layers``); nothing else differs.
 """
 
 from __future__ import annotations

@@ -8,9 +8,12 @@ coarse ``score_fr`` map (stride 32) back into a full-size prediction:
   (``score_pool4``, cropped to align: ``score_pool4c``), then upsamples 16x.
 * FCN-8s does the same once more with pool3 before a final 8x upsampling.
 
-Forward and backward are written out by hand, reading like the paper's figure;
-``graph`` lists the same connections once more as data, from which the crop
-offsets and the sizes each blob will have are computed (see ``geometry.py``).
+Each network is written down once, as a list of steps ``(layer, input blob[,
+reference blob])`` that reads like the paper's figure (see ``FCN8s.head``). That
+list is the only description of the connections: ``forward`` runs it, ``backward``
+runs it in reverse, and the coordinate maps, crop offsets and blob sizes are all
+computed from it (see ``geometry.py``). A ``Crop`` in a head is given as the class
+itself; the builder creates it with the offset the geometry requires.
 """
 
 from __future__ import annotations
@@ -19,12 +22,11 @@ from ..nn import Conv2d, ConvTranspose2d, Crop, Fuse, Module, Scale
 from ..nn.init import as_generator
 from .config import get_config
 from .geometry import CoordMap, crop_offset, layer_map
-from .vgg import add_vgg16
+from .vgg import vgg16_layers
 
 
 class FCN(Module):
-    """Shared machinery. Subclasses add their head in ``_add_head`` and write
-    ``forward``/``backward``/``_head_graph``.
+    """A network built from one list of steps. Subclasses write ``head``.
 
     Args:
         num_classes: number of output channels (21 for PASCAL VOC).
@@ -35,6 +37,10 @@ class FCN(Module):
 
     ``forward(x (N, 3, H, W)) -> scores (N, num_classes, H, W)``;
     ``backward(dscores) -> dx (N, 3, H, W)``, adding into every parameter's grad.
+
+    Attributes:
+        crop_offsets: {crop layer: offset}, computed from the coordinate maps.
+        backbone: the backbone's layer names, in order (conv1_1 ... drop7).
     """
 
     name = "fcn"
@@ -46,15 +52,59 @@ class FCN(Module):
         self.config = get_config(config)
         self.freeze_upsampling = freeze_upsampling
         rng = as_generator(rng)
-        self._backbone = add_vgg16(self, self.config, rng)
-        self._add_head(rng)
-        self.crop_offsets = self._walk_geometry()[1]
-        for name, offset in self.crop_offsets.items():
-            getattr(self, name).offset = (offset, offset)
+        self._steps = []  # (blob, layer name, input blob[, reference blob]); blob == layer name
+        self._maps = {"data": CoordMap()}
+        self.crop_offsets = {}
+        self._out_shape = None
+        prev = "data"
+        for layer_name, layer in vgg16_layers(self.config, rng):
+            self._add_step(layer_name, layer, prev)
+            prev = layer_name
+        self.backbone = [name for name, *_ in self._steps]
+        for step in self.head(rng):
+            self._add_step(*step)
+        self._last_use = {}  # blob -> index of the last step that reads it (forward frees it then)
+        for i, (_, _, src, *ref) in enumerate(self._steps):
+            for blob in (src, *ref):
+                self._last_use[blob] = i
 
     # ------------------------------------------------------------ construction
-    def _add_head(self, rng):
+    def head(self, rng) -> list:
+        """The steps after the backbone: (layer name, layer, input blob[, reference blob]).
+
+        The blob a step makes is named after its layer; the image is "data" and
+        the backbone's blobs are named after its layers (pool4, drop7, ...).
+        ``Crop`` (the class) as a layer: crop the input to the reference's size at
+        the offset the geometry gives. ``Fuse()``: add the input and the reference.
+        """
         raise NotImplementedError
+
+    def _add_step(self, name: str, layer, src: str, ref: str | None = None) -> None:
+        """Append one step: check its blobs exist, compute its coordinate map, set the layer."""
+        for blob in (src, ref):
+            if blob is not None and blob not in self._maps:
+                raise ValueError(f"{name}: reads blob {blob!r}, which no earlier step makes")
+        if name in self._maps:
+            raise ValueError(f"{name}: a blob of that name already exists")
+        if layer is Crop:  # the offset is computed, never typed in
+            if ref is None:
+                raise ValueError(f"{name}: a crop needs a reference blob")
+            offset = crop_offset(self._maps[src], self._maps[ref], name)
+            layer = Crop(offset)
+            self.crop_offsets[name] = offset
+            self._maps[name] = self._maps[ref]
+        elif isinstance(layer, Fuse):
+            if ref is None or self._maps[src] != self._maps[ref]:
+                raise ValueError(
+                    f"{name}: summands are not aligned ({self._maps[src]}, {self._maps.get(ref)})"
+                )
+            self._maps[name] = self._maps[src]
+        else:
+            if ref is not None:
+                raise ValueError(f"{name}: only Crop and Fuse take a reference blob")
+            self._maps[name] = self._maps[src].then(layer_map(layer))
+        setattr(self, name, layer)
+        self._steps.append((name, name, src) if ref is None else (name, name, src, ref))
 
     def _score(self, in_channels: int, rng) -> Conv2d:
         """A 1x1 scoring conv, zero-initialised as in the reference (score_fr and the skips):
@@ -76,24 +126,41 @@ class FCN(Module):
             "freeze_upsampling": self.freeze_upsampling,
         }
 
-    # ------------------------------------------------------------------ backbone
-    def _forward_backbone(self, x):
-        """x (N, 3, H, W) -> (fc7 output, {"pool3": ..., "pool4": ...})."""
-        skips = {}
-        for name in self._backbone:
-            x = getattr(self, name)(x)
-            if name in ("pool3", "pool4"):
-                skips[name] = x
-        return x, skips
+    # ---------------------------------------------------------- forward/backward
+    def forward(self, x):
+        """Run the steps in order. Each blob is dropped after its last reader."""
+        self.check_input(x)
+        blobs = {"data": x}
+        for i, (out, layer, src, *ref) in enumerate(self._steps):
+            blobs[out] = getattr(self, layer)(blobs[src], *(blobs[r] for r in ref))
+            for blob in (src, *ref):
+                if self._last_use[blob] == i:
+                    del blobs[blob]
+        scores = blobs[self._steps[-1][0]]
+        self._out_shape = tuple(scores.shape)
+        return scores
 
-    def _backward_backbone(self, dy, skip_grads: dict):
-        """Backward through the backbone; ``skip_grads`` ({"pool4": g, ...}) are
-        the skip branches' gradients, added where their blob left the backbone."""
-        for name in reversed(self._backbone):
-            if name in skip_grads:
-                dy = dy + skip_grads[name]
-            dy = getattr(self, name).backward(dy)
-        return dy
+    def backward(self, dscores):
+        """Run the steps in reverse. A blob read by several steps (pool4 feeds pool5
+        and score_pool4) gets the sum of their gradients; a crop's reference gets none."""
+        if self._out_shape is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        shape = tuple(getattr(dscores, "shape", ()))
+        if shape != self._out_shape:
+            raise ValueError(
+                f"{type(self).__name__}.backward: the gradient has shape {shape}, but the last "
+                f"forward returned scores of shape {self._out_shape}"
+            )
+        grads = {self._steps[-1][0]: dscores}
+        for out, layer, src, *ref in reversed(self._steps):
+            g = grads.pop(out, None)
+            if g is None:  # nothing downstream used this blob
+                continue
+            d = getattr(self, layer).backward(g)
+            inputs = (src, *ref)
+            for blob, db in zip(inputs, d if isinstance(d, tuple) else (d,)):
+                grads[blob] = db if blob not in grads else grads[blob] + db
+        return grads["data"]
 
     # ------------------------------------------------------------------ geometry
     def graph(self) -> list:
@@ -101,39 +168,18 @@ class FCN(Module):
 
         Blobs are named after the layer that makes them; the image is "data".
         A Crop step has a reference blob, whose size and position it copies; a
-        Fuse step names its second summand there.
+        Fuse step names its second summand there. ``forward`` runs exactly this list.
         """
-        steps, prev = [], "data"
-        for name in self._backbone:
-            steps.append((name, name, prev))
-            prev = name
-        return steps + self._head_graph()
-
-    def _head_graph(self) -> list:
-        raise NotImplementedError
+        return list(self._steps)
 
     def coordinate_maps(self) -> dict:
         """{blob: CoordMap} mapping each blob's pixel coordinates to image coordinates."""
-        return self._walk_geometry()[0]
+        return dict(self._maps)
 
-    def _walk_geometry(self):
-        """Compose the layers' coordinate maps along ``graph``; returns (maps, crop offsets)."""
-        maps, offsets = {"data": CoordMap()}, {}
-        for out, layer, src, *ref in self.graph():
-            module = getattr(self, layer)
-            if isinstance(module, Crop):
-                offsets[layer] = crop_offset(maps[src], maps[ref[0]], layer)
-                maps[out] = maps[ref[0]]
-            elif isinstance(module, Fuse) and maps[src] != maps[ref[0]]:
-                raise ValueError(f"{layer}: summands are not aligned ({maps[src]}, {maps[ref[0]]})")
-            else:
-                maps[out] = maps[src].then(layer_map(module))  # identity for Fuse, ReLU...
-        return maps, offsets
-
-    def _walk_sizes(self, size: int) -> dict:
-        """{blob: spatial length} along one axis, or ValueError(reason) if impossible."""
+    def _sizes(self, size: int) -> dict:
+        """{blob: spatial length} along one axis, or ValueError(short reason) if impossible."""
         sizes = {"data": size}
-        for out, layer, src, *ref in self.graph():
+        for out, layer, src, *ref in self._steps:
             module = getattr(self, layer)
             n = sizes[src]
             if isinstance(module, Crop):
@@ -148,6 +194,15 @@ class FCN(Module):
             sizes[out] = n
         return sizes
 
+    def supports(self, side: int) -> bool:
+        """Whether an image side of ``side`` pixels goes through (every blob non-empty,
+        every crop fits)."""
+        try:
+            self._sizes(side)
+        except ValueError:
+            return False
+        return True
+
     def blob_sizes(self, size: int) -> dict:
         """{blob: spatial length} along one axis for an input side of ``size`` pixels.
 
@@ -155,7 +210,7 @@ class FCN(Module):
         layer would get an empty input or a crop does not fit.
         """
         try:
-            return self._walk_sizes(size)
+            return self._sizes(size)
         except ValueError as err:
             raise ValueError(
                 f"{type(self).__name__} with the {self.config.name!r} backbone cannot segment an "
@@ -164,14 +219,7 @@ class FCN(Module):
 
     def supported_sizes(self, up_to: int = 512) -> list:
         """Input side lengths in 1..up_to this network can segment."""
-        ok = []
-        for s in range(1, up_to + 1):
-            try:
-                self._walk_sizes(s)
-                ok.append(s)
-            except ValueError:
-                pass
-        return ok
+        return [s for s in range(1, up_to + 1) if self.supports(s)]
 
     def size_hint(self) -> str:
         ok = self.supported_sizes(256)
@@ -180,11 +228,16 @@ class FCN(Module):
         return f"Supported sides up to 256: {_ranges(ok)}."
 
     def check_input(self, x) -> None:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(
-                f"{type(self).__name__}: expected images of shape (N, 3, H, W), got "
-                f"{tuple(x.shape)}"
+        name = type(self).__name__
+        if not all(hasattr(x, a) for a in ("shape", "ndim", "dtype")):
+            raise TypeError(
+                f"{name}: expected a NumPy or CuPy array of shape (N, 3, H, W), got "
+                f"{type(x).__name__}; convert it first, e.g. numpy.asarray(x, dtype='float32')"
             )
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{name}: expected images of shape (N, 3, H, W), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name}: got an empty batch (N = 0), shape {tuple(x.shape)}")
         for side in x.shape[2:]:
             self.blob_sizes(int(side))
 
@@ -218,26 +271,12 @@ class FCN32s(FCN):
 
     name = "fcn32s"
 
-    def _add_head(self, rng):
-        self.score_fr = self._score(self.config.fc_channels, rng)
-        self.upscore = self._upsample(64, 32)
-        self.score = Crop(0)
-
-    def _head_graph(self):
+    def head(self, rng):
         return [
-            ("score_fr", "score_fr", "drop7"),
-            ("upscore", "upscore", "score_fr"),
-            ("score", "score", "upscore", "data"),
+            ("score_fr", self._score(self.config.fc_channels, rng), "drop7"),
+            ("upscore", self._upsample(64, 32), "score_fr"),
+            ("score", Crop, "upscore", "data"),
         ]
-
-    def forward(self, x):
-        self.check_input(x)
-        h, _ = self._forward_backbone(x)
-        return self.score(self.upscore(self.score_fr(h)), x)
-
-    def backward(self, dscores):
-        d = self.upscore.backward(self.score.backward(dscores))
-        return self._backward_backbone(self.score_fr.backward(d), {})
 
 
 class FCN16s(FCN):
@@ -245,40 +284,17 @@ class FCN16s(FCN):
 
     name = "fcn16s"
 
-    def _add_head(self, rng):
-        self.score_fr = self._score(self.config.fc_channels, rng)
-        self.upscore2 = self._upsample(4, 2)
-        self.score_pool4 = self._score(self.config.widths[3], rng)
-        self.score_pool4c = Crop(0)
-        self.fuse_pool4 = Fuse()
-        self.upscore16 = self._upsample(32, 16)
-        self.score = Crop(0)
-
-    def _head_graph(self):
+    def head(self, rng):
+        fc, pool4 = self.config.fc_channels, self.config.widths[3]
         return [
-            ("score_fr", "score_fr", "drop7"),
-            ("upscore2", "upscore2", "score_fr"),
-            ("score_pool4", "score_pool4", "pool4"),
-            ("score_pool4c", "score_pool4c", "score_pool4", "upscore2"),
-            ("fuse_pool4", "fuse_pool4", "upscore2", "score_pool4c"),
-            ("upscore16", "upscore16", "fuse_pool4"),
-            ("score", "score", "upscore16", "data"),
+            ("score_fr", self._score(fc, rng), "drop7"),
+            ("upscore2", self._upsample(4, 2), "score_fr"),
+            ("score_pool4", self._score(pool4, rng), "pool4"),
+            ("score_pool4c", Crop, "score_pool4", "upscore2"),
+            ("fuse_pool4", Fuse(), "upscore2", "score_pool4c"),
+            ("upscore16", self._upsample(32, 16), "fuse_pool4"),
+            ("score", Crop, "upscore16", "data"),
         ]
-
-    def forward(self, x):
-        self.check_input(x)
-        h, skips = self._forward_backbone(x)
-        upscore2 = self.upscore2(self.score_fr(h))
-        score_pool4c = self.score_pool4c(self.score_pool4(skips["pool4"]), upscore2)
-        fuse_pool4 = self.fuse_pool4(upscore2, score_pool4c)
-        return self.score(self.upscore16(fuse_pool4), x)
-
-    def backward(self, dscores):
-        d = self.upscore16.backward(self.score.backward(dscores))
-        d_upscore2, d_pool4c = self.fuse_pool4.backward(d)
-        d_pool4 = self.score_pool4.backward(self.score_pool4c.backward(d_pool4c))
-        d = self.score_fr.backward(self.upscore2.backward(d_upscore2))
-        return self._backward_backbone(d, {"pool4": d_pool4})
 
     @classmethod
     def from_fcn32s(cls, fcn32s: FCN32s, **kw) -> FCN16s:
@@ -306,63 +322,26 @@ class FCN8s(FCN):
         self.at_once = at_once
         super().__init__(num_classes, config, freeze_upsampling, rng)
 
-    def _add_head(self, rng):
-        self.score_fr = self._score(self.config.fc_channels, rng)
-        self.upscore2 = self._upsample(4, 2)
-        self.scale_pool4 = Scale(0.01 if self.at_once else 1.0)
-        self.score_pool4 = self._score(self.config.widths[3], rng)
-        self.score_pool4c = Crop(0)
-        self.fuse_pool4 = Fuse()
-        self.upscore_pool4 = self._upsample(4, 2)
-        self.scale_pool3 = Scale(0.0001 if self.at_once else 1.0)
-        self.score_pool3 = self._score(self.config.widths[2], rng)
-        self.score_pool3c = Crop(0)
-        self.fuse_pool3 = Fuse()
-        self.upscore8 = self._upsample(16, 8)
-        self.score = Crop(0)
+    def head(self, rng):
+        fc, pool3, pool4 = self.config.fc_channels, self.config.widths[2], self.config.widths[3]
+        return [
+            ("score_fr", self._score(fc, rng), "drop7"),
+            ("upscore2", self._upsample(4, 2), "score_fr"),
+            ("scale_pool4", Scale(0.01 if self.at_once else 1.0), "pool4"),
+            ("score_pool4", self._score(pool4, rng), "scale_pool4"),
+            ("score_pool4c", Crop, "score_pool4", "upscore2"),
+            ("fuse_pool4", Fuse(), "upscore2", "score_pool4c"),
+            ("upscore_pool4", self._upsample(4, 2), "fuse_pool4"),
+            ("scale_pool3", Scale(0.0001 if self.at_once else 1.0), "pool3"),
+            ("score_pool3", self._score(pool3, rng), "scale_pool3"),
+            ("score_pool3c", Crop, "score_pool3", "upscore_pool4"),
+            ("fuse_pool3", Fuse(), "upscore_pool4", "score_pool3c"),
+            ("upscore8", self._upsample(16, 8), "fuse_pool3"),
+            ("score", Crop, "upscore8", "data"),
+        ]
 
     def spec(self) -> dict:
         return {**super().spec(), "at_once": self.at_once}
-
-    def _head_graph(self):
-        return [
-            ("score_fr", "score_fr", "drop7"),
-            ("upscore2", "upscore2", "score_fr"),
-            ("scale_pool4", "scale_pool4", "pool4"),
-            ("score_pool4", "score_pool4", "scale_pool4"),
-            ("score_pool4c", "score_pool4c", "score_pool4", "upscore2"),
-            ("fuse_pool4", "fuse_pool4", "upscore2", "score_pool4c"),
-            ("upscore_pool4", "upscore_pool4", "fuse_pool4"),
-            ("scale_pool3", "scale_pool3", "pool3"),
-            ("score_pool3", "score_pool3", "scale_pool3"),
-            ("score_pool3c", "score_pool3c", "score_pool3", "upscore_pool4"),
-            ("fuse_pool3", "fuse_pool3", "upscore_pool4", "score_pool3c"),
-            ("upscore8", "upscore8", "fuse_pool3"),
-            ("score", "score", "upscore8", "data"),
-        ]
-
-    def forward(self, x):
-        self.check_input(x)
-        h, skips = self._forward_backbone(x)
-        upscore2 = self.upscore2(self.score_fr(h))
-        score_pool4 = self.score_pool4(self.scale_pool4(skips["pool4"]))
-        fuse_pool4 = self.fuse_pool4(upscore2, self.score_pool4c(score_pool4, upscore2))
-        upscore_pool4 = self.upscore_pool4(fuse_pool4)
-        score_pool3 = self.score_pool3(self.scale_pool3(skips["pool3"]))
-        fuse_pool3 = self.fuse_pool3(upscore_pool4, self.score_pool3c(score_pool3, upscore_pool4))
-        return self.score(self.upscore8(fuse_pool3), x)
-
-    def backward(self, dscores):
-        d = self.upscore8.backward(self.score.backward(dscores))
-        d_up_pool4, d_pool3c = self.fuse_pool3.backward(d)
-        d_pool3 = self.score_pool3.backward(self.score_pool3c.backward(d_pool3c))
-        d_pool3 = self.scale_pool3.backward(d_pool3)
-        d = self.upscore_pool4.backward(d_up_pool4)
-        d_upscore2, d_pool4c = self.fuse_pool4.backward(d)
-        d_pool4 = self.score_pool4.backward(self.score_pool4c.backward(d_pool4c))
-        d_pool4 = self.scale_pool4.backward(d_pool4)
-        d = self.score_fr.backward(self.upscore2.backward(d_upscore2))
-        return self._backward_backbone(d, {"pool4": d_pool4, "pool3": d_pool3})
 
     @classmethod
     def from_fcn16s(cls, fcn16s: FCN16s, **kw) -> FCN8s:
