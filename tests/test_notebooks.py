@@ -1,25 +1,77 @@
-"""Every notebook runs top to bottom in quick mode, so one that goes stale fails CI.
+"""The notebooks: each .py source agrees with its .ipynb, and every notebook runs in quick mode.
 
-Quick mode (``MINIFCN_QUICK=1``) shrinks sizes, steps and epochs; each notebook ends in asserts
-on what it taught, so running it is the test. Figures go to matplotlib's Agg backend.
+Each notebook is a jupytext percent-format ``notebooks/NN_name.py`` (the source people edit)
+paired with ``NN_name.ipynb`` (the same cells plus the outputs of a full run). The pair test
+fails when one was edited without the other (``python notebooks/refresh.py NN --no-execute``
+brings the .ipynb up to date). Quick mode (``MINIFCN_QUICK=1``) shrinks sizes, steps and
+epochs; each notebook ends in asserts on what it taught, so running it is the test. Figures
+go to matplotlib's Agg backend.
 """
 
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+jupytext = pytest.importorskip("jupytext")
 pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 CELL_TIMEOUT_S = 300
 
+_spec = importlib.util.spec_from_file_location("refresh", ROOT / "notebooks" / "refresh.py")
+refresh = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(refresh)
 
-def test_all_six_notebooks_are_present():
+
+def test_all_six_notebooks_are_present_as_pairs():
     assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+    assert [p.stem for p in SOURCES] == [p.stem for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=[p.stem for p in SOURCES])
+def test_py_source_and_ipynb_hold_the_same_cells(py):
+    assert refresh.differences(py, py.with_suffix(".ipynb")) == [], (
+        f"{py.name} and its .ipynb differ; run: python notebooks/refresh.py {py.stem[:2]} "
+        "--no-execute (then refresh its outputs with a full run)"
+    )
+
+
+def test_pair_check_notices_an_edit_to_either_file(tmp_path):
+    py, ipynb = SOURCES[0], NOTEBOOKS[0]
+    edited_py = tmp_path / py.name
+    copied_ipynb = tmp_path / ipynb.name
+    shutil.copy(ipynb, copied_ipynb)
+    text = py.read_text()
+    edited_py.write_text(text.replace("# # 1. Convolution", "# # 1. Convolutions", 1))
+    assert any("cell 0" in d for d in refresh.differences(edited_py, copied_ipynb))
+    edited_py.write_text(text + "\n# %%\nprint('one more cell')\n")
+    assert refresh.differences(edited_py, copied_ipynb)
+    # and an .ipynb edited on its own
+    edited_py.write_text(text)
+    assert refresh.differences(edited_py, copied_ipynb) == []
+    nb = nbformat.read(copied_ipynb, as_version=4)
+    nb.cells[-1].source += "\n# edited in Jupyter only"
+    nbformat.write(nb, copied_ipynb)
+    assert refresh.differences(edited_py, copied_ipynb)
+
+
+def test_merging_keeps_ids_and_outputs_of_unchanged_cells(tmp_path):
+    py, ipynb = SOURCES[0], NOTEBOOKS[0]
+    saved = nbformat.read(ipynb, as_version=4)
+    edited = tmp_path / py.name
+    edited.write_text(py.read_text().replace("# # 1. Convolution", "# # 1. Convolutions", 1))
+    shutil.copy(ipynb, tmp_path / ipynb.name)
+    nb = refresh.merged(edited, tmp_path / ipynb.name)
+    assert nb.cells[0].source.startswith("# 1. Convolutions")
+    assert [c.get("id") for c in nb.cells[1:]] == [c.get("id") for c in saved.cells[1:]]
+    assert [c.get("outputs") for c in nb.cells[1:]] == [c.get("outputs") for c in saved.cells[1:]]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

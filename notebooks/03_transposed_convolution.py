@@ -1,0 +1,294 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Transposed convolution: learnable upsampling
+#
+# The convolutional part of an FCN shrinks the image 32 times. To label every pixel, the coarse
+# score map must be brought back to full size. FCN does that with a **transposed convolution**
+# (sometimes called "deconvolution", though it is not the inverse of a convolution), initialised
+# to bilinear interpolation and optionally learned.
+#
+# This notebook shows
+#
+# 1. that a transposed convolution is the **adjoint** (the transpose of the matrix) of a
+#    convolution: $\langle \mathrm{conv}(x), y\rangle = \langle x, \mathrm{convT}(y)\rangle$;
+# 2. the bilinear kernel FCN initialises it with;
+# 3. upsampling a real (generated) image with it;
+# 4. that it is a learnable layer: a gradient check, and gradient descent that learns the
+#    bilinear filter from examples.
+
+# %%
+import os
+
+QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller sizes, fewer steps
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from minifcn.data import ShapesDataset
+from minifcn.gradcheck import gradcheck, rel_error
+from minifcn.nn import Conv2d, ConvTranspose2d, bilinear_kernel
+from minifcn.nn.reference import conv_transpose2d_naive
+from minifcn.optim import SGD
+
+plt.rcParams["figure.dpi"] = 80
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## A convolution is a matrix; its transpose is the transposed convolution
+#
+# A convolution is linear in its input, so it *is* a matrix $M$ acting on the flattened image:
+# $\mathrm{conv}(x) = M x$. A strided convolution has fewer outputs than inputs (a wide, short
+# $M$). Its transpose $M^\top$ goes the other way, from the small map to the large one: that is
+# the transposed convolution. We can see the matrix by feeding the convolution one basis image
+# (a single 1) at a time: column `k` of $M$ is the output for basis image `k`.
+#
+# Here: a 1-channel 5x5 input, a 3x3 kernel, stride 2, padding 1, giving a 3x3 output. So $M$
+# is 9 x 25. (A 6x6 input would give a 3x3 output too: going back, the size is ambiguous, and
+# the transposed convolution's size rule, `(3 - 1) * 2 - 2 * 1 + 3 = 5`, picks the smaller one.) We build `ConvTranspose2d` with the same weight (its weight layout is
+# `(in, out, k, k)`, the convolution's `(out, in, k, k)` read the other way round) and read off
+# its matrix the same way.
+
+# %%
+conv = Conv2d(1, 1, 3, stride=2, padding=1, bias=False, rng=0).astype(np.float64)
+convT = ConvTranspose2d(1, 1, 3, stride=2, padding=1, init="kaiming").astype(np.float64)
+convT.weight.data[...] = conv.weight.data
+M = np.stack([conv(e.reshape(1, 1, 5, 5)).ravel() for e in np.eye(25)], axis=1)  # (9, 25)
+MT = np.stack([convT(e.reshape(1, 1, 3, 3)).ravel() for e in np.eye(9)], axis=1)  # (25, 9)
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [25, 9]})
+lim = np.abs(M).max()
+axes[0].imshow(M, cmap="RdBu_r", vmin=-lim, vmax=lim)
+axes[0].set_title("convolution as a matrix M (9 x 25)")
+axes[1].imshow(MT, cmap="RdBu_r", vmin=-lim, vmax=lim)
+axes[1].set_title("ConvTranspose2d as a matrix (25 x 9)")
+plt.show()
+print("ConvTranspose2d's matrix equals M transposed:", np.allclose(MT, M.T))
+
+# %% [markdown]
+# Each row of $M$ is one output pixel: the 3x3 kernel laid over its patch. Each column of the
+# transposed convolution's matrix is one *input* pixel painting a copy of the kernel into the
+# output, at stride 2, where neighbouring copies overlap and add up. The same picture as a loop
+# is `minifcn.nn.reference.conv_transpose2d_naive`: "every input pixel paints a weighted kernel".
+#
+# The matrices above are only for looking at. The defining identity of the adjoint,
+# $\langle Mx, y\rangle = \langle x, M^\top y\rangle$, can be checked on realistic sizes without
+# ever forming $M$: multi-channel, batched, random `x` and `y`.
+
+# %%
+conv = Conv2d(4, 6, 3, stride=2, padding=1, bias=False, rng=1).astype(np.float64)
+convT = ConvTranspose2d(6, 4, 3, stride=2, padding=1, init="kaiming").astype(np.float64)
+convT.weight.data[...] = conv.weight.data  # (6, 4, 3, 3) read as (in=6, out=4, 3, 3)
+
+x = rng.standard_normal((2, 4, 9, 9))
+y = rng.standard_normal((2, 6, 5, 5))
+lhs = float(np.sum(conv(x) * y))
+rhs = float(np.sum(x * convT(y)))
+print(f"<conv(x), y>  = {lhs:.12f}")
+print(f"<x, convT(y)> = {rhs:.12f}")
+naive_error = rel_error(convT(y), conv_transpose2d_naive(y, convT.weight.data, 2, 1))
+print("ConvTranspose2d vs the naive painting loop: rel error", naive_error)
+
+# %% [markdown]
+# This identity is also *why* the layer is cheap to write: the forward pass of a transposed
+# convolution is the input-gradient (backward) computation of a convolution, and its backward
+# pass is a convolution's forward. `minifcn.nn.ConvTranspose2d` reuses `conv.py`'s functions
+# with the roles swapped.
+#
+# ## The bilinear kernel
+#
+# FCN initialises its upsampling layers so that they start as bilinear interpolation. For an
+# upsampling factor `f` the kernel has side `k = 2f` and is the outer product of a "tent"
+# profile: $w[i] = 1 - |i - c| / f$ with centre $c = (k-1)/2$. With stride `f`, each output pixel
+# gets contributions from the two nearest input pixels, weighted by how close it is to each:
+# linear interpolation, in each direction. For `k = 4` (2x) the profile is
+# `[0.25, 0.75, 0.75, 0.25]`.
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(14, 3))
+for ax, k in zip(axes[:3], [4, 16, 64]):
+    ax.imshow(bilinear_kernel(k), cmap="viridis")
+    ax.set_title(f"k = {k} (upsampling x{k // 2})")
+    ax.axis("off")
+for k in [4, 16, 64]:
+    profile = bilinear_kernel(k)[k // 2]  # a middle row, scaled by the row's own peak
+    axes[3].plot(
+        (np.arange(k) - (k - 1) / 2) / (k // 2), profile / profile.max(), ".-", label=f"k = {k}"
+    )
+axes[3].set_xlabel("offset / factor")
+axes[3].set_title("1-D profiles: the same tent")
+axes[3].legend()
+plt.show()
+k4 = bilinear_kernel(4)
+print("k = 4 profile:", k4[0] / k4[0, 0] * 0.25)
+
+# %% [markdown]
+# ## Upsampling a real image
+#
+# Take a 64x64 shapes image, shrink it 8 times by averaging 8x8 blocks (an 8x8 image, roughly what
+# a coarse layer sees), and bring it back with `ConvTranspose2d(3, 3, kernel_size=16, stride=8)`,
+# which is bilinear by default when the input and output channel counts are equal (each colour
+# channel is upsampled on its own).
+#
+# The output has side `(8 - 1) * 8 + 16 = 72`, larger than 64: the kernel overhangs at both ends.
+# Where does it line up with the original? Block `i` of the small image is centred on pixel
+# `8i + 3.5` of the original. An input pixel `i` of the transposed convolution paints its
+# kernel over output pixels `8i ... 8i + 15`, centred at `8i + 7.5`. So output pixel `p` lies at
+# original position `p - 4`: we crop 4 pixels from each side. (Notebook 4 computes such offsets
+# for the whole FCN.) For comparison, nearest-neighbour upsampling just repeats each pixel 8x8.
+
+# %%
+shapes = ShapesDataset("val", size=4)
+original = shapes.raw_image(1).astype(np.float64)  # (64, 64, 3), 0..255
+small = original.reshape(8, 8, 8, 8, 3).mean(axis=(1, 3))  # (8, 8, 3) block means
+up = ConvTranspose2d(3, 3, 16, stride=8).astype(np.float64)
+up_full = up(small.transpose(2, 0, 1)[None])[0]  # (3, 72, 72)
+bilinear = up_full[:, 4:68, 4:68].transpose(1, 2, 0)  # crop 4 on each side -> (64, 64, 3)
+nearest = small.repeat(8, axis=0).repeat(8, axis=1)
+
+fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
+for ax, img, title in zip(
+    axes,
+    [original, small, nearest, bilinear],
+    ["original 64 x 64", "block means 8 x 8", "nearest x8", "ConvTranspose2d x8 (bilinear)"],
+):
+    ax.imshow(np.clip(img, 0, 255).astype(np.uint8), interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# Two properties to check. Away from the borders (where one of the two neighbours is missing),
+# the result should be exactly linear interpolation between the block centres in each direction,
+# which `np.interp` computes independently. And the weights painted onto any interior pixel
+# should sum to one, so a constant image stays constant.
+
+# %%
+centres = 8 * np.arange(8) + 3.5
+pixels = np.arange(64.0)
+interp = np.empty_like(bilinear)
+for ch in range(3):
+    rows = np.stack([np.interp(pixels, centres, r) for r in small[:, :, ch]])  # (8, 64)
+    interp[:, :, ch] = np.stack([np.interp(pixels, centres, c) for c in rows.T], axis=1)
+inner = slice(4, 60)  # from the first block centre to the last
+interp_error = float(np.abs(bilinear - interp)[inner, inner].max())
+ones = up(np.ones((1, 3, 8, 8)))[0, :, 4:68, 4:68]
+print(f"largest difference to np.interp inside: {interp_error:.2e}")
+print(
+    "constant image upsampled, interior range:",
+    ones[:, inner, inner].min(),
+    ones[:, inner, inner].max(),
+)
+
+# %% [markdown]
+# ## A learnable filter
+#
+# In FCN the upsampling weights can be trained like any other. First, the backward pass of
+# `ConvTranspose2d` (the gradient for its input and for its weight) must be right: the same
+# float64 numerical gradient check as for convolutions in notebook 1, here with a random
+# (not bilinear) weight so that nothing special hides a mistake.
+
+# %%
+layer = ConvTranspose2d(2, 3, 4, stride=2, padding=1, init="kaiming", rng=0).astype(np.float64)
+grad_errors = gradcheck(layer, rng.standard_normal((2, 2, 3, 3)))
+print({name: f"{err:.1e}" for name, err in grad_errors.items()})
+
+# %% [markdown]
+# ### Learning to upsample
+#
+# Can plain gradient descent discover bilinear interpolation from examples? The *target* is a
+# frozen bilinear 2x upsampling layer (`ConvTranspose2d(3, 3, 4, stride=2, padding=1)`, which
+# exactly doubles the side); the *student* has the same shape but starts from random (He normal)
+# weights, including the weights between different colour channels, which must learn to become
+# zero.
+#
+# The training inputs are white noise. Noise contains every spatial frequency, so every number
+# in the kernel affects the output and the examples pin the filter down completely. (Smooth
+# images would teach it only partly: the loss would fall, yet the kernel could stay off in ways
+# that smooth inputs never reveal.)
+#
+# The loss is the mean squared error $L = \frac{1}{2}\,\mathrm{mean}((\hat y - t)^2)$, whose
+# gradient with respect to the prediction is $(\hat y - t) / \mathrm{size}$; `backward` turns that
+# into the weight gradient and `minifcn.optim.SGD` (with momentum) takes the step. This is a
+# linear least-squares problem, so the loss should fall steadily.
+
+# %%
+inputs = rng.standard_normal((8, 3, 16, 16))
+teacher = ConvTranspose2d(3, 3, 4, stride=2, padding=1, freeze=True).astype(np.float64)
+targets = teacher(inputs)  # (8, 3, 32, 32)
+
+student = ConvTranspose2d(3, 3, 4, stride=2, padding=1, init="kaiming", rng=0).astype(np.float64)
+initial = student.weight.data.copy()
+bilinear_target = teacher.weight.data
+opt = SGD(student.parameters(), lr=0.5, momentum=0.9)
+steps = 60 if QUICK else 200
+history = []
+for _ in range(steps):
+    pred = student(inputs)
+    diff = pred - targets
+    history.append(0.5 * float(np.mean(diff**2)))
+    student.zero_grad()
+    student.backward(diff / diff.size)
+    opt.step()
+
+learned = student.weight.data
+print(f"loss: {history[0]:.3e} at the start, {history[-1]:.3e} after {steps} steps")
+print("learned kernel, red -> red:\n", np.round(learned[0, 0], 3))
+
+half = (
+    original.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)).transpose(2, 0, 1)[None]
+)  # (1, 3, 32, 32)
+upsampled_by_student = student(half)[0].transpose(1, 2, 0)
+fig, axes = plt.subplots(1, 5, figsize=(16, 3.2))
+axes[0].semilogy(history)
+axes[0].set_xlabel("step")
+axes[0].set_title("loss (log scale)")
+panels = [
+    (bilinear_target[0, 0], "bilinear target, red -> red"),
+    (learned[0, 0], "learned, red -> red"),
+    (learned[0, 1], "learned, red -> green"),
+]
+for ax, (w, title) in zip(axes[1:4], panels):
+    ax.imshow(w, cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_title(title)
+    ax.axis("off")
+axes[4].imshow(np.clip(upsampled_by_student, 0, 255).astype(np.uint8))
+axes[4].set_title("learned filter: 32x32 -> 64x64")
+axes[4].axis("off")
+plt.show()
+
+# %% [markdown]
+# The loss falls by orders of magnitude and the learned kernel approaches the bilinear one, while
+# the cross-channel kernels shrink toward zero. In FCN the upsampling starts *at* the bilinear
+# kernel and then adapts to what the task needs; the paper reports that learning it helps little,
+# which is why the reference code keeps it frozen (`--freeze-upsampling` in `minifcn.train`).
+#
+# ## Checked
+
+# %%
+assert np.allclose(MT, M.T)
+assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs)), (lhs, rhs)
+assert naive_error < 1e-10
+assert np.allclose(
+    bilinear_kernel(4)[0] / bilinear_kernel(4)[0, 0] * 0.25, [0.25, 0.75, 0.75, 0.25]
+)
+assert up_full.shape == (3, 72, 72)
+assert interp_error < 1e-9
+assert np.allclose(ones[:, inner, inner], 1.0)
+assert max(grad_errors.values()) < 1e-6, grad_errors
+assert history[-1] < 1e-2 * history[0], (history[0], history[-1])
+assert np.abs(learned - bilinear_target).max() < 0.1 * np.abs(initial - bilinear_target).max()
+print("all checks passed")

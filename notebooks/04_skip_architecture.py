@@ -1,0 +1,403 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. The skip architecture: coordinate maps, padding 100, crop offsets, fusion
+#
+# FCN-32s predicts from the last, coarsest layer and upsamples 32x in one step, so its output is
+# blobby. FCN-16s and FCN-8s add **skips**: scores predicted from the finer pool4 and pool3
+# layers are added to the upsampled coarse scores. To add two score maps, their pixels must
+# refer to the same places in the image, and the reference implementation does this with crops
+# at offsets that look like magic numbers: 19 for FCN-32s, 5 and 27 for FCN-16s, 5, 9 and 31
+# for FCN-8s. This notebook derives them, explains the odd padding of 100 pixels in the first
+# layer, draws the alignment, runs crop-and-fuse step by step, and compares the outputs of the
+# three networks on the same images.
+#
+# Geometry needs no forward pass, so we use the paper's real VGG16 configuration for it (a
+# paper-size network holds about 135 million parameters, half a gigabyte, so we build them but
+# never run them). Where we do run a network we use a copy with the paper's geometry and very
+# few channels.
+
+# %%
+import os
+
+QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller sizes, fewer steps
+
+import gc
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from minifcn.checkpoint import load_model
+from minifcn.data import ShapesDataset, colorize
+from minifcn.engine import predict_scores
+from minifcn.explain import explain
+from minifcn.models import PAPER, FCN8s, FCN16s, FCN32s
+from minifcn.models.geometry import CoordMap, layer_map
+from minifcn.train import train
+
+# %matplotlib inline
+import matplotlib.pyplot as plt
+
+plt.rcParams["figure.dpi"] = 80
+
+# %% [markdown]
+# ## Coordinate maps
+#
+# Give every blob (layer output) a coordinate map: the position in the input image, in pixels,
+# of the centre of its pixel `x`. For one convolution or pooling layer with kernel `k`, stride
+# `s` and padding `p`, output pixel `x` is centred over input position
+#
+# $$x_{in} = s \cdot x_{out} + \frac{k - 1}{2} - p$$
+#
+# (its window starts at $s x_{out} - p$ and is `k` wide). Composing these maps from the image
+# upwards gives every blob a map of the form $x_{img} = \mathrm{jump} \cdot x + \mathrm{shift}$,
+# where the *jump* is the blob's stride in image pixels. A transposed convolution inverts its
+# map (it goes from small to large). `minifcn.models.geometry.layer_map` gives one layer's map
+# and `CoordMap.then` composes them; models expose the result as `coordinate_maps()`.
+#
+# A 2x2/2 pool, for example, maps output pixel `x` to input position `2x + 0.5`: halfway
+# between the two input pixels it takes the max of.
+
+# %%
+paper = {}  # name -> (crop offsets, coordinate maps), from the real paper-size models
+for cls in (FCN32s, FCN16s, FCN8s):
+    model = cls(21, "paper")
+    n_params = sum(p.data.size for p in model.parameters())
+    paper[cls.__name__] = (model.crop_offsets, model.coordinate_maps())
+    print(f"{cls.__name__}: {n_params / 1e6:.1f} M parameters, crop offsets {model.crop_offsets}")
+    del model
+    gc.collect()
+
+print("one 2x2/2 pool:", layer_map(FCN8s(21, replace(PAPER, widths=(1,) * 5, fc_channels=1)).pool1))
+maps8 = paper["FCN8s"][1]
+for blob in ["data", "conv1_1", "pool1", "pool2", "pool3", "pool4", "pool5", "fc6", "score_fr"]:
+    print(f"{blob:>9}: {maps8[blob]}")
+
+# %% [markdown]
+# `explain(model)` (also `python -m minifcn.explain --model fcn8s`) prints the whole table,
+# layer by layer, with each blob's receptive field and, given an image side, its size. Here for
+# FCN-8s on the paper backbone and a 500-pixel image (the size of a typical PASCAL VOC image).
+# To keep memory low from here on, we use a copy of the paper configuration with 4 channels per
+# block: widths do not change any kernel, stride or padding, so the geometry is the paper's.
+
+# %%
+NARROW = replace(PAPER, name="paper-narrow", widths=(4,) * 5, fc_channels=8)
+narrow = {cls.__name__: cls(5, NARROW) for cls in (FCN32s, FCN16s, FCN8s)}
+for name, model in narrow.items():
+    assert model.crop_offsets == paper[name][0] and model.coordinate_maps() == paper[name][1]
+print(explain(narrow["FCN8s"], 500))
+
+# %% [markdown]
+# ## Why the first convolution pads by 100
+#
+# `fc6` is VGG16's first fully connected layer turned into a 7x7 convolution without padding, so
+# it needs a pool5 map of at least 7x7, i.e. an input of about 7 x 32 = 224 pixels. The paper
+# wanted any image size to work, so conv1_1 pads by 100 pixels on each side: then even a tiny
+# image gives pool5 a 7x7 map.
+#
+# The padding also moves everything: with `p` the first padding, every blob's shift grows by
+# `100 - p` relative to the paper. The final upsampled map of FCN-32s starts `p - 81` pixels
+# before the image's first pixel, so it can be cropped to the image only if `p >= 81`; with less
+# padding the network's output does not even cover the image. The loop below builds narrow
+# FCN-32s models with other first paddings: the model refuses to be built when the crop offset
+# would be negative, and for the others we ask for the smallest image side it can segment.
+
+# %%
+paddings = list(range(0, 121, 10 if QUICK else 4))
+offsets, smallest = [], []
+for p in paddings:
+    try:
+        m = FCN32s(5, replace(NARROW, first_padding=p))
+    except ValueError as err:
+        if p == 0:
+            print("first padding 0:", err)
+        offsets.append(np.nan)
+        smallest.append(np.nan)
+        continue
+    offsets.append(m.crop_offsets["score"])
+    sizes = m.supported_sizes(256)
+    smallest.append(sizes[0] if sizes else np.nan)
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+axes[0].plot(paddings, offsets, "o-", ms=3)
+axes[0].axvline(100, color="gray", ls=":")
+axes[0].set_xlabel("padding of conv1_1")
+axes[0].set_ylabel("offset of the final crop")
+axes[0].set_title("no model below 81: the output would not cover the image")
+axes[1].plot(paddings, smallest, "o-", ms=3, color="tab:red")
+axes[1].axvline(100, color="gray", ls=":")
+axes[1].set_xlabel("padding of conv1_1")
+axes[1].set_ylabel("smallest image side")
+axes[1].set_title("smallest image FCN-32s (paper geometry) accepts")
+plt.show()
+print(
+    "paper padding 100: crop offset",
+    offsets[paddings.index(100)],
+    "smallest side",
+    smallest[paddings.index(100)],
+)
+
+
+# %% [markdown]
+# ## Where 19, 5, 27, 9 and 31 come from
+#
+# To add blob `b` to blob `a` (or to cut the final scores to the image), their maps must have
+# the same jump, and we cut `b` at the offset where its pixel lands on `a`'s pixel 0:
+#
+# $$\text{offset} = \frac{\mathrm{shift}_a - \mathrm{shift}_b}{\mathrm{jump}}.$$
+#
+# With padding 100 the maps are (for FCN-8s):
+#
+# * `pool4` (and the 1x1 `score_pool4` on it): $16x - 91.5$. `upscore2` (score_fr upsampled 2x):
+#   $16x - 11.5$. Offset $(-11.5 + 91.5) / 16 = 5$.
+# * `pool3` / `score_pool3`: $8x - 95.5$. `upscore_pool4`: $8x - 23.5$.
+#   Offset $(-23.5 + 95.5) / 8 = 9$.
+# * the final 8x upsampling `upscore8`: $x - 31$; the image: $x + 0$. Offset 31.
+# * FCN-16s's final 16x upsampling lands at $x - 27$ (offset 27), FCN-32s's 32x one at
+#   $x - 19$ (offset 19).
+#
+# The models compute these from the maps when they are built (`model.crop_offsets`); nothing is
+# typed in. The next cell recomputes them from the maps with the formula.
+
+# %%
+def offset_from_maps(maps, big, ref):
+    return (maps[ref].shift - maps[big].shift) / maps[big].scale
+
+
+derived = {
+    "FCN32s score": offset_from_maps(paper["FCN32s"][1], "upscore", "data"),
+    "FCN16s score_pool4c": offset_from_maps(paper["FCN16s"][1], "score_pool4", "upscore2"),
+    "FCN16s score": offset_from_maps(paper["FCN16s"][1], "upscore16", "data"),
+    "FCN8s score_pool4c": offset_from_maps(maps8, "score_pool4", "upscore2"),
+    "FCN8s score_pool3c": offset_from_maps(maps8, "score_pool3", "upscore_pool4"),
+    "FCN8s score": offset_from_maps(maps8, "upscore8", "data"),
+}
+for name, value in derived.items():
+    print(f"{name:>20}: {value}")
+
+
+# %% [markdown]
+# ### A drawing of the alignment
+#
+# Each bar is one blob of FCN-8s for a 64-pixel image side, drawn where its pixels fall in
+# image coordinates (from the centre of its first pixel minus half a jump, to the centre of its
+# last plus half a jump); dots mark pixel centres for the coarse blobs. The grey band is the
+# image. The padding of 100 makes the early blobs reach far outside the image; the deep blobs
+# still overhang it. The crops cut each longer bar (light) down to the bar it is fused with
+# (dark, same jump) at the derived offset.
+
+# %%
+def footprint(cmap, n):
+    lo = cmap.shift - cmap.scale / 2
+    return float(lo), float(lo + cmap.scale * n)
+
+
+SIDE = 64
+sizes = narrow["FCN8s"].blob_sizes(SIDE)
+rows = [
+    ("data", "image"),
+    ("conv1_1", "conv1_1 (padding 100)"),
+    ("pool3", "pool3 / score_pool3"),
+    ("score_pool3c", "score_pool3c (crop 9)"),
+    ("pool4", "pool4 / score_pool4"),
+    ("score_pool4c", "score_pool4c (crop 5)"),
+    ("pool5", "pool5"),
+    ("score_fr", "fc6 / fc7 / score_fr"),
+    ("upscore2", "upscore2 (x2)"),
+    ("upscore_pool4", "upscore_pool4 (x2)"),
+    ("upscore8", "upscore8 (x8)"),
+    ("score", "score (crop 31)"),
+]
+colours = {
+    "pool3": "tab:green",
+    "score_pool3c": "tab:green",
+    "pool4": "tab:orange",
+    "score_pool4c": "tab:orange",
+    "upscore2": "tab:orange",
+    "upscore_pool4": "tab:green",
+}
+fig, ax = plt.subplots(figsize=(11, 4.6))
+ax.axvspan(-0.5, SIDE - 0.5, color="0.85")
+for y, (blob, label) in enumerate(rows):
+    cmap, n = maps8[blob], sizes[blob]
+    lo, hi = footprint(cmap, n)
+    light = blob in ("pool3", "pool4")
+    ax.barh(
+        y,
+        hi - lo,
+        left=lo,
+        height=0.5,
+        color=colours.get(blob, "tab:blue"),
+        alpha=0.35 if light else 0.9,
+    )
+    if cmap.scale >= 8:
+        centres = [float(cmap.scale * i + cmap.shift) for i in range(n)]
+        ax.plot(centres, [y] * n, "k.", ms=3)
+    ax.text(hi + 4, y, f"{label}: {n} px, {cmap}", va="center", fontsize=8)
+ax.set_yticks([])
+ax.invert_yaxis()
+ax.set_xlim(-130, 330)
+ax.set_xlabel("image coordinate (pixels)")
+ax.set_title(f"FCN-8s, paper geometry, {SIDE}-pixel image: where each blob lies")
+plt.show()
+
+# %% [markdown]
+# ## Crop and fuse, step by step
+#
+# `model.graph()` lists every connection as `(output blob, layer, input blob[, reference blob])`;
+# a `Crop` cuts its input to the reference's size at the model's offset, a `Fuse` adds its two
+# inputs. Walking that list and calling each layer reproduces the forward pass, and gives us
+# every intermediate blob to look at. We do it for the narrow paper-geometry FCN-8s on one
+# 64x64 image (in eval mode, so that dropout is off).
+
+# %%
+val = ShapesDataset("val", size=6)
+x = val[0][0][None]  # (1, 3, 64, 64), mean-subtracted
+net = narrow["FCN8s"].eval()
+blobs = {"data": x}
+for out, layer, src, *ref in net.graph():
+    module = getattr(net, layer)
+    blobs[out] = module(blobs[src], blobs[ref[0]]) if ref else module(blobs[src])
+
+for blob in [
+    "pool3",
+    "pool4",
+    "score_fr",
+    "upscore2",
+    "score_pool4",
+    "score_pool4c",
+    "fuse_pool4",
+    "upscore_pool4",
+    "score_pool3",
+    "score_pool3c",
+    "fuse_pool3",
+    "upscore8",
+    "score",
+]:
+    print(f"{blob:>14}: {tuple(blobs[blob].shape)}   predicted side {sizes[blob]}")
+graph_matches_forward = np.array_equal(blobs["score"], net(x))
+print("walking the graph gives the same scores as forward():", graph_matches_forward)
+
+# %% [markdown]
+# `score_pool4` is 17x17 but `upscore2` only 8x8: the crop keeps rows and columns 5 to 12 of
+# `score_pool4`, exactly the pixels that sit at the same image positions as `upscore2`'s.
+# Likewise rows and columns 9 to 26 of the 33x33 `score_pool3` line up with the 18x18
+# `upscore_pool4`, and the final crop takes the 64x64 image-sized window at 31 from the 152x152
+# `upscore8`. After each crop the two summands of a `Fuse` have identical coordinate maps, which
+# is what "aligned" means:
+
+# %%
+for fuse, a, b in [
+    ("fuse_pool4", "upscore2", "score_pool4c"),
+    ("fuse_pool3", "upscore_pool4", "score_pool3c"),
+]:
+    print(f"{fuse}: {a} {maps8[a]}  |  {b} {maps8[b]}")
+    assert maps8[a] == maps8[b]
+sides = {blob: blobs[blob].shape[-1] for blob in blobs}
+assert (sides["score_pool4"], sides["upscore2"], sides["score_pool3"], sides["upscore_pool4"]) == (
+    17,
+    8,
+    33,
+    18,
+)
+assert (sides["upscore8"], sides["score"]) == (152, 64)
+
+# %% [markdown]
+# ## FCN-32s, FCN-16s and FCN-8s on the same images
+#
+# Finally the point of all this: does fusing finer layers give finer predictions? We train the
+# mini configuration (the same architecture with fewer channels, a smaller first padding and a
+# 3x3 fc6, for 64x64 shapes images) in stages, as the paper does: FCN-32s first, then FCN-16s
+# started from it, then FCN-8s started from FCN-16s. Each stage is a call to
+# `minifcn.train.train` (the same as `python -m minifcn.train ...`) writing into a temporary
+# folder. The budget here is small (notebook 5 trains longer and studies the numbers); the
+# predictions are for validation images the networks did not train on.
+
+# %%
+runs = Path(tempfile.mkdtemp(prefix="minifcn_nb04_"))
+size_args = (
+    ["--train-size", "16", "--val-size", "8"]
+    if QUICK
+    else ["--train-size", "1500", "--val-size", "40"]
+)
+stages = [
+    ("fcn32s", "1" if QUICK else "2", None),
+    ("fcn16s", "1" if QUICK else "2", "fcn32s"),
+    ("fcn8s", "1" if QUICK else "3", "fcn16s"),
+]
+summaries = {}
+for model_name, epochs, previous in stages:
+    argv = [
+        "--model",
+        model_name,
+        "--out",
+        str(runs / model_name),
+        "--epochs",
+        epochs,
+        "--no-progress",
+        *size_args,
+    ]
+    if previous:
+        argv += ["--init-from", str(runs / previous / "best.npz")]
+    summaries[model_name] = train(argv)
+
+# %%
+models = {name: load_model(runs / name / "best.npz")[0].eval() for name in summaries}
+show = range(4)
+fig, axes = plt.subplots(len(show), 5, figsize=(11, 2.3 * len(show)), squeeze=False)
+for row, i in enumerate(show):
+    image, label = val[i]
+    panels = [(val.raw_image(i), "image"), (colorize(label), "ground truth")]
+    for name, model in models.items():
+        pred = predict_scores(model, image[None])[0].argmax(axis=0)
+        panels.append((colorize(pred), f"{name} (val mIU {summaries[name]['best_mean_iu']:.2f})"))
+    for ax, (panel, title) in zip(axes[row], panels):
+        ax.imshow(panel, interpolation="nearest")
+        ax.axis("off")
+        if row == 0:
+            ax.set_title(title, fontsize=9)
+plt.show()
+
+# %% [markdown]
+# With a budget this short the networks are far from converged (in quick mode they have barely
+# started). A network that has not yet learned to find the objects predicts the most common
+# class, background, everywhere; the mean IU in each title tells how far each one got. Where
+# they do predict objects, FCN-32s's scores can only change smoothly over about 32 pixels,
+# while FCN-16s and FCN-8s can follow edges more closely. Notebook 5 trains longer and compares
+# the metrics.
+#
+# ## Checked
+#
+# * the offsets computed by the paper-size models are 19; 5, 27; 5, 9, 31, and the formula on
+#   the coordinate maps gives the same;
+# * a narrow copy of the paper configuration has exactly the paper's geometry;
+# * below a first padding of 81 no FCN-32s can be built; with 100 any image side works;
+# * walking `graph()` reproduces `forward()`, and the summands of each fuse share a map;
+# * the staged runs wrote checkpoints that load back as the right models.
+
+# %%
+assert paper["FCN32s"][0] == {"score": 19}
+assert paper["FCN16s"][0] == {"score_pool4c": 5, "score": 27}
+assert paper["FCN8s"][0] == {"score_pool4c": 5, "score_pool3c": 9, "score": 31}
+assert list(derived.values()) == [19, 5, 27, 5, 9, 31]
+assert maps8["pool4"] == CoordMap(16, -91.5) and maps8["upscore2"] == CoordMap(16, -11.5)
+assert all(np.isnan(o) for p, o in zip(paddings, offsets) if p < 81)
+assert offsets[paddings.index(100)] == 19 and smallest[paddings.index(100)] == 1
+assert graph_matches_forward
+assert [type(m).__name__ for m in models.values()] == ["FCN32s", "FCN16s", "FCN8s"]
+print("all checks passed")
