@@ -25,10 +25,13 @@
 #
 # 1. that a transposed convolution is the **adjoint** (the transpose of the matrix) of a
 #    convolution: $\langle \mathrm{conv}(x), y\rangle = \langle x, \mathrm{convT}(y)\rangle$;
-# 2. the bilinear kernel FCN initialises it with;
-# 3. upsampling a real (generated) image with it;
-# 4. that it is a learnable layer: a gradient check, and gradient descent that learns the
-#    bilinear filter from examples.
+# 2. a transposed convolution small enough to check by hand;
+# 3. the bilinear kernel FCN initialises it with, and the checkerboard pattern other kernels
+#    leave;
+# 4. upsampling a real (generated) image with it;
+# 5. that it is a learnable layer: a gradient check, and gradient descent that learns the
+#    bilinear filter from examples;
+# 6. two exercises: the bilinear kernel, and the transposed convolution as a painting loop.
 
 # %%
 import os
@@ -43,6 +46,7 @@ from minifcn.gradcheck import gradcheck, rel_error
 from minifcn.nn import Conv2d, ConvTranspose2d, bilinear_kernel
 from minifcn.nn.reference import conv_transpose2d_naive
 from minifcn.optim import SGD
+from minifcn.teaching import check_bilinear_kernel, check_transposed_conv, grade
 
 plt.rcParams["figure.dpi"] = 80
 rng = np.random.default_rng(0)
@@ -58,9 +62,10 @@ rng = np.random.default_rng(0)
 #
 # Here: a 1-channel 5x5 input, a 3x3 kernel, stride 2, padding 1, giving a 3x3 output. So $M$
 # is 9 x 25. (A 6x6 input would give a 3x3 output too: going back, the size is ambiguous, and
-# the transposed convolution's size rule, `(3 - 1) * 2 - 2 * 1 + 3 = 5`, picks the smaller one.) We build `ConvTranspose2d` with the same weight (its weight layout is
-# `(in, out, k, k)`, the convolution's `(out, in, k, k)` read the other way round) and read off
-# its matrix the same way.
+# the transposed convolution's size rule, `(3 - 1) * 2 - 2 * 1 + 3 = 5`, picks the smaller
+# one.) We build `ConvTranspose2d` with the same weight (its weight layout is `(in, out, k, k)`,
+# the convolution's `(out, in, k, k)` read the other way round) and read off its matrix the same
+# way.
 
 # %%
 conv = Conv2d(1, 1, 3, stride=2, padding=1, bias=False, rng=0).astype(np.float64)
@@ -108,6 +113,39 @@ print("ConvTranspose2d vs the naive painting loop: rel error", naive_error)
 # pass is a convolution's forward. `minifcn.nn.ConvTranspose2d` reuses `conv.py`'s functions
 # with the roles swapped.
 #
+# ## A 2x2 example to check by hand
+#
+# Each input pixel paints a copy of the kernel, scaled by its value, with its top-left corner at
+# `stride` times its position; where copies overlap they add up. Take the input
+# $\begin{bmatrix}1 & 2\\ 3 & 4\end{bmatrix}$.
+#
+# * With a 2x2 kernel of ones and stride 1, the copies overlap by one pixel: the output is 3x3
+#   and its centre receives all four values, 1 + 2 + 3 + 4 = 10.
+# * With the kernel $\begin{bmatrix}1 & 2\\ 3 & 4\end{bmatrix}$ and stride 2 the copies sit side
+#   by side without overlap: the output is 4x4, and its top-right 2x2 block is 2 times the
+#   kernel.
+#
+# The expected outputs below are typed in from that reasoning, and compared with the layer.
+
+
+# %%
+def transposed(x, kernel, stride):
+    layer = ConvTranspose2d(1, 1, kernel.shape[0], stride=stride, init="kaiming")
+    layer = layer.astype(np.float64)
+    layer.weight.data[0, 0] = kernel
+    return layer(x[None, None])[0, 0]
+
+
+x_hand = np.array([[1.0, 2.0], [3.0, 4.0]])
+by_hand_1 = np.array([[1, 3, 2], [4, 10, 6], [3, 7, 4]], float)
+by_hand_2 = np.array([[1, 2, 2, 4], [3, 4, 6, 8], [3, 6, 4, 8], [9, 12, 12, 16]], float)
+out_1 = transposed(x_hand, np.ones((2, 2)), stride=1)
+out_2 = transposed(x_hand, x_hand, stride=2)
+print("kernel of ones, stride 1:\n", out_1)
+print("kernel [[1, 2], [3, 4]], stride 2:\n", out_2)
+print("as expected by hand:", np.array_equal(out_1, by_hand_1), np.array_equal(out_2, by_hand_2))
+
+# %% [markdown]
 # ## The bilinear kernel
 #
 # FCN initialises its upsampling layers so that they start as bilinear interpolation. For an
@@ -116,6 +154,13 @@ print("ConvTranspose2d vs the naive painting loop: rel error", naive_error)
 # gets contributions from the two nearest input pixels, weighted by how close it is to each:
 # linear interpolation, in each direction. For `k = 4` (2x) the profile is
 # `[0.25, 0.75, 0.75, 0.25]`.
+#
+# The right panel draws each kernel's 1-D profile (the square root of the kernel's diagonal,
+# since the kernel is the profile times itself) against the offset from the centre divided by
+# the factor, over the continuous tent $1 - |t|$ in grey. Every sample lies on the tent. For
+# `k = 4` there are only four samples, at $t = \pm 0.25$ and $\pm 0.75$: the tip of the tent at
+# $t = 0$ falls between two samples of equal height, so the straight lines joining the samples
+# cut it off and that profile looks like a trapezoid. The kernel is still a sampled tent.
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(14, 3))
@@ -123,19 +168,67 @@ for ax, k in zip(axes[:3], [4, 16, 64]):
     ax.imshow(bilinear_kernel(k), cmap="viridis")
     ax.set_title(f"k = {k} (upsampling x{k // 2})")
     ax.axis("off")
+t = np.linspace(-1, 1, 201)
+axes[3].plot(t, 1 - np.abs(t), color="0.8", lw=4, label="tent 1 - |t|")
+tent_error = 0.0
 for k in [4, 16, 64]:
-    profile = bilinear_kernel(k)[k // 2]  # a middle row, scaled by the row's own peak
-    axes[3].plot(
-        (np.arange(k) - (k - 1) / 2) / (k // 2), profile / profile.max(), ".-", label=f"k = {k}"
-    )
+    profile = np.sqrt(np.diag(bilinear_kernel(k, np.float64)))  # kernel = outer(profile, profile)
+    offsets = (np.arange(k) - (k - 1) / 2) / (k // 2)
+    tent_error = max(tent_error, float(np.abs(profile - (1 - np.abs(offsets))).max()))
+    axes[3].plot(offsets, profile, ".-", label=f"k = {k}")
 axes[3].set_xlabel("offset / factor")
-axes[3].set_title("1-D profiles: the same tent")
-axes[3].legend()
+axes[3].set_title("1-D profiles: samples of one tent")
+axes[3].legend(fontsize=8)
 plt.show()
-k4 = bilinear_kernel(4)
-print("k = 4 profile:", k4[0] / k4[0, 0] * 0.25)
+k4_profile = np.sqrt(np.diag(bilinear_kernel(4, np.float64)))
+print("k = 4 profile:", k4_profile)
+print("largest distance of any sample from the tent:", tent_error)
 
 # %% [markdown]
+# ## The checkerboard artefact
+#
+# Why a kernel of side `2 * stride`? Look at how many kernel copies reach each output pixel. With
+# stride 2, the output pixels fall into four classes by the parity of their row and column, and
+# each class is painted by a different subset of the kernel's taps. If those subsets do not sum
+# to the same value, a constant input comes out as a regular pattern: the *checkerboard
+# artefact* (Odena, Dumoulin and Olah, "Deconvolution and Checkerboard Artifacts", Distill,
+# 2016). Below, three 2x upsamplings of a constant 8x8 image of ones:
+#
+# * kernel 3x3 of ones, stride 2: 3 is not divisible by 2, so some pixels are reached by one
+#   copy, some by two, some by four;
+# * a random (He-normal) 4x4 kernel, stride 2: every pixel is reached by four taps, but by
+#   different ones, with different sums;
+# * the bilinear 4x4 kernel: every pixel class sums to 1, so the interior is flat.
+
+# %%
+ones_in = np.ones((1, 1, 8, 8))
+odd = ConvTranspose2d(1, 1, 3, stride=2, init="kaiming").astype(np.float64)
+odd.weight.data[...] = 1.0
+random4 = ConvTranspose2d(1, 1, 4, stride=2, padding=1, init="kaiming", rng=0).astype(np.float64)
+bilinear4 = ConvTranspose2d(1, 1, 4, stride=2, padding=1).astype(np.float64)
+boards = {
+    "kernel 3, stride 2 (ones)": odd(ones_in)[0, 0],
+    "kernel 4, stride 2, random": random4(ones_in)[0, 0],
+    "kernel 4, stride 2, bilinear": bilinear4(ones_in)[0, 0],
+}
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+interior_values = {}
+for ax, (title, out) in zip(axes, boards.items()):
+    im = ax.imshow(out, cmap="viridis")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    interior_values[title] = np.unique(np.round(out[2:-2, 2:-2], 6))
+plt.show()
+for title, values in interior_values.items():
+    print(f"{title:>30}: distinct interior values {values}")
+
+# %% [markdown]
+# The first two come out as regular patterns; only the bilinear kernel keeps the interior
+# constant. The random kernel is how an upsampling layer starts if it is not initialised
+# bilinear, so training would first have to undo the pattern. A kernel of side `2 * stride` is
+# not enough on its own: the second panel has the right size and still shows it.
+#
 # ## Upsampling a real image
 #
 # Take a 64x64 shapes image, shrink it 8 times by averaging 8x8 blocks (an 8x8 image, roughly what
@@ -169,6 +262,18 @@ for ax, img, title in zip(
     ax.set_title(title)
     ax.axis("off")
 plt.show()
+
+# %% [markdown]
+# The bilinear result has a **dark frame** about 4 pixels wide. Block centres lie at pixels 3.5,
+# 11.5, ..., 59.5; a pixel outside the first or last centre is reached by only one block's
+# kernel, whose weights there sum to less than 1, so the colour fades towards 0 (black). The
+# weights that a constant image of ones receives along a middle row show it:
+
+# %%
+frame_weights = up(np.ones((1, 3, 8, 8)))[0, 0, 4:68, 4:68]
+print("weights along row 32, pixels 0..5:  ", np.round(frame_weights[32, :6], 4))
+print("weights along row 32, pixels 58..63:", np.round(frame_weights[32, -6:], 4))
+print("weight at the corner pixel (0, 0):", round(float(frame_weights[0, 0]), 4))
 
 # %% [markdown]
 # Two properties to check. Away from the borders (where one of the two neighbours is missing),
@@ -272,19 +377,66 @@ plt.show()
 
 # %% [markdown]
 # The loss falls by orders of magnitude and the learned kernel approaches the bilinear one, while
-# the cross-channel kernels shrink toward zero. In FCN the upsampling starts *at* the bilinear
-# kernel and then adapts to what the task needs; the paper reports that learning it helps little,
-# which is why the reference code keeps it frozen (`--freeze-upsampling` in `minifcn.train`).
+# the cross-channel kernels shrink toward zero.
 #
+# What FCN does with this: in the paper, the intermediate 2x upsamplings (`upscore2`,
+# `upscore_pool4`) are initialised to bilinear and then learned, while the last upsampling to
+# full resolution is fixed to bilinear. The reference implementation goes further and fixes all
+# of them: its README's FAQ ("Is learning the interpolation necessary?") reports no significant
+# difference in accuracy between learned and fixed bilinear kernels in the authors' follow-up
+# experiments, and a slight speed-up from fixing them. `minifcn` learns them by default;
+# `python -m minifcn.train --freeze-upsampling` fixes them all, as the reference code does.
+#
+# ## Exercises
+#
+# **Exercise 1.** Write `bilinear(k)`, the `(k, k)` bilinear kernel for any side `k`, even or
+# odd: factor $f = \lceil k/2 \rceil$, centre $c = f - 1$ for odd `k` and $f - 0.5$ for even
+# `k`, profile $w[i] = 1 - |i - c| / f$, kernel = outer product of the profile with itself. The
+# check compares with `bilinear_kernel` for k = 1 to 8, 16 and 64.
+
+
+# %%
+def bilinear(k):
+    """The (k, k) bilinear upsampling kernel."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise_1 = grade(check_bilinear_kernel, bilinear)
+
+# %% [markdown]
+# **Exercise 2.** Write the transposed convolution as the painting loop: `conv_transpose(x,
+# weight, stride, padding)` with x `(N, I, H, W)` and weight `(I, O, k, k)` (the layer's layout)
+# returns y `(N, O, (H - 1) * stride - 2 * padding + k, ...)`. Paint every input pixel's kernel
+# into a canvas of side `(H - 1) * stride + k`, then cut `padding` pixels off each side. Try it
+# by hand on the 2x2 example above first. The check compares with `ConvTranspose2d` for four
+# settings, up to FCN's 16x16 kernel with stride 8. Solutions: `notebooks/solutions/nb03.py`.
+
+
+# %%
+def conv_transpose(x, weight, stride, padding):
+    """x (N, I, H, W), weight (I, O, k, k) -> y (N, O, (H-1)*stride - 2*padding + k, ...)."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise_2 = grade(check_transposed_conv, conv_transpose)
+
+# %% [markdown]
 # ## Checked
 
 # %%
 assert np.allclose(MT, M.T)
 assert abs(lhs - rhs) < 1e-10 * max(1.0, abs(lhs)), (lhs, rhs)
 assert naive_error < 1e-10
-assert np.allclose(
-    bilinear_kernel(4)[0] / bilinear_kernel(4)[0, 0] * 0.25, [0.25, 0.75, 0.75, 0.25]
-)
+assert np.array_equal(out_1, by_hand_1) and np.array_equal(out_2, by_hand_2)
+assert np.allclose(k4_profile, [0.25, 0.75, 0.75, 0.25]) and tent_error < 1e-6
+assert len(interior_values["kernel 3, stride 2 (ones)"]) > 1
+assert len(interior_values["kernel 4, stride 2, random"]) > 1
+assert np.allclose(interior_values["kernel 4, stride 2, bilinear"], 1.0)
+assert frame_weights[32, 0] < 0.6 and np.isclose(frame_weights[32, 32], 1.0)
 assert up_full.shape == (3, 72, 72)
 assert interp_error < 1e-9
 assert np.allclose(ones[:, inner, inner], 1.0)
