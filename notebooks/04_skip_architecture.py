@@ -22,8 +22,9 @@
 # refer to the same places in the image, and the reference implementation does this with crops
 # at offsets that look like magic numbers: 19 for FCN-32s, 5 and 27 for FCN-16s, 5, 9 and 31
 # for FCN-8s. This notebook derives them, explains the odd padding of 100 pixels in the first
-# layer, draws the alignment, runs crop-and-fuse step by step, and compares the outputs of the
-# three networks on the same images.
+# layer, draws the alignment, runs crop-and-fuse step by step, shows what a wrong crop does,
+# draws a receptive field, and compares the outputs of the three networks on the same images.
+# The exercise: the crop offsets for another first padding.
 #
 # Geometry needs no forward pass, so we use the paper's real VGG16 configuration for it (a
 # paper-size network holds about 135 million parameters, half a gigabyte, so we build them but
@@ -40,19 +41,19 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from minifcn.checkpoint import load_model
 from minifcn.data import ShapesDataset, colorize
-from minifcn.engine import predict_scores
-from minifcn.explain import explain
+from minifcn.engine import evaluate, predict_scores
+from minifcn.explain import explain, geometry_table
 from minifcn.models import PAPER, FCN8s, FCN16s, FCN32s
 from minifcn.models.geometry import CoordMap, layer_map
+from minifcn.teaching import check_crop_offsets, class_legend, grade, softmax
 from minifcn.train import train
 
 # %matplotlib inline
-import matplotlib.pyplot as plt
-
 plt.rcParams["figure.dpi"] = 80
 
 # %% [markdown]
@@ -110,15 +111,16 @@ print(explain(narrow["FCN8s"], 500))
 # wanted any image size to work, so conv1_1 pads by 100 pixels on each side: then even a tiny
 # image gives pool5 a 7x7 map.
 #
-# The padding also moves everything: with `p` the first padding, every blob's shift grows by
-# `100 - p` relative to the paper. The final upsampled map of FCN-32s starts `p - 81` pixels
-# before the image's first pixel, so it can be cropped to the image only if `p >= 81`; with less
-# padding the network's output does not even cover the image. The loop below builds narrow
-# FCN-32s models with other first paddings: the model refuses to be built when the crop offset
-# would be negative, and for the others we ask for the smallest image side it can segment.
+# The padding also moves everything: with `p` the first padding, every blob's map shifts by
+# `p - 100` pixels relative to the paper's. The final upsampled map of FCN-32s starts `p - 81`
+# pixels before the image's first pixel, so it can be cropped to the image only if `p >= 81`; with
+# less padding the network's output does not even cover the image. The loop below builds narrow
+# FCN-32s models with every first padding from 0 to 120 (quick mode: a few, 80 to 83 among them):
+# the model refuses to be built when the crop offset would be negative, and for the others we ask
+# for the smallest image side it can segment.
 
 # %%
-paddings = list(range(0, 121, 10 if QUICK else 4))
+paddings = [0, 40, 80, 81, 82, 83, 100, 120] if QUICK else list(range(121))
 offsets, smallest = [], []
 for p in paddings:
     try:
@@ -145,12 +147,11 @@ axes[1].set_xlabel("padding of conv1_1")
 axes[1].set_ylabel("smallest image side")
 axes[1].set_title("smallest image FCN-32s (paper geometry) accepts")
 plt.show()
-print(
-    "paper padding 100: crop offset",
-    offsets[paddings.index(100)],
-    "smallest side",
-    smallest[paddings.index(100)],
-)
+for p in [80, 81, 82, 83, 100]:
+    print(
+        f"first padding {p:3d}: final crop offset {offsets[paddings.index(p)]}, smallest side "
+        f"{smallest[paddings.index(p)]}"
+    )
 
 
 # %% [markdown]
@@ -173,6 +174,7 @@ print(
 #
 # The models compute these from the maps when they are built (`model.crop_offsets`); nothing is
 # typed in. The next cell recomputes them from the maps with the formula.
+
 
 # %%
 def offset_from_maps(maps, big, ref):
@@ -200,6 +202,7 @@ for name, value in derived.items():
 # image. The padding of 100 makes the early blobs reach far outside the image; the deep blobs
 # still overhang it. The crops cut each longer bar (light) down to the bar it is fused with
 # (dark, same jump) at the derived offset.
+
 
 # %%
 def footprint(cmap, n):
@@ -263,11 +266,10 @@ plt.show()
 # a `Crop` cuts its input to the reference's size at the model's offset, a `Fuse` adds its two
 # inputs. Walking that list and calling each layer reproduces the forward pass, and gives us
 # every intermediate blob to look at. We do it for the narrow paper-geometry FCN-8s on one
-# 64x64 image (in eval mode, so that dropout is off).
+# 64x64 shapes image (in eval mode, so that dropout is off).
 
 # %%
-val = ShapesDataset("val", size=6)
-x = val[0][0][None]  # (1, 3, 64, 64), mean-subtracted
+x = ShapesDataset("val", size=1, image_size=SIDE)[0][0][None]  # (1, 3, 64, 64), mean-subtracted
 net = narrow["FCN8s"].eval()
 blobs = {"data": x}
 for out, layer, src, *ref in net.graph():
@@ -321,74 +323,226 @@ assert (sides["upscore8"], sides["score"]) == (152, 64)
 # ## FCN-32s, FCN-16s and FCN-8s on the same images
 #
 # Finally the point of all this: does fusing finer layers give finer predictions? We train the
-# mini configuration (the same architecture with fewer channels, a smaller first padding and a
-# 3x3 fc6, for 64x64 shapes images) in stages, as the paper does: FCN-32s first, then FCN-16s
-# started from it, then FCN-8s started from FCN-16s. Each stage is a call to
-# `minifcn.train.train` (the same as `python -m minifcn.train ...`) writing into a temporary
-# folder. The budget here is small (notebook 5 trains longer and studies the numbers); the
-# predictions are for validation images the networks did not train on.
+# three networks on the **mini** backbone (the VGG16 layout with fewer channels, a smaller first
+# padding and a 3x3 fc6, sized for the shapes images), each **from scratch with the same
+# budget**: the same training images, epochs, optimiser and seed. So the differences below come
+# from the heads alone, not from one network having trained longer than another. (The paper
+# trains in stages instead, each network starting from the previous one; notebook 5 does that,
+# and there the later stages have also trained longer.) Each run is a call to
+# `minifcn.train.train`, the same as `python -m minifcn.train ...`, writing into a temporary
+# folder. The budget is small: a few minutes per network on a two-core CPU.
 
 # %%
 runs = Path(tempfile.mkdtemp(prefix="minifcn_nb04_"))
-size_args = (
-    ["--train-size", "16", "--val-size", "8"]
-    if QUICK
-    else ["--train-size", "1500", "--val-size", "40"]
-)
-stages = [
-    ("fcn32s", "1" if QUICK else "2", None),
-    ("fcn16s", "1" if QUICK else "2", "fcn32s"),
-    ("fcn8s", "1" if QUICK else "3", "fcn16s"),
-]
+TRAIN_SIZE, VAL_SIZE, EPOCHS = (16, 8, 1) if QUICK else (1000, 100, 4)
 summaries = {}
-for model_name, epochs, previous in stages:
+for model_name in ["fcn32s", "fcn16s", "fcn8s"]:
     argv = [
         "--model",
         model_name,
         "--out",
         str(runs / model_name),
         "--epochs",
-        epochs,
+        str(EPOCHS),
+        "--train-size",
+        str(TRAIN_SIZE),
+        "--val-size",
+        str(VAL_SIZE),
         "--no-progress",
-        *size_args,
     ]
-    if previous:
-        argv += ["--init-from", str(runs / previous / "best.npz")]
     summaries[model_name] = train(argv)
+
+# %% [markdown]
+# Four validation images the networks did not train on, through each network at its best epoch.
+# The top rows are each network's arg-max labels. The arg-max hides how confident a network is,
+# so the bottom rows show, for the same images, its probability that a pixel belongs to *some*
+# object ($1 - P(\mathrm{background})$, black 0 to white 1). FCN-32s computes its scores on a
+# stride-32 grid and upsamples them bilinearly, so that map can only change gradually over tens
+# of pixels; the skips add scores from the stride-16 and stride-8 grids.
 
 # %%
 models = {name: load_model(runs / name / "best.npz")[0].eval() for name in summaries}
-show = range(4)
-fig, axes = plt.subplots(len(show), 5, figsize=(11, 2.3 * len(show)), squeeze=False)
+val = ShapesDataset("val", size=VAL_SIZE)
+show = list(range(4))
+images = np.stack([val[i][0] for i in show])
+probs = {name: softmax(predict_scores(m, images), axis=1) for name, m in models.items()}
+mean_iu = {name: summaries[name]["best_mean_iu"] for name in summaries}
+
+fig, axes = plt.subplots(2 * len(show), 5, figsize=(11, 4.4 * len(show)), squeeze=False)
 for row, i in enumerate(show):
-    image, label = val[i]
-    panels = [(val.raw_image(i), "image"), (colorize(label), "ground truth")]
-    for name, model in models.items():
-        pred = predict_scores(model, image[None])[0].argmax(axis=0)
-        panels.append((colorize(pred), f"{name} (val mIU {summaries[name]['best_mean_iu']:.2f})"))
-    for ax, (panel, title) in zip(axes[row], panels):
-        ax.imshow(panel, interpolation="nearest")
-        ax.axis("off")
+    top, bottom = axes[2 * row], axes[2 * row + 1]
+    top[0].imshow(val.raw_image(i))
+    top[1].imshow(colorize(val.labels[i]), interpolation="nearest")
+    bottom[0].imshow(val.raw_image(i))
+    bottom[1].imshow(val.labels[i] > 0, cmap="gray", vmin=0, vmax=1)
+    for k, name in enumerate(models):
+        top[2 + k].imshow(colorize(probs[name][row].argmax(axis=0)), interpolation="nearest")
+        bottom[2 + k].imshow(1 - probs[name][row, 0], cmap="gray", vmin=0, vmax=1)
         if row == 0:
-            ax.set_title(title, fontsize=9)
+            top[2 + k].set_title(f"{name} arg max\n(val mean IU {mean_iu[name]:.2f})", fontsize=9)
+            bottom[2 + k].set_title(f"{name}: P(object)", fontsize=9)
+    if row == 0:
+        top[0].set_title("image", fontsize=9)
+        top[1].set_title("ground truth", fontsize=9)
+        bottom[1].set_title("object pixels", fontsize=9)
+    for ax in [*top, *bottom]:
+        ax.axis("off")
+class_legend(fig)
+plt.show()
+for name in models:
+    predicted_background = float((probs[name].argmax(axis=1) == 0).mean())
+    print(
+        f"{name}: validation mean IU {mean_iu[name]:.3f}; on these 4 images it labels "
+        f"{predicted_background:.0%} of the pixels background (ground truth: "
+        f"{float((val.labels[show] == 0).mean()):.0%})"
+    )
+
+# %% [markdown]
+# ## What a wrong crop does
+#
+# The offsets matter. Take the trained FCN-8s and cut its two skip maps at offset 0 instead of
+# the computed ones, as one might by cropping "from the top-left corner": the pool4 and pool3
+# scores are then added to coarse scores that belong to other places in the image. Nothing
+# fails, the shapes still fit, but the fused scores are misaligned and the segmentation
+# suffers. Below, the validation mean IU with the right and the wrong offsets, and the same
+# images' predictions.
+
+# %%
+net8 = models["fcn8s"]
+skip_crops = [name for name in net8.crop_offsets if name != "score"]
+right_offsets = {name: getattr(net8, name).offset for name in skip_crops}
+jumps = net8.coordinate_maps()
+right = evaluate(net8, val, batch_size=4)
+pred_right = predict_scores(net8, images).argmax(axis=1)
+for name in skip_crops:
+    getattr(net8, name).offset = (0, 0)
+wrong = evaluate(net8, val, batch_size=4)
+pred_wrong = predict_scores(net8, images).argmax(axis=1)
+for name in skip_crops:
+    getattr(net8, name).offset = right_offsets[name]  # put the model back as it was
+for name in skip_crops:
+    off, jump = right_offsets[name][0], int(jumps[name].scale)
+    print(f"{name}: offset {off} -> 0 moves its scores by {off} cells = {off * jump} pixels")
+print(f"validation mean IU: right offsets {right['mean_iu']:.3f}, offsets 0 {wrong['mean_iu']:.3f}")
+
+fig, axes = plt.subplots(2, len(show), figsize=(2.3 * len(show), 5), squeeze=False)
+for col in range(len(show)):
+    axes[0, col].imshow(colorize(pred_right[col]), interpolation="nearest")
+    axes[1, col].imshow(colorize(pred_wrong[col]), interpolation="nearest")
+    for ax in axes[:, col]:
+        ax.axis("off")
+axes[0, 0].set_title("FCN-8s, computed offsets", fontsize=9, loc="left")
+axes[1, 0].set_title("FCN-8s, skip crops at offset 0", fontsize=9, loc="left")
+class_legend(fig)
 plt.show()
 
 # %% [markdown]
-# With a budget this short the networks are far from converged (in quick mode they have barely
-# started). A network that has not yet learned to find the objects predicts the most common
-# class, background, everywhere; the mean IU in each title tells how far each one got. Where
-# they do predict objects, FCN-32s's scores can only change smoothly over about 32 pixels,
-# while FCN-16s and FCN-8s can follow edges more closely. Notebook 5 trains longer and compares
-# the metrics.
+# ## The receptive field, in theory and in effect
 #
+# Which image pixels can influence one output pixel? `geometry_table` (the table
+# `python -m minifcn.explain` prints) adds up kernel sizes times jumps along the network: that
+# is the **theoretical receptive field**, a square whose side is printed below. How much each
+# pixel actually influences the output is another matter. The gradient of one output score with
+# respect to the input image measures it: we backpropagate from the predicted class's score at
+# the image centre through the trained FCN-8s (`model.backward`), and average the gradient's
+# magnitude over the validation images. This is the **effective receptive field** (Luo et al.,
+# "Understanding the Effective Receptive Field in Deep Convolutional Neural Networks", 2016).
+
+# %%
+rf = int({row["blob"]: row["rf"] for row in geometry_table(net8)}["score"])
+side = images.shape[-1]
+centre = side // 2
+erf = np.zeros((side, side))
+for i in range(min(len(val), 4 if QUICK else 32)):
+    x1 = val[i][0][None]
+    scores = net8(x1)
+    dscores = np.zeros_like(scores)
+    dscores[0, scores[0, :, centre, centre].argmax(), centre, centre] = 1.0
+    net8.zero_grad()
+    erf += np.abs(net8.backward(dscores)[0]).sum(axis=0)
+erf /= erf.sum()
+yy, xx = np.mgrid[:side, :side]
+dist = np.maximum(np.abs(yy - centre), np.abs(xx - centre))  # half the side of a centred square
+share = np.array([erf[dist <= r].sum() for r in range(side)])
+r90 = int(np.argmax(share >= 0.9))
+print(
+    f"theoretical receptive field of one FCN-8s output pixel: {rf} x {rf} pixels "
+    f"(the image is {side} x {side})"
+)
+print(f"90% of the gradient falls within a {2 * r90 + 1} x {2 * r90 + 1} square around the pixel")
+
+fig, ax = plt.subplots(figsize=(5, 5))
+half_rf = rf / 2
+ax.imshow(erf, cmap="magma", extent=(-0.5, side - 0.5, side - 0.5, -0.5))
+ax.add_patch(
+    plt.Rectangle(
+        (centre - half_rf, centre - half_rf),
+        rf,
+        rf,
+        fill=False,
+        ec="cyan",
+        lw=2,
+        label=f"theoretical field ({rf} px)",
+    )
+)
+ax.add_patch(
+    plt.Rectangle(
+        (centre - r90 - 0.5, centre - r90 - 0.5),
+        2 * r90 + 1,
+        2 * r90 + 1,
+        fill=False,
+        ec="white",
+        ls="--",
+        lw=1.5,
+        label=f"90% of the gradient ({2 * r90 + 1} px)",
+    )
+)
+ax.add_patch(plt.Rectangle((-0.5, -0.5), side, side, fill=False, ec="0.6", lw=1, label="image"))
+ax.plot(centre, centre, "c+", ms=10)
+lim = max(half_rf, side) + 10
+ax.set_xlim(centre - lim, centre + lim)
+ax.set_ylim(centre + lim, centre - lim)
+ax.set_title("|d score(centre) / d image|, trained FCN-8s", fontsize=10)
+ax.legend(loc="lower left", fontsize=8)
+plt.show()
+
+# %% [markdown]
+# The theoretical field is far larger than the image; the gradient is concentrated in the
+# square drawn dashed, which holds 90% of it.
+#
+# ## Exercise: crop offsets for another padding
+#
+# Write `crop_offsets(first_padding)`: the dictionary `{"score_pool4c": ..., "score_pool3c":
+# ..., "score": ...}` of the paper's FCN-8s when conv1_1 pads by `first_padding` instead of 100
+# (everything else as in the paper). Work it out from the coordinate maps above rather than by
+# building models: how does the padding move each blob's map, and which of the three offsets
+# compare two blobs that move together? The check builds the models for paddings from 69 to 164
+# and compares. A solution is in `notebooks/solutions/nb04.py`.
+
+
+# %%
+def crop_offsets(first_padding):
+    """FCN-8s's crop offsets (paper geometry) with conv1_1 padded by ``first_padding``."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise = grade(check_crop_offsets, crop_offsets)
+
+# %% [markdown]
 # ## Checked
 #
 # * the offsets computed by the paper-size models are 19; 5, 27; 5, 9, 31, and the formula on
 #   the coordinate maps gives the same;
 # * a narrow copy of the paper configuration has exactly the paper's geometry;
-# * below a first padding of 81 no FCN-32s can be built; with 100 any image side works;
+# * no FCN-32s can be built with a first padding of 80 or less; from 81 on, the final offset
+#   is `p - 81`, and with 100 any image side works;
 # * walking `graph()` reproduces `forward()`, and the summands of each fuse share a map;
-# * the staged runs wrote checkpoints that load back as the right models.
+# * the three runs wrote checkpoints that load back as the right models;
+# * (full run) cropping the skips at offset 0 lowers FCN-8s's validation mean IU, and the
+#   gradient of one output pixel is concentrated in a region smaller than the image, inside a
+#   theoretical field larger than it.
 
 # %%
 assert paper["FCN32s"][0] == {"score": 19}
@@ -396,8 +550,14 @@ assert paper["FCN16s"][0] == {"score_pool4c": 5, "score": 27}
 assert paper["FCN8s"][0] == {"score_pool4c": 5, "score_pool3c": 9, "score": 31}
 assert list(derived.values()) == [19, 5, 27, 5, 9, 31]
 assert maps8["pool4"] == CoordMap(16, -91.5) and maps8["upscore2"] == CoordMap(16, -11.5)
-assert all(np.isnan(o) for p, o in zip(paddings, offsets) if p < 81)
-assert offsets[paddings.index(100)] == 19 and smallest[paddings.index(100)] == 1
+assert all(np.isnan(o) for p, o in zip(paddings, offsets) if p <= 80)
+assert all(o == p - 81 for p, o in zip(paddings, offsets) if p >= 81)
+assert smallest[paddings.index(100)] == 1
 assert graph_matches_forward
 assert [type(m).__name__ for m in models.values()] == ["FCN32s", "FCN16s", "FCN8s"]
+assert {name: getattr(net8, name).offset for name in skip_crops} == right_offsets
+assert rf > side
+if not QUICK:
+    assert wrong["mean_iu"] < right["mean_iu"] - 0.02, (right["mean_iu"], wrong["mean_iu"])
+    assert 2 * r90 + 1 < side
 print("all checks passed")

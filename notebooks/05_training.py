@@ -19,50 +19,52 @@
 # The paper trains its networks in stages. FCN-32s is trained first. FCN-16s is then
 # initialised from it, with the new pool4 score layer set to zero so that it starts out
 # predicting what FCN-32s did, and trained further; FCN-8s is initialised from FCN-16s the same
-# way. On PASCAL VOC each stage improved the result (on a subset of the VOC 2011 validation set
-# the paper reports a mean IU of 59.4 for FCN-32s, 62.4 for FCN-16s and 62.7 for FCN-8s), and
-# the predictions got visibly finer.
+# way. On PASCAL VOC each stage improved the result: on a subset of the VOC 2011 validation set
+# the paper reports a mean IU of 59.4 for FCN-32s, 62.4 for FCN-16s and 62.7 for FCN-8s, and
+# its Figure 4 shows the predictions getting finer.
 #
 # Here we do the same on the package's synthetic shapes dataset with the **mini** backbone
-# (the VGG16 layout at a width a CPU trains in minutes), and look at what the numbers this
-# notebook actually produced say about the paper's ordering FCN-8s > FCN-16s > FCN-32s.
+# (the VGG16 layout at a width a CPU trains in minutes), and check what the numbers this
+# notebook produced say about the paper's ordering FCN-8s > FCN-16s > FCN-32s: overall, per
+# class, and near object boundaries. The exercise at the end: the four metrics from a confusion
+# matrix.
 #
 # Each stage is one call of `minifcn.train.train`, which takes the same arguments as the command
-# line. In full mode (how the saved outputs were made) the three stages are exactly:
+# line. In full mode (how the saved outputs were made) the three stages are exactly
 #
 # ```bash
-# python -m minifcn.train --model fcn32s --out RUNS/fcn32s --epochs 2
-# python -m minifcn.train --model fcn16s --out RUNS/fcn16s --epochs 3 --init-from RUNS/fcn32s/best.npz
-# python -m minifcn.train --model fcn8s --out RUNS/fcn8s --epochs 4 --init-from RUNS/fcn16s/best.npz
+# python -m minifcn.train --model fcn32s --out R/fcn32s --epochs E32
+# python -m minifcn.train --model fcn16s --out R/fcn16s --epochs E16 --init-from R/fcn32s/best.npz
+# python -m minifcn.train --model fcn8s --out R/fcn8s --epochs E8 --init-from R/fcn16s/best.npz
 # ```
 #
-# (plus `--no-progress`), with the package's default optimiser, learning rate and schedule. That
-# is a modest budget, a few minutes per stage at most on a two-core CPU. Quick mode (`MINIFCN_QUICK=1`) uses 16 training images,
-# 8 validation images and one epoch per stage, only to check that the notebook runs.
+# with the epochs printed by the next cell, plus `--no-progress`, and otherwise the command's
+# defaults (dataset sizes, optimiser, learning rate, schedule). On a two-core CPU this notebook
+# takes several minutes. Quick mode (`MINIFCN_QUICK=1`) uses 16 training images, 8 validation
+# images and one epoch per stage, only to check that the notebook runs.
 
 # %%
-import os
-
-QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller sizes, fewer steps
-
 import json
+import os
 import tempfile
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
 from minifcn.checkpoint import load_model
 from minifcn.data import CLASS_NAMES, ShapesDataset, colorize
 from minifcn.engine import evaluate, predict_scores
+from minifcn.runs import best_row
+from minifcn.teaching import check_segmentation_scores, class_legend, grade, near_boundary
 from minifcn.train import train
 
+QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller sizes, fewer steps
 # %matplotlib inline
-import matplotlib.pyplot as plt
-
 plt.rcParams["figure.dpi"] = 80
 
-TRAIN_SIZE, VAL_SIZE = (16, 8) if QUICK else (3000, 200)  # full mode: the command's defaults
+SIZES = ["--train-size", "16", "--val-size", "8"] if QUICK else []  # full: the command's defaults
 EPOCHS = {"fcn32s": 1, "fcn16s": 1, "fcn8s": 1} if QUICK else {"fcn32s": 2, "fcn16s": 3, "fcn8s": 4}
 runs = Path(tempfile.mkdtemp(prefix="minifcn_nb05_"))  # never inside the repository
 
@@ -75,16 +77,13 @@ def stage_args(model, init_from=None):
         str(runs / model),
         "--epochs",
         str(EPOCHS[model]),
-        "--train-size",
-        str(TRAIN_SIZE),
-        "--val-size",
-        str(VAL_SIZE),
         "--no-progress",
+        *SIZES,
     ]
     return argv + (["--init-from", str(runs / init_from / "best.npz")] if init_from else [])
 
 
-print("run folder:", runs)
+print("epochs per stage:", EPOCHS, "| run folder:", runs)
 
 # %% [markdown]
 # ## Stage 1: FCN-32s
@@ -93,14 +92,8 @@ print("run folder:", runs)
 # epoch gives the training loss and the four validation metrics of the paper: pixel accuracy,
 # mean (per-class) accuracy, mean IU (intersection over union, averaged over classes) and
 # frequency-weighted IU. `best.npz` keeps the weights of the epoch with the best mean IU. A
-# warning that the predictions "collapsed onto class 0" means the network still predicts
-# background everywhere: background covers most pixels, so that is where training starts.
-#
-# Expect FCN-32s to stay there on this dataset. With the mini backbone a 64x64 image leaves a
-# 3x3 pool5 map, and the 3x3 fc6 turns it into a **single** score cell: FCN-32s can only paint
-# one blurred 64x64 blob per class over the whole image, and with about 78% of the pixels being
-# background, "background everywhere" is close to the best such a predictor can do. The stages
-# that follow add the finer pool4 (stride 16) and pool3 (stride 8) grids.
+# warning that the predictions "collapsed onto class 0" would mean the network predicts
+# background everywhere, which is where training starts: the score layers start at zero.
 
 # %%
 summary = {"fcn32s": train(stage_args("fcn32s"))}
@@ -129,7 +122,7 @@ summary["fcn8s"] = train(stage_args("fcn8s", init_from="fcn16s"))
 #
 # Every run folder holds `metrics.json`, one row per epoch. Plotted one stage after the other
 # (the epoch axis continues across stages), the training loss and the validation mean IU show
-# what each stage added.
+# what each stage added. Keep in mind that each later stage has also trained longer in total.
 
 # %%
 history = {m: json.loads((runs / m / "metrics.json").read_text()) for m in summary}
@@ -152,20 +145,21 @@ plt.show()
 # %% [markdown]
 # ## The four metrics
 #
-# For each network, the validation metrics of its best epoch (the one saved in `best.npz`).
-# We also evaluate each `best.npz` again with `minifcn.engine.evaluate`, which must reproduce
-# the logged mean IU, and keep its per-class IU for later.
+# For each network, the validation metrics of its best epoch, the one saved in `best.npz`
+# (`minifcn.runs.best_row` applies the training command's own rule: highest mean IU, ties to the
+# later epoch). We also evaluate each `best.npz` again with `minifcn.engine.evaluate`, which must
+# reproduce the logged mean IU, and keep its per-class IU.
 
 # %%
 METRICS = ["pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu"]
-val_set = ShapesDataset("val", size=VAL_SIZE)
+val_set = ShapesDataset("val", size=8 if QUICK else None)
 best, models, per_class, recheck = {}, {}, {}, {}
 for m, rows in history.items():
-    best[m] = max(rows, key=lambda r: (r["mean_iu"], r["epoch"]))  # ties: the later epoch, as train
+    best[m] = best_row(rows)
     models[m] = load_model(runs / m / "best.npz")[0]
     result = evaluate(models[m], val_set, batch_size=4)
     recheck[m] = (result["mean_iu"], best[m]["mean_iu"])
-    per_class[m] = result["per_class_iu"]
+    per_class[m] = np.array(result["per_class_iu"])
 
 table = [
     "| network | best epoch | " + " | ".join(METRICS) + " |",
@@ -177,42 +171,34 @@ for m in history:
 display(Markdown("\n".join(table) + "\n\n(percent)"))
 
 # %% [markdown]
-# Mean IU weights every class equally, so it is the metric that notices small and thin objects;
-# pixel accuracy and frequency-weighted IU are dominated by the background. Per class:
+# Mean IU weights every class equally, so it is the metric that notices small and thin parts;
+# pixel accuracy and frequency-weighted IU are dominated by the background. Per class, with the
+# gain of each stage over the one before it:
 
 # %%
-lines = ["| class | " + " | ".join(history) + " |", "|---" * (len(history) + 1) + "|"]
+gain_16 = per_class["fcn16s"] - per_class["fcn32s"]
+gain_8 = per_class["fcn8s"] - per_class["fcn16s"]
+lines = ["| class | fcn32s | fcn16s | fcn8s | 16s - 32s | 8s - 16s |", "|---" * 6 + "|"]
 for c, name in enumerate(CLASS_NAMES):
+    values = [per_class[m][c] for m in history] + [gain_16[c], gain_8[c]]
     lines.append(
-        f"| {name} | " + " | ".join(f"{100 * per_class[m][c]:.1f}" for m in history) + " |"
+        f"| {name} | "
+        + " | ".join(
+            f"{100 * v:+.1f}" if k >= 3 else f"{100 * v:.1f}" for k, v in enumerate(values)
+        )
+        + " |"
     )
-display(Markdown("\n".join(lines) + "\n\n(IU, percent)"))
-
+display(Markdown("\n".join(lines) + "\n\n(IU, percent; the last two columns in points)"))
 
 # %% [markdown]
 # ## Where the skips should help: near boundaries
 #
 # The skips add detail, so their effect should be largest close to object boundaries and
 # smallest inside large regions. We split the validation pixels into those within 2 pixels of a
-# label boundary and the rest, and measure the pixel accuracy of each network on each part.
+# label boundary (`minifcn.teaching.near_boundary`) and the rest, and measure the pixel accuracy
+# of each network on each part.
 
 # %%
-def near_boundary(labels, width=2):
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, 1:, :] |= labels[:, 1:, :] != labels[:, :-1, :]
-    edge[:, :-1, :] |= labels[:, 1:, :] != labels[:, :-1, :]
-    edge[:, :, 1:] |= labels[:, :, 1:] != labels[:, :, :-1]
-    edge[:, :, :-1] |= labels[:, :, 1:] != labels[:, :, :-1]
-    for _ in range(width - 1):  # grow the band by one pixel each time
-        grown = edge.copy()
-        grown[:, 1:] |= edge[:, :-1]
-        grown[:, :-1] |= edge[:, 1:]
-        grown[:, :, 1:] |= edge[:, :, :-1]
-        grown[:, :, :-1] |= edge[:, :, 1:]
-        edge = grown
-    return edge
-
-
 images = np.stack([val_set[i][0] for i in range(len(val_set))])
 labels = val_set.labels.astype(np.int64)
 band = near_boundary(labels)
@@ -240,65 +226,56 @@ for row, i in enumerate(show):
         ax.axis("off")
         if row == 0:
             ax.set_title(title)
+class_legend(fig)
 plt.show()
-
 
 # %% [markdown]
 # ## Does the paper's ordering show?
 #
-# The next cell compares the three networks on every measure above and writes out what it finds,
-# so that the text below always describes the numbers of this run (in quick mode, too).
+# The next cell compares the three networks on every measure above and writes out what it
+# finds: the ordering on each measure, FCN-8s against FCN-16s (the paper's last, smallest
+# step), and which classes gained most from it. Its text is built from this run's numbers.
+
 
 # %%
 def ordering(values):
     order = sorted(values, key=values.get, reverse=True)
-    return " > ".join(f"{m} ({values[m]:.3f})" for m in order), order == [
-        "fcn8s",
-        "fcn16s",
-        "fcn32s",
-    ]
+    text = " > ".join(f"{m} ({values[m]:.3f})" for m in order)
+    return text, order == ["fcn8s", "fcn16s", "fcn32s"]
 
 
 measures = {k: {m: best[m][k] for m in best} for k in METRICS}
 measures["accuracy near boundaries"] = boundary_acc
 measures["accuracy away from boundaries"] = interior_acc
-holds, fails = [], []
+holds = []
 report = []
 for name, values in measures.items():
     text, paper_order = ordering(values)
-    (holds if paper_order else fails).append(name)
+    holds += [name] if paper_order else []
     report.append(f"- **{name}**: {text}" + (" (the paper's order)" if paper_order else ""))
 
-gain = {k: measures[k]["fcn8s"] - measures[k]["fcn32s"] for k in measures}
+step = {k: measures[k]["fcn8s"] - measures[k]["fcn16s"] for k in measures}
+objects = range(1, len(CLASS_NAMES))
+most, least = max(objects, key=lambda c: gain_8[c]), min(objects, key=lambda c: gain_8[c])
 summary_lines = [
-    f"In this run the paper's ordering 8s > 16s > 32s holds for {len(holds)} of the "
-    f"{len(measures)} measures" + (f" ({', '.join(holds)})" if holds else "") + ".",
-    f"FCN-8s minus FCN-32s: mean IU {gain['mean_iu']:+.3f}, pixel accuracy "
-    f"{gain['pixel_accuracy']:+.3f}, accuracy near boundaries "
-    f"{gain['accuracy near boundaries']:+.3f}, away from boundaries "
-    f"{gain['accuracy away from boundaries']:+.3f}.",
+    f"The paper's ordering 8s > 16s > 32s holds for {len(holds)} of the {len(measures)} "
+    "measures" + (f" ({', '.join(holds)})" if holds else "") + ".",
+    f"FCN-8s minus FCN-16s: mean IU {step['mean_iu']:+.3f}, pixel accuracy "
+    f"{step['pixel_accuracy']:+.3f}, accuracy near boundaries "
+    f"{step['accuracy near boundaries']:+.3f}, away from boundaries "
+    f"{step['accuracy away from boundaries']:+.3f}.",
+    f"Among the object classes, FCN-8s gained most over FCN-16s on {CLASS_NAMES[most]} "
+    f"({100 * gain_8[most]:+.1f} IU points) and least on {CLASS_NAMES[least]} "
+    f"({100 * gain_8[least]:+.1f}).",
 ]
-if gain["accuracy near boundaries"] > gain["accuracy away from boundaries"]:
+if step["accuracy near boundaries"] > step["accuracy away from boundaries"]:
     summary_lines.append(
-        "FCN-8s gained more near boundaries than inside regions, which is "
-        "where the finer skips are expected to help."
+        "The step from 16s to 8s helped more near boundaries than inside "
+        "regions, which is where a finer score grid is expected to help."
     )
 else:
     summary_lines.append(
-        "FCN-8s did not gain more near boundaries than inside regions in this "
-        "run, so the finer skips did not show their expected advantage here."
-    )
-for previous, m in [("fcn32s", "fcn16s"), ("fcn16s", "fcn8s")]:
-    if best[previous]["epoch"] < EPOCHS[previous]:
-        summary_lines.append(
-            f"{m} started from {previous}'s best checkpoint, saved at epoch "
-            f"{best[previous]['epoch']} of {EPOCHS[previous]}: later epochs of {previous} did not "
-            "raise its mean IU, so their training did not carry over."
-        )
-if all(best[m]["mean_iu"] < 0.25 for m in best):
-    summary_lines.append(
-        "All three networks are still close to predicting background only "
-        "(mean IU below 0.25), so this run is too short to compare them."
+        "The step from 16s to 8s did not help more near boundaries than inside regions in this run."
     )
 display(Markdown("\n".join(report) + "\n\n" + " ".join(summary_lines)))
 
@@ -308,25 +285,48 @@ display(Markdown("\n".join(report) + "\n\n" + " ".join(summary_lines)))
 # Keep in mind what the comparison above is and is not:
 #
 # * **Staging confounds the comparison.** FCN-16s continued from FCN-32s's weights and trained
-#   for more epochs in total; FCN-8s for more still. Any gain of a later stage mixes the effect
-#   of the skip with the effect of simply training longer. The paper has the same confound; it
-#   reports separately that training FCN-32s longer did not reach FCN-16s.
-# * **Where the skips should show.** Their effect is local: near boundaries and on thin
-#   structures (bars, the arms of crosses). Interior pixels and background, which dominate pixel
-#   accuracy and frequency-weighted IU, are predicted well already from stride 32. So gains, if
-#   any, should appear first in mean IU, in the per-class IU of thin classes (rectangle,
-#   cross), and in the boundary accuracy, and barely in pixel accuracy. On PASCAL VOC too the
-#   step from 16s to 8s added only 0.3 mean IU points.
-# * **Where they cannot show.** If the backbone has not yet learned to find the objects (mean IU
-#   near that of predicting background everywhere), finer upsampling has nothing to refine;
-#   then the ordering is noise. A small validation set also makes differences of a point or
-#   two unreliable.
-# * **Zero-initialised skips.** A new stage starts out predicting what the previous one did;
-#   with only a few epochs the new score layer may not have moved far from zero.
+#   for more epochs in total; FCN-8s for more still (the epochs are printed at the top). Any gain
+#   of a later stage mixes the effect of the skip with the effect of training longer. The paper
+#   has the same confound. Notebook 4 trains the three from scratch with equal budgets, which
+#   separates the two.
+# * **Where the skips should show.** Their effect is local: near boundaries, corners and thin
+#   parts (a cross's arms, a rectangle's ends). Interior pixels and background, which dominate
+#   pixel accuracy and frequency-weighted IU, are predicted from stride 32 already. So gains
+#   should appear in mean IU, in the per-class IU and in the boundary accuracy more than in
+#   pixel accuracy. On PASCAL VOC, the paper's step from 16s to 8s added only 0.3 mean IU points.
+# * **Small differences are noise.** The validation set is small, and a different seed moves
+#   the numbers by a point or so; read differences of that size as "about the same".
 #
-# To see the ordering more clearly, train each stage longer and compare again.
+# ## Exercise: the four metrics from a confusion matrix
 #
+# `minifcn.metrics` computes all four scores from one confusion matrix `hist`, where
+# `hist[i, j]` counts the pixels of class `i` predicted as class `j` (its module docstring gives
+# the formulas). Write `segmentation_scores(hist)` returning a dict with `pixel_accuracy`,
+# `mean_accuracy`, `mean_iu` and `fw_iu`. Mind the classes that do not occur: a class with no
+# ground-truth pixels has no accuracy, and a class that is neither in the ground truth nor
+# predicted has no IU; the means skip such classes (a class predicted but absent from the ground
+# truth has IU 0 and counts). The check compares with `scores_from_confusion` on random
+# matrices, one with such classes. Solution: `notebooks/solutions/nb05.py`.
+
+
+# %%
+def segmentation_scores(hist):
+    """hist (C, C) int: hist[i, j] = pixels of class i predicted as j -> dict of four floats."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise = grade(check_segmentation_scores, segmentation_scores)
+
+# %% [markdown]
 # ## Checked
+#
+# * every stage wrote its checkpoint and metrics, one row per epoch;
+# * evaluating each `best.npz` again reproduces the logged mean IU of the epoch `best_row`
+#   names;
+# * (full run) the ordering FCN-8s > FCN-16s > FCN-32s holds on mean IU, and FCN-8s is at least
+#   as accurate as FCN-16s near boundaries.
 
 # %%
 for m in summary:
@@ -335,6 +335,10 @@ for m in summary:
     assert all(0.0 <= best[m][k] <= 1.0 for k in METRICS)
     fresh, logged = recheck[m]
     assert abs(fresh - logged) < 1e-6, (m, fresh, logged)
+    assert abs(summary[m]["best_mean_iu"] - best[m]["mean_iu"]) < 1e-9
 assert [type(models[m]).__name__ for m in summary] == ["FCN32s", "FCN16s", "FCN8s"]
 assert str(runs).startswith(tempfile.gettempdir())
+if not QUICK:
+    assert ordering(measures["mean_iu"])[1], measures["mean_iu"]
+    assert boundary_acc["fcn8s"] >= boundary_acc["fcn16s"], boundary_acc
 print("all checks passed")

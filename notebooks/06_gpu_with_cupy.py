@@ -23,18 +23,24 @@
 # moving a model to the GPU is `model.to("gpu")`: every parameter is copied to the device, and
 # from then on inputs must be CuPy arrays (`minifcn.backend.to_device(x, "gpu")`).
 #
-# This notebook runs the mini FCN-8s on both and checks
+# This notebook runs the mini FCN-8s and checks
 #
 # 1. **parity**: the GPU computes the same scores and gradients as the CPU, to within float32
-#    rounding;
-# 2. **speed**: forward and training-step times on each.
+#    rounding (live, where a GPU is present);
+# 2. **speed**: forward and training-step times measured live on this machine, and the figures
+#    measured on an NVIDIA H100 by `python -m minifcn.gpucheck`, saved in `notebooks/measured/`.
 #
-# Where there is no GPU (or CuPy is not installed) it says so and runs the CPU parts only.
+# Where there is no GPU (or CuPy is not installed) it says so and runs the CPU parts only; the
+# saved H100 figures are shown either way, with the machine and command that produced them. The
+# exercise at the end: a softmax that runs on either device.
 
 # %%
 import os
 
 QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller sizes, fewer steps
+
+import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -45,6 +51,7 @@ from minifcn.data import ShapesDataset, iterate_batches
 from minifcn.models import FCN8s, model_from_spec
 from minifcn.nn import SoftmaxCrossEntropy
 from minifcn.optim import Adam
+from minifcn.teaching import check_softmax_any_device, grade
 
 plt.rcParams["figure.dpi"] = 80
 GPU = gpu_available()
@@ -73,7 +80,7 @@ for name, p in model.named_parameters():
     if name.startswith("score") and name.endswith("weight"):
         p.data[...] = rng.normal(0.0, 0.05, p.data.shape)
 BATCH = 2 if QUICK else 8
-data = ShapesDataset("val", size=BATCH)
+data = ShapesDataset("val", size=BATCH, image_size=64)  # the saved H100 run used 64x64
 images, labels = next(iterate_batches(data, BATCH))
 model.eval()  # no dropout, so that every run computes the same function
 
@@ -102,6 +109,7 @@ print(images.shape, images.dtype, "->", model(images).shape)
 # know that size, compare the float32 model on the CPU with a float64 copy of it: that
 # difference is the yardstick for the GPU. Both the scores and the gradients of all parameters
 # (for a fixed random upstream gradient) are compared.
+
 
 # %%
 def forward_backward(m, x, dscores):
@@ -133,6 +141,7 @@ print(
 # small factor). We also compare a few training steps (Adam, dropout on) on both devices from the
 # same starting point: the dropout masks come from each layer's NumPy generator on both devices,
 # so the two runs see identical masks and their losses should agree.
+
 
 # %%
 def train_losses(m, device, steps=3):
@@ -172,13 +181,15 @@ else:
 
 
 # %% [markdown]
-# ## Speed
+# ## Speed, measured live
 #
 # Times are medians of a few runs after a warm-up run (`minifcn.bench.timeit`). On the GPU, work
 # is queued and runs asynchronously, so the clock stops only after
 # `minifcn.backend.synchronize` has waited for the queue to empty; otherwise we would time the
 # queuing, not the computation. A training step is forward, loss, backward and an Adam update.
-# The first GPU call also compiles CuPy's kernels, which the warm-up run absorbs.
+# The first GPU call also compiles CuPy's kernels, which the warm-up run absorbs. Whatever runs
+# here is timed on this machine, on the devices it has.
+
 
 # %%
 def step_fn(m, device):
@@ -209,38 +220,145 @@ for device in ["cpu", "gpu"] if GPU else ["cpu"]:
     for what, seconds in timings[device].items():
         print(f"{device}: {what:>10} {1e3 * seconds:8.1f} ms  ({BATCH / seconds:7.1f} images/s)")
 
-fig, ax = plt.subplots(figsize=(6, 3))
-kinds = ["forward", "train step"]
-for k, device in enumerate(timings):
-    ax.bar(np.arange(2) + 0.4 * k, [BATCH / timings[device][w] for w in kinds], 0.4, label=device)
-ax.set_xticks(np.arange(2) + 0.2 * (len(timings) - 1), kinds)
-ax.set_ylabel("images / s (64 x 64)")
-ax.set_yscale("log")
-ax.set_title(f"mini FCN-8s, batch of {BATCH}" + ("" if GPU else " (no GPU here: CPU only)"))
-ax.legend()
-plt.show()
-if GPU:
-    for w in kinds:
-        print(f"GPU speed-up, {w}: x{timings['cpu'][w] / timings['gpu'][w]:.1f}")
+# %% [markdown]
+# ## Speed, measured on an H100
+#
+# `notebooks/measured/gpucheck_h100.json` holds the figures of one run of
+#
+# ```bash
+# PYTHONPATH=. python -m minifcn.gpucheck --json gpucheck_h100.json
+# ```
+#
+# on a machine with one NVIDIA H100 80GB GPU and 16 CPU cores, with PyTorch installed for the
+# comparison (`gpucheck_h100.txt` beside it is that run's full log). Among other things,
+# gpucheck runs `python -m minifcn.bench --device gpu --compare torch`: every layer at the shapes
+# FCN uses, forward and backward, in minifcn on CuPy and in PyTorch (cuDNN) on the same GPU, then
+# a whole training step of the mini FCN-8s (batch 8, 64x64) and a forward+loss+backward of the
+# paper's VGG16 FCN-8s on one 500x500 image. The next cell reads the file and prints those
+# figures; nothing in it is measured here.
+
+# %%
+measured = json.loads(Path("measured/gpucheck_h100.json").read_text())
+bench = measured["bench"]
+print(
+    f"device: {measured['device']['name']}, CuPy {measured['device']['cupy']}; host: "
+    f"{bench['machine']['cpu']}, {bench['machine']['cores']} cores"
+)
+print(f"{'layer':<18} {'input shape':<14} {'minifcn ms':>10} {'torch ms':>9} {'ratio':>6}")
+layer_rows = []
+for row in bench["layers"]:
+    ours = row["fwd_ms"] + row["bwd_ms"]
+    theirs = row["torch_fwd_ms"] + row["torch_bwd_ms"]
+    layer_rows.append((row["layer"], ours, theirs))
+    shape = "x".join(map(str, row["shape"]))
+    print(f"{row['layer']:<18} {shape:<14} {ours:10.2f} {theirs:9.2f} {ours / theirs:6.2f}")
+step, paper_step = bench["train_step"], bench["paper_step"]
+print(
+    f"mini FCN-8s train step (batch {step['batch']}, {step['size']}px): "
+    f"minifcn {1e3 * step['step_s']:.1f} ms, PyTorch {1e3 * step['torch_step_s']:.1f} ms, "
+    f"ratio {step['torch_ratio']:.2f}"
+)
+print(
+    f"paper FCN-8s, 1x3x{paper_step['size']}x{paper_step['size']} forward+loss+backward: "
+    f"minifcn {1e3 * paper_step['step_s']:.1f} ms, PyTorch {1e3 * paper_step['torch_step_s']:.1f}"
+    f" ms, ratio {paper_step['torch_ratio']:.2f}"
+)
 
 # %% [markdown]
-# A network this small (a few hundred thousand parameters on 64x64 images) keeps a GPU far from
-# busy:
-# each layer is a short kernel, and the time goes to launching kernels from Python. The
-# speed-up grows with the batch, the image size and the width of the network; the paper-size
-# VGG16 network on 500x500 images is where the GPU is indispensable
-# (`python -m minifcn.bench --device gpu` times the layers at those sizes).
+# The same figures as bars, on linear axes: each layer's forward+backward time, and the two whole
+# steps. (The ratio column is minifcn's time divided by PyTorch's; above 1, PyTorch is faster.)
+
+# %%
+fig, (ax_layers, ax_steps) = plt.subplots(
+    1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]}
+)
+names = [r[0] for r in layer_rows]
+pos = np.arange(len(names))
+ax_layers.bar(pos - 0.2, [r[1] for r in layer_rows], 0.4, label="minifcn (CuPy)")
+ax_layers.bar(pos + 0.2, [r[2] for r in layer_rows], 0.4, label="PyTorch (cuDNN)")
+ax_layers.set_xticks(pos, names, rotation=45, ha="right", fontsize=8)
+ax_layers.set_ylabel("forward + backward (ms)")
+ax_layers.set_title("layers at FCN's shapes, batch 8, H100 (measured, saved)")
+ax_layers.legend()
+step_names = ["mini FCN-8s\ntrain step", "paper FCN-8s\n500x500 step"]
+ax_steps.bar(
+    np.arange(2) - 0.2,
+    [1e3 * step["step_s"], 1e3 * paper_step["step_s"]],
+    0.4,
+    label="minifcn (CuPy)",
+)
+ax_steps.bar(
+    np.arange(2) + 0.2,
+    [1e3 * step["torch_step_s"], 1e3 * paper_step["torch_step_s"]],
+    0.4,
+    label="PyTorch (cuDNN)",
+)
+ax_steps.set_xticks(np.arange(2), step_names, fontsize=8)
+ax_steps.set_ylabel("ms")
+ax_steps.set_title("whole steps, H100")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# What these saved figures say, and only that: on the H100, minifcn's layers take between the
+# smallest and the largest ratio printed below times PyTorch's time, and both whole steps, the
+# mini FCN-8s training step and the paper-size FCN-8s step, take about three times PyTorch's
+# (the ratios printed above). The last line puts the live CPU train step from above next to the
+# saved H100 one for the same batch of 64x64 images (in quick mode the live batch is smaller, as
+# printed). The two were measured on different machines in different runs, so the line says how
+# far apart they are, not what a GPU would do on this machine.
+
+# %%
+ratios = {name: ours / theirs for name, ours, theirs in layer_rows}
+slowest, fastest = max(ratios, key=ratios.get), min(ratios, key=ratios.get)
+print(
+    f"layer ratios to PyTorch: {ratios[fastest]:.2f} ({fastest}) .. {ratios[slowest]:.2f} "
+    f"({slowest})"
+)
+print(
+    f"train step, batch {BATCH}, {images.shape[-1]}px images: this machine's CPU "
+    f"{1e3 * timings['cpu']['train step']:.1f} ms (measured above); saved H100 run, batch "
+    f"{step['batch']}, {step['size']}px: {1e3 * step['step_s']:.1f} ms"
+)
+
+# %% [markdown]
+# ## Exercise: one softmax for both devices
 #
+# A layer in `minifcn` never names NumPy in its arithmetic: it asks
+# `minifcn.backend.get_array_module(x)` for the module its input lives in and computes with that,
+# so the same code runs on NumPy and CuPy arrays. Write `softmax_any_device(scores)` that way:
+# scores `(N, C, H, W)` -> probabilities over axis 1, on the scores' own device, numerically
+# stable (subtract each pixel's maximum before `exp`, as `SoftmaxCrossEntropy` does). The check
+# compares with a float64 softmax, feeds scores of size 1e4, checks that a NumPy input gives a
+# NumPy output and, where a GPU is present, that a CuPy input gives a CuPy output. Solution:
+# `notebooks/solutions/nb06.py`.
+
+
+# %%
+def softmax_any_device(scores):
+    """scores (N, C, H, W) on NumPy or CuPy -> softmax over axis 1, on the same device."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise = grade(check_softmax_any_device, softmax_any_device)
+
+# %% [markdown]
 # ## Checked
 #
-# On every machine: the float32 CPU model agrees with its float64 copy to float32 precision and
-# training on the CPU lowers the loss. With a GPU, in addition: the GPU's scores and gradients
-# are as close to the float64 reference as the CPU's are (within a factor of 10), and the
-# training losses on the two devices agree.
+# On every machine: the float32 CPU model agrees with its float64 copy to float32 precision,
+# training on the CPU lowers the loss, and the saved H100 file holds the figures printed above
+# (a layer table with a PyTorch time for every layer, and the two steps). With a GPU, in
+# addition: the GPU's scores and gradients are as close to the float64 reference as the CPU's
+# are (within a factor of 10), and the training losses on the two devices agree.
 
 # %%
 assert cpu_score_err < 1e-4 and cpu_grad_err < 1e-3, (cpu_score_err, cpu_grad_err)
 assert cpu_losses[-1] < cpu_losses[0]
+assert measured["device"]["name"].startswith("NVIDIA H100")
+assert len(layer_rows) == len(bench["layers"]) > 0 and all(r[2] > 0 for r in layer_rows)
+assert step["step_s"] > 0 and paper_step["torch_step_s"] > 0
 if GPU:
     assert gpu_score_err < 10 * cpu_score_err + 1e-6, (gpu_score_err, cpu_score_err)
     assert gpu_grad_err < 10 * cpu_grad_err + 1e-6, (gpu_grad_err, cpu_grad_err)
