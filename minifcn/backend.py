@@ -5,15 +5,22 @@ writes its arithmetic against that module (called ``xp``), so the same code runs
 on the CPU with NumPy and on an NVIDIA GPU with CuPy. This is the only file in
 minifcn that imports CuPy.
 
-Switch: on the GPU, im2col/col2im and the softmax cross-entropy run as custom
-CUDA kernels (``nn/cuda_kernels.py``) unless the environment variable
-``MINIFCN_CUDA_KERNELS=0`` is set; then they run as plain CuPy array operations,
-the same algorithm as on NumPy (slower, and a way to rule the kernels out when
-something looks wrong).
+Plain or accelerated: the one switch. Every layer in ``minifcn/nn/`` holds its
+algorithm written once in plain array code (the *plain path*, what a learner
+reads). The *accelerated path*, ``minifcn/accel/``, computes the same values
+faster: CPU fast paths on NumPy, custom CUDA kernels on the GPU. It is the
+default. The environment variable ``MINIFCN_ACCEL=0`` selects the plain path
+everywhere (``accelerated()`` then returns False); ``MINIFCN_CUDA_KERNELS=0``
+selects it on the GPU only, keeping the CPU fast paths (``cuda_kernels_enabled()``).
+Both are read at every layer call, so ``with plain_path(): ...`` (or setting the
+variable) switches a running program; a layer's backward always follows the path
+its forward took. The tests check that both paths give the same values and
+gradients for every layer, on NumPy and on the device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -92,9 +99,30 @@ def _toolchain_problem() -> str | None:
     return None
 
 
+def accelerated() -> bool:
+    """True unless ``MINIFCN_ACCEL=0``: the layers use ``minifcn.accel`` (the default)."""
+    return os.environ.get("MINIFCN_ACCEL", "1").strip() != "0"
+
+
 def cuda_kernels_enabled() -> bool:
-    """True unless ``MINIFCN_CUDA_KERNELS=0``: use the custom CUDA kernels on the GPU."""
-    return os.environ.get("MINIFCN_CUDA_KERNELS", "1").strip() != "0"
+    """True unless ``MINIFCN_ACCEL=0`` or ``MINIFCN_CUDA_KERNELS=0``: on the GPU, use the
+    accelerated path's custom CUDA kernels (otherwise the GPU runs the plain path)."""
+    return accelerated() and os.environ.get("MINIFCN_CUDA_KERNELS", "1").strip() != "0"
+
+
+@contextlib.contextmanager
+def plain_path(plain: bool = True):
+    """Run the block on the plain path (``MINIFCN_ACCEL=0``), or on the accelerated
+    path with ``plain=False``; the variable is restored afterwards."""
+    old = os.environ.get("MINIFCN_ACCEL")
+    os.environ["MINIFCN_ACCEL"] = "0" if plain else "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINIFCN_ACCEL", None)
+        else:
+            os.environ["MINIFCN_ACCEL"] = old
 
 
 def is_gpu_array(array) -> bool:

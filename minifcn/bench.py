@@ -7,6 +7,11 @@ multiply, the ceiling for a convolution written as im2col + one matrix
 product. It also times one training step of the mini FCN-8s (forward, loss,
 backward, SGD) and reports its peak memory.
 
+Every figure is for the accelerated path (``minifcn.accel``, the default); the
+"plain ms" column and the "plain path" line time the same layers and step on
+the plain path of ``minifcn/nn/`` (``MINIFCN_ACCEL=0``), so that what the
+optimisations buy is visible (``--no-plain`` skips them).
+
 ``--compare torch`` times the same operations in PyTorch (same shapes, dtype,
 thread count) and prints minifcn's time over PyTorch's. PyTorch is not a
 dependency of minifcn; it is imported only here, only when asked for.
@@ -17,6 +22,7 @@ Examples::
     python -m minifcn.bench --quick              # tiny sizes: a smoke test
     python -m minifcn.bench --compare torch --json bench.json
     python -m minifcn.bench --device gpu
+    OPENBLAS_NUM_THREADS=1 python -m minifcn.bench --compare torch --cpu-time   # shared CPU
 """
 
 from __future__ import annotations
@@ -463,15 +469,16 @@ def _fmt(value, spec: str) -> str:
 
 def format_table(rows: list) -> str:
     header = (
-        f"{'layer':<18} {'input shape':<18} {'fwd ms':>8} {'bwd ms':>8} {'GFLOP/s':>8} "
-        f"{'% mm':>6} {'% gemm':>7} {'torch ms':>9} {'x torch':>8}"
+        f"{'layer':<18} {'input shape':<18} {'fwd ms':>8} {'bwd ms':>8} {'plain ms':>9} "
+        f"{'GFLOP/s':>8} {'% mm':>6} {'% gemm':>7} {'torch ms':>9} {'x torch':>8}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         torch_ms = None if r.get("torch_fwd_ms") is None else r["torch_fwd_ms"] + r["torch_bwd_ms"]
+        plain_ms = None if r.get("plain_fwd_ms") is None else r["plain_fwd_ms"] + r["plain_bwd_ms"]
         lines.append(
             f"{r['layer']:<18} {'x'.join(map(str, r['shape'])):<18} {r['fwd_ms']:>8.2f} "
-            f"{r['bwd_ms']:>8.2f} {_fmt(r['gflops'], '8.1f'):>8} "
+            f"{r['bwd_ms']:>8.2f} {_fmt(plain_ms, '9.2f'):>9} {_fmt(r['gflops'], '8.1f'):>8} "
             f"{_fmt(r['pct_matmul'], '6.0f'):>6} {_fmt(r['pct_gemm'], '7.0f'):>7} "
             f"{_fmt(torch_ms, '9.2f'):>9} {_fmt(r.get('torch_ratio'), '8.2f'):>8}"
         )
@@ -488,6 +495,11 @@ def parse_args(argv=None):
     parser.add_argument("--compare", choices=("torch",), help="also time PyTorch")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     parser.add_argument("--no-train", action="store_true", help="skip the FCN-8s train step")
+    parser.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="skip timing the plain path (MINIFCN_ACCEL=0) next to the accelerated one",
+    )
     parser.add_argument(
         "--paper-step",
         type=int,
@@ -557,6 +569,10 @@ def main(argv=None) -> dict:
             gemm_gflops=gemm,
             pct_gemm=None if gflops is None or not gemm else 100 * gflops / gemm,
         )
+        if not args.no_plain:
+            with backend.plain_path():
+                plain = time_ours(case, args.device, args.repeat)
+            row["plain_fwd_ms"], row["plain_bwd_ms"] = plain["fwd_s"] * 1e3, plain["bwd_s"] * 1e3
         if torch is not None:
             t = time_torch(torch, case, args.device, args.repeat)
             row["torch_fwd_ms"], row["torch_bwd_ms"] = t["fwd_s"] * 1e3, t["bwd_s"] * 1e3
@@ -565,9 +581,10 @@ def main(argv=None) -> dict:
     table = format_table(rows)
     print(table)
     print(
-        "\n% mm: fwd+bwd GFLOP/s over the square matmul above; % gemm: over a matmul shaped "
-        "like the conv's own (O, C*k*k) @ (C*k*k, N*out_h*out_w); x torch: minifcn time / "
-        "PyTorch time (fwd+bwd)."
+        "\nfwd/bwd ms: accelerated path (minifcn.accel); plain ms: fwd+bwd on the plain path "
+        "(minifcn/nn, MINIFCN_ACCEL=0); % mm: fwd+bwd GFLOP/s over the square matmul above; "
+        "% gemm: over a matmul shaped like the conv's own (O, C*k*k) @ (C*k*k, N*out_h*out_w); "
+        "x torch: minifcn (accelerated) time / PyTorch time (fwd+bwd)."
     )
 
     train = None
@@ -582,6 +599,17 @@ def main(argv=None) -> dict:
                 f"peak memory {train['peak_bytes'] / 2**20:.1f} MiB ({train['peak_note']}), "
                 f"max RSS {train['max_rss_bytes'] / 2**20:.0f} MiB"
             )
+            if not args.no_plain:
+                with backend.plain_path():
+                    plain = train_step_ours(args.device, batch, img, args.repeat)
+                plain.pop("model")
+                train["plain_step_s"] = plain["step_s"]
+                train["plain_speedup"] = plain["step_s"] / train["step_s"]
+                line += (
+                    f"\n  plain path: {plain['step_s'] * 1e3:.1f} ms, "
+                    f"{plain['images_per_s']:.1f} images/s; accelerated / plain = "
+                    f"{train['step_s'] / plain['step_s']:.2f}"
+                )
             if torch is not None:
                 t = train_step_torch(torch, model, args.device, batch, img, args.repeat)
                 train["torch_step_s"] = t["step_s"]

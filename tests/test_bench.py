@@ -7,8 +7,9 @@ import pytest
 from helpers import close
 
 from minifcn import bench
+from minifcn.accel.cuda_kernels import col2im_gather_reference, col2im_gpu, im2col_gpu
+from minifcn.backend import plain_path
 from minifcn.nn import MaxPool2d, col2im, im2col
-from minifcn.nn.cuda_kernels import col2im_gather_reference
 
 
 def test_bench_quick_run_writes_every_figure_to_json(tmp_path, capsys):
@@ -42,7 +43,7 @@ def _im2col_by_offsets(x, kh, kw, s, p):
     return col
 
 
-GEOMETRIES = [  # (h, w, kh, kw, stride, padding): plain, blocked (s | k), uneven, FCN's 64/32
+GEOMETRIES = [  # (h, w, kh, kw, stride, padding): plain, s | k, uneven, FCN's 64/32
     (7, 6, 3, 2, 2, 1),
     (9, 8, 4, 4, 2, 1),
     (9, 7, 6, 4, 2, 3),
@@ -55,7 +56,7 @@ GEOMETRIES = [  # (h, w, kh, kw, stride, padding): plain, blocked (s | k), uneve
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_im2col_fast_paths_match_the_offset_loop(rng, geometry):
+def test_im2col_matches_the_offset_loop_on_an_explicitly_padded_image(rng, geometry):
     h, w, kh, kw, s, p = geometry
     x = rng.standard_normal((2, 3, h, w))
     np.testing.assert_array_equal(im2col(x, kh, kw, s, p), _im2col_by_offsets(x, kh, kw, s, p))
@@ -68,42 +69,42 @@ def test_col2im_gather_formula_of_the_gpu_kernel_matches_col2im(rng, geometry):
     close(col2im_gather_reference(col, h, w, s, p), col2im(col, h, w, s, p), rtol=1e-12)
 
 
-@pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_im2col_writes_into_a_given_buffer(rng, geometry):
-    h, w, kh, kw, s, p = geometry
-    x = rng.standard_normal((2, 3, h, w))
-    expected = im2col(x, kh, kw, s, p)
-    buf = np.full(expected.shape, np.nan)
-    assert im2col(x, kh, kw, s, p, out=buf) is buf
-    np.testing.assert_array_equal(buf, expected)
-
-
 @pytest.mark.parametrize("ceil", [True, False])
 @pytest.mark.parametrize("k", [2, 3])
 @pytest.mark.parametrize("size", [(8, 8), (7, 5), (6, 9)])
-def test_max_pool_tiled_fast_path_matches_the_general_loop(xp, rng, ceil, k, size):
+def test_max_pool_tiled_views_match_the_plain_loop_with_ties(xp, rng, ceil, k, size):
+    """The accelerated pool's strided views against the plain loop, with ties (first wins)."""
     x = rng.standard_normal((2, 3) + size).astype(np.float32)
     x[0, 0] = np.round(x[0, 0])  # some ties: the first offset must win in both
     x = xp.asarray(x)
-    fast, loop = MaxPool2d(k, k, ceil_mode=ceil), MaxPool2d(k, k, ceil_mode=ceil)
-    loop.fast = False
+    with plain_path():
+        loop = MaxPool2d(k, k, ceil_mode=ceil)
+        y_loop = loop(x)
+    fast = MaxPool2d(k, k, ceil_mode=ceil)
     y = fast(x)
-    close(y, loop(x), rtol=0, atol=0)
+    close(y, y_loop, rtol=0, atol=0)
     dy = xp.asarray(rng.standard_normal(y.shape).astype(np.float32))
     close(fast.backward(dy), loop.backward(dy), rtol=0, atol=0)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["nc", "cn"])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_gpu_im2col_and_col2im_kernels_match_numpy(xp, rng, geometry):
+def test_gpu_im2col_and_col2im_kernels_match_the_plain_functions(xp, rng, geometry, layout):
     if xp is np:
-        pytest.skip("compares the CuPy kernels with NumPy")
+        pytest.skip("compares the CUDA kernels with NumPy")
     h, w, kh, kw, s, p = geometry
     x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
-    col = im2col(x, kh, kw, s, p)
-    close(im2col(xp.asarray(x), kh, kw, s, p), col, rtol=0, atol=0)
+    col = im2col(x, kh, kw, s, p)  # (N, C, kh, kw, out_h, out_w)
+    to_layout = (lambda a: a) if layout == "nc" else (lambda a: a.transpose(1, 2, 3, 0, 4, 5))
+    shape = to_layout(col).shape
+    got = im2col_gpu(xp.asarray(x), kh, kw, s, p, xp.empty(shape, dtype=xp.float32), layout)
+    close(got, to_layout(col), rtol=0, atol=0)
     dcol = rng.standard_normal(col.shape).astype(np.float32)
-    close(col2im(xp.asarray(dcol), h, w, s, p), col2im(dcol, h, w, s, p), rtol=1e-6, atol=1e-6)
+    dcol_layout = xp.asarray(np.ascontiguousarray(to_layout(dcol)))
+    close(
+        col2im_gpu(dcol_layout, h, w, s, p, layout), col2im(dcol, h, w, s, p), rtol=1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.gpu

@@ -13,13 +13,13 @@ from helpers import close
 from support import fake_cupy, nvrtc
 
 from minifcn import backend
+from minifcn.accel.cuda_kernels import kernel_source, kernel_variants
 from minifcn.backend import PROBE_KERNEL, as_numpy, cupy_module, to_device
 from minifcn.checkpoint import load_checkpoint, load_model, save_checkpoint
 from minifcn.engine import batch_to_device
 from minifcn.evaluate import main as evaluate_main
 from minifcn.models import FCN8s, FCN16s, FCN32s
 from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
-from minifcn.nn.cuda_kernels import kernel_source, kernel_variants
 from minifcn.optim import SGD, Adam
 from minifcn.predict import main as predict_main
 from minifcn.train import train

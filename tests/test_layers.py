@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from helpers import close, on
 
+from minifcn.backend import plain_path
 from minifcn.nn import (
     Conv2d,
     ConvTranspose2d,
@@ -18,7 +19,12 @@ from minifcn.nn import (
     im2col,
 )
 from minifcn.nn.pool import pool_output_size
-from minifcn.nn.reference import conv2d_naive, conv_transpose2d_naive
+from minifcn.nn.reference import (
+    conv2d_naive,
+    conv_transpose2d_naive,
+    max_pool2d_naive,
+    pool_window_starts,
+)
 
 
 @pytest.mark.parametrize("k,s,p", [(1, 1, 0), (3, 1, 1), (3, 2, 0), (4, 2, 1), (7, 3, 3)])
@@ -233,3 +239,139 @@ def test_backward_accumulates_parameter_gradients(rng):
     close(conv.weight.grad, 2 * once, rtol=1e-6)
     conv.zero_grad()
     assert float(np.abs(conv.weight.grad).sum()) == 0.0
+
+
+# ------------------------------------------------------------ plain path == accelerated path
+# Shapes that reach every accelerated variant: the per-image loop (large maps), the
+# batch-major product (small maps), 1x1, strides and paddings; the sub-pixel transposed
+# conv with s | k, s not dividing k, and padding; tiled and general pooling.
+PATH_CASES = {
+    "conv3x3 large map": (lambda: Conv2d(8, 5, 3, 1, 1, rng=0), (2, 8, 40, 37)),
+    "conv3x3 s2 large map": (lambda: Conv2d(8, 4, 3, 2, 2, rng=0), (2, 8, 41, 40)),
+    "conv3x3 small map": (lambda: Conv2d(3, 4, 3, 1, 1, rng=0), (2, 3, 9, 8)),
+    "conv7x7 s3 p2": (lambda: Conv2d(2, 3, 7, 3, 2, rng=0), (2, 2, 11, 9)),
+    "conv1x1": (lambda: Conv2d(4, 3, 1, rng=0), (2, 4, 5, 6)),
+    "convT 4/2": (lambda: ConvTranspose2d(3, 3, 4, 2), (2, 3, 5, 4)),
+    "convT 16/8": (lambda: ConvTranspose2d(2, 3, 16, 8, init="kaiming", rng=0), (2, 2, 3, 2)),
+    "convT 64/32": (lambda: ConvTranspose2d(2, 2, 64, 32, init="kaiming", rng=0), (1, 2, 2, 2)),
+    "convT 5/2 p2 bias": (
+        lambda: ConvTranspose2d(3, 2, 5, 2, 2, bias=True, init="kaiming", rng=0),
+        (2, 3, 4, 5),
+    ),
+    "convT 3/1 p1": (lambda: ConvTranspose2d(2, 3, 3, 1, 1, init="kaiming", rng=0), (2, 2, 5, 4)),
+    "maxpool 2/2 ceil": (lambda: MaxPool2d(2, 2, ceil_mode=True), (2, 3, 7, 6)),
+    "maxpool 2/2 floor": (lambda: MaxPool2d(2, 2), (2, 3, 7, 5)),
+    "maxpool 3/2 p1": (lambda: MaxPool2d(3, 2, 1, ceil_mode=True), (2, 3, 7, 8)),
+}
+
+
+def _run_layer(xp, make, x, dy_seed=5):
+    layer = on(xp, make())
+    y = layer(xp.asarray(x))
+    dy = xp.asarray(np.random.default_rng(dy_seed).standard_normal(y.shape))
+    dx = layer.backward(dy)
+    return [y, dx] + [p.grad for p in layer.parameters()]
+
+
+@pytest.mark.parametrize("name", PATH_CASES)
+def test_plain_and_accelerated_paths_give_the_same_values_and_gradients(xp, rng, name):
+    make, shape = PATH_CASES[name]
+    x = rng.permutation(np.arange(np.prod(shape)) * 0.01 - 1).reshape(shape)  # no pool ties
+    with plain_path():
+        plain = _run_layer(xp, make, x)
+    with plain_path(False):
+        fast = _run_layer(xp, make, x)
+    assert len(plain) == len(fast)
+    for a, b in zip(plain, fast):
+        assert a.shape == b.shape
+        close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_plain_and_accelerated_losses_agree(xp, rng, dtype, reduction):
+    scores = (rng.standard_normal((2, 5, 6, 7)) * 5).astype(dtype)
+    labels = rng.integers(0, 5, (2, 6, 7)).astype(np.uint8)
+    labels[0, :2] = 255
+    results = []
+    for plain in (True, False):
+        with plain_path(plain):
+            loss = SoftmaxCrossEntropy(reduction=reduction)
+            value = loss(xp.asarray(scores), xp.asarray(labels))
+            results.append((value, loss.backward(0.5)))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert results[0][0] == pytest.approx(results[1][0], rel=tol)
+    assert results[1][1].dtype == dtype
+    close(results[0][1], results[1][1], rtol=tol, atol=tol * 0.1)
+
+
+def test_a_layer_backward_follows_the_path_its_forward_took(rng):
+    x = rng.standard_normal((2, 8, 40, 37))
+    with plain_path(False):
+        layer = Conv2d(8, 5, 3, 1, 1, rng=0).astype(np.float64)
+        layer(x)
+    with plain_path():  # the switch flips between forward and backward
+        dx = layer.backward(np.ones((2, 5, 40, 37)))
+    with plain_path():
+        ref = Conv2d(8, 5, 3, 1, 1, rng=0).astype(np.float64)
+        ref(x)
+        close(dx, ref.backward(np.ones((2, 5, 40, 37))), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "make,args",
+    [
+        (lambda: Conv2d(2, 2, 3), (np.ones((1, 2, 2, 2)),)),
+        (lambda: ConvTranspose2d(2, 2, 4, 2), (np.ones((1, 2, 2, 2)),)),
+        (lambda: MaxPool2d(2), (np.ones((1, 2, 2, 2)),)),
+        (lambda: ReLU(), (np.ones((1, 2, 2, 2)),)),
+        (lambda: Dropout(0.5), (np.ones((1, 2, 2, 2)),)),
+        (lambda: Crop(0), (np.ones((1, 2, 2, 2)),)),
+        (lambda: SoftmaxCrossEntropy(), ()),
+    ],
+)
+def test_backward_before_forward_is_a_clear_error(make, args):
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        make().backward(*args)
+
+
+def test_every_layer_keeps_its_state_in_one_named_cache():
+    from minifcn.nn import Flatten, Linear
+
+    layers = [Conv2d(2, 2, 3), ConvTranspose2d(2, 2, 4, 2), MaxPool2d(2), ReLU(), Dropout(0.5)]
+    layers += [Crop(0), SoftmaxCrossEntropy(), Linear(2, 2), Flatten()]
+    for layer in layers:
+        assert layer._cache is None, type(layer).__name__
+        state = {k for k, v in vars(layer).items() if k.startswith("_")}
+        assert state == {"_cache"}, (type(layer).__name__, state)
+
+
+def test_max_pool_output_size_drops_a_last_window_that_would_start_in_the_right_padding():
+    # 5 + 2*1 padding: windows start at 0, 2, 4 and (ceil) 6, but 6 = 5 + 1 is in the padding.
+    assert pool_output_size(5, 2, 2, 1, True) == 3
+    assert pool_output_size(7, 3, 2, 1, True) == 4  # starts 0, 2, 4, 6 (6 < 7 + 1: kept)
+    assert pool_output_size(4, 3, 3, 1, True) == 2  # starts 0, 3; 6 would be past the end
+
+
+@pytest.mark.parametrize("ceil", [True, False])
+def test_max_pool_output_size_is_the_window_count_of_the_documented_rule(ceil):
+    for size in range(1, 14):
+        for k in range(1, 5):
+            for s in range(1, 4):
+                for p in range(0, k // 2 + 1):
+                    if size + 2 * p < k:
+                        continue
+                    starts = pool_window_starts(size, k, s, p, ceil)
+                    assert pool_output_size(size, k, s, p, ceil) == len(starts), (size, k, s, p)
+
+
+@pytest.mark.parametrize(
+    "k,s,p,ceil,h,w",
+    [(2, 2, 1, True, 5, 5), (2, 2, 0, True, 7, 5), (3, 2, 1, True, 7, 6), (3, 3, 1, False, 8, 7)],
+)
+def test_max_pool_matches_a_loop_over_output_pixels_on_both_paths(xp, rng, k, s, p, ceil, h, w):
+    x = rng.standard_normal((2, 3, h, w))
+    expected = max_pool2d_naive(x, k, s, p, ceil)
+    for plain in (True, False):
+        with plain_path(plain):
+            close(MaxPool2d(k, s, p, ceil_mode=ceil)(xp.asarray(x)), expected, rtol=0, atol=0)

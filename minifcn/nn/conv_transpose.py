@@ -11,8 +11,12 @@ y (N, O, (H-1)*stride - 2*padding + k, (W-1)*stride - 2*padding + k).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import NamedTuple
+
 import numpy as np
 
+from ..accel import ops_for
 from .checks import check_float, check_nchw
 from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad
 from .init import as_generator, bilinear_weight, kaiming_normal
@@ -23,6 +27,41 @@ from .parameter import Parameter
 def transposed_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """(size - 1) * stride - 2 * padding + kernel."""
     return (size - 1) * stride - 2 * padding + kernel
+
+
+def conv_transpose2d(x, weight, stride: int, padding: int):
+    """x (N, I, H, W), weight (I, O, k, k) -> y (N, O, out_h, out_w), and x (kept for backward).
+
+    A convolution with weight (I, O, k, k) maps O channels to I; its input
+    gradient maps I channels back to O: that is this layer's forward.
+    """
+    h = transposed_output_size(x.shape[2], weight.shape[2], stride, padding)
+    w = transposed_output_size(x.shape[3], weight.shape[3], stride, padding)
+    return conv2d_input_grad(x, weight, h, w, stride, padding), x
+
+
+def conv_transpose2d_backward(x, dy, weight, stride: int, padding: int, weight_grad: bool):
+    """dy (N, O, out_h, out_w) -> dx (N, I, H, W) = conv2d(dy), and dW (I, O, k, k) or None.
+
+    The patches of dy that give dx also give the weight gradient: it is the
+    convolution's weight gradient with x in the role of the output gradient.
+    """
+    dx, col = conv2d(dy, weight, stride, padding)
+    dw = conv2d_weight_grad(col, x).reshape(weight.shape) if weight_grad else None
+    return dx, dw
+
+
+# The functions a ConvTranspose2d runs on the plain path; minifcn.accel has the same names.
+PLAIN = SimpleNamespace(
+    conv_transpose2d=conv_transpose2d, conv_transpose2d_backward=conv_transpose2d_backward
+)
+
+
+class ConvTransposeCache(NamedTuple):
+    """What ``ConvTranspose2d.forward`` keeps for ``backward``."""
+
+    ops: object  # the functions that ran forward (PLAIN or an accelerated module)
+    saved: object  # what ops.conv_transpose2d returned for the backward (x on the plain path)
 
 
 class ConvTranspose2d(Module):
@@ -82,18 +121,21 @@ class ConvTranspose2d(Module):
                 f"ConvTranspose2d: input {tuple(x.shape)} gives an empty output with "
                 f"kernel {self.kernel_size}, stride {self.stride}, padding {self.padding}"
             )
-        y = conv2d_input_grad(x, self.weight.data, h, w, self.stride, self.padding)
+        ops = ops_for(x) or PLAIN
+        y, saved = ops.conv_transpose2d(x, self.weight.data, self.stride, self.padding)
         if self.bias is not None:
             y += self.bias.data.reshape(1, -1, 1, 1)
-        self._cache = x
+        self._cache = ConvTransposeCache(ops, saved)
         return y
 
     def backward(self, dy):
         """dy (N, O, out_h, out_w) -> dx (N, I, H, W); adds into weight.grad (unless frozen)."""
-        x = self._cache
-        dx, col = conv2d(dy, self.weight.data, self.stride, self.padding)
-        if self.weight.requires_grad:
-            self.weight.grad += conv2d_weight_grad(col, x).reshape(self.weight.shape)
+        ops, saved = self.saved()
+        dx, dw = ops.conv_transpose2d_backward(
+            saved, dy, self.weight.data, self.stride, self.padding, self.weight.requires_grad
+        )
+        if dw is not None:
+            self.weight.grad += dw
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += dy.sum(axis=(0, 2, 3))
         return dx

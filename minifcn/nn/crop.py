@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from ..backend import get_array_module
 from .checks import check_nchw
 from .module import Module
+
+
+class CropCache(NamedTuple):
+    x_shape: tuple  # (N, C, H, W) of the input
 
 
 class Crop(Module):
@@ -21,7 +27,7 @@ class Crop(Module):
 
     def __init__(self, offset):
         self.offset = (offset, offset) if isinstance(offset, int) else tuple(offset)
-        self._shape = None
+        self._cache = None
 
     def forward(self, x, ref):
         check_nchw(x, "Crop")
@@ -32,12 +38,12 @@ class Crop(Module):
                 f"Crop: cannot cut {h}x{w} at offset {self.offset} from an input of spatial size "
                 f"{x.shape[2]}x{x.shape[3]}"
             )
-        self._shape = x.shape
+        self._cache = CropCache(tuple(x.shape))
         return x[:, :, oy : oy + h, ox : ox + w]
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        dx = xp.zeros(self._shape, dtype=dy.dtype)
+        dx = xp.zeros(self.saved().x_shape, dtype=dy.dtype)
         oy, ox = self.offset
         dx[:, :, oy : oy + dy.shape[2], ox : ox + dy.shape[3]] = dy
         return dx

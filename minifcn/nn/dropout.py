@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..backend import get_array_module
 from .module import Module
+
+
+class DropoutCache(NamedTuple):
+    mask: object  # kept/(1 - p) per element, or None in eval mode (the identity)
 
 
 class Dropout(Module):
@@ -24,20 +30,22 @@ class Dropout(Module):
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        self._mask = None
+        self._cache = None
 
     def forward(self, x):
         """x: any shape -> same shape and dtype."""
         if not self.training or self.p == 0.0:
-            self._mask = None
+            self._cache = DropoutCache(None)
             return x
         xp = get_array_module(x)
         keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
-        self._mask = xp.asarray(keep).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
-        return x * self._mask
+        mask = xp.asarray(keep).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        self._cache = DropoutCache(mask)
+        return x * mask
 
     def backward(self, dy):
-        return dy if self._mask is None else dy * self._mask
+        mask = self.saved().mask
+        return dy if mask is None else dy * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

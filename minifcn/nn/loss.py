@@ -2,23 +2,59 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import NamedTuple
 
-import numpy as np
-
-from ..backend import as_numpy, cuda_kernels_enabled, get_array_module
+from ..accel import ops_for
+from ..backend import as_numpy, get_array_module
 from .checks import check_float, check_nchw
 from .module import Module
 
 
-class _Saved(NamedTuple):
-    """What forward keeps for backward. ``probs`` (plain path) or ``scores`` + ``lse``
-    (CUDA kernel path, which recomputes the softmax instead of storing it)."""
+def softmax_xent(scores, labels, ignore_index: int, counted):
+    """Every pixel's loss -log softmax(scores)[label], and the softmax for backward.
 
-    probs: object  # (N, C, H, W) softmax, or None on the kernel path
-    scores: object  # (N, C, H, W), kernel path only
-    lse: object  # (N, H, W) log-sum-exp, kernel path only
-    labels: object  # (N, H, W) labels; ignored pixels are not counted
+    Args:
+        scores: (N, C, H, W) float.
+        labels: (N, H, W) int.
+        ignore_index: the label of pixels that add nothing (here ``counted`` says which).
+        counted: (N, H, W) bool, the pixels whose label is a class id.
+    Returns:
+        pixel_loss: (N, H, W), 0 where not counted.
+        probs: (N, C, H, W), the softmax over classes.
+
+    log p(label) = shifted[label] - log(sum exp(shifted)), shifted = scores minus
+    its per-pixel maximum, so that exp cannot overflow (log-sum-exp).
+    """
+    xp = get_array_module(scores)
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    index = xp.where(counted, labels, 0)[:, None].astype(xp.int64)  # (N, 1, H, W)
+    picked = xp.take_along_axis(shifted, index, axis=1)[:, 0]
+    exp = xp.exp(shifted)
+    sum_exp = exp.sum(axis=1, keepdims=True)
+    pixel_loss = (xp.log(sum_exp[:, 0]) - picked) * counted
+    return pixel_loss, exp / sum_exp
+
+
+def softmax_xent_backward(probs, labels, ignore_index: int, scale: float):
+    """dscores (N, C, H, W) = (softmax - one_hot(label)) * scale, 0 on ignored pixels."""
+    xp = get_array_module(probs)
+    c = probs.shape[1]
+    weight = ((labels != ignore_index) * probs.dtype.type(scale))[:, None]  # (N, 1, H, W)
+    one_hot = labels[:, None] == xp.arange(c).reshape(1, c, 1, 1)
+    return (probs - one_hot) * weight
+
+
+# The functions the loss runs on the plain path; minifcn.accel has the same names.
+PLAIN = SimpleNamespace(softmax_xent=softmax_xent, softmax_xent_backward=softmax_xent_backward)
+
+
+class LossCache(NamedTuple):
+    """What ``SoftmaxCrossEntropy.forward`` keeps for ``backward``."""
+
+    ops: object  # the functions that ran forward (PLAIN or an accelerated module)
+    saved: object  # what ops.softmax_xent returned for backward (the softmax on the plain path)
+    labels: object  # (N, H, W)
     divisor: float  # the loss was divided by this
 
 
@@ -34,9 +70,6 @@ class SoftmaxCrossEntropy(Module):
     ``backward(dloss=1.0) -> dscores (N, C, H, W)`` = (softmax - one_hot) on the
     counted pixels, zero on ignored ones, divided as the loss was.
 
-    Stability: scores are shifted by their per-pixel maximum before exp
-    (log-sum-exp), so large scores cannot overflow.
-
     On the GPU the forward waits for the device once: the loss, the number of
     counted pixels and the number of out-of-range labels come back together.
     """
@@ -48,7 +81,7 @@ class SoftmaxCrossEntropy(Module):
             )
         self.ignore_index = ignore_index
         self.reduction = reduction
-        self._saved = None
+        self._cache = None
 
     def forward(self, scores, labels):
         check_nchw(scores, "SoftmaxCrossEntropy (scores)")
@@ -71,22 +104,8 @@ class SoftmaxCrossEntropy(Module):
         xp = get_array_module(scores)
         valid = labels != self.ignore_index
         bad = valid & ((labels < 0) | (labels >= c))
-        if xp is not np and cuda_kernels_enabled():
-            from .cuda_kernels import softmax_xent_forward_gpu
-
-            lse, pixel_loss = softmax_xent_forward_gpu(scores, labels, self.ignore_index)
-            saved = (None, scores, lse)
-        else:
-            # log p(label) = shifted[label] - log(sum exp(shifted)), shifted = scores - max
-            counted = valid & ~bad
-            index = xp.where(counted, labels, 0)[:, None].astype(xp.int64)  # (N, 1, H, W)
-            probs = scores - scores.max(axis=1, keepdims=True)  # shifted, exp'd in place
-            picked = xp.take_along_axis(probs, index, axis=1)[:, 0]
-            xp.exp(probs, out=probs)
-            sum_exp = probs.sum(axis=1, keepdims=True)
-            pixel_loss = (xp.log(sum_exp[:, 0]) - picked) * counted
-            probs /= sum_exp
-            saved = (probs, None, None)
+        ops = ops_for(scores) or PLAIN
+        pixel_loss, saved = ops.softmax_xent(scores, labels, self.ignore_index, valid & ~bad)
         # One copy to the host for the three numbers it needs.
         totals = xp.stack(
             [
@@ -103,25 +122,13 @@ class SoftmaxCrossEntropy(Module):
                 f"(expected 0..{c - 1} or ignore_index {self.ignore_index})"
             )
         divisor = max(count, 1.0) if self.reduction == "mean" else 1.0
-        self._saved = _Saved(*saved, labels, divisor)
+        self._cache = LossCache(ops, saved, labels, divisor)
         return loss_sum / divisor
 
     def backward(self, dloss: float = 1.0):
         """dloss (a float) -> dscores (N, C, H, W), same dtype as the scores."""
-        if self._saved is None:
-            raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
-        probs, scores, lse, labels, divisor = self._saved
-        scale = dloss / divisor
-        if probs is None:
-            from .cuda_kernels import softmax_xent_backward_gpu
-
-            return softmax_xent_backward_gpu(scores, lse, labels, self.ignore_index, scale)
-        xp = get_array_module(probs)
-        c = probs.shape[1]
-        # (softmax - one_hot) * weight, with weight = dloss / divisor, 0 on ignored pixels
-        weight = ((labels != self.ignore_index) * probs.dtype.type(scale))[:, None]
-        one_hot = labels[:, None] == xp.arange(c).reshape(1, c, 1, 1)
-        return (probs - one_hot) * weight
+        ops, saved, labels, divisor = self.saved()
+        return ops.softmax_xent_backward(saved, labels, self.ignore_index, dloss / divisor)
 
     def extra_repr(self) -> str:
         return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"

@@ -33,6 +33,18 @@ class Module:
     def backward(self, *args, **kwargs):
         raise NotImplementedError
 
+    def saved(self):
+        """What the last ``forward`` kept for ``backward`` (the layer's ``_cache``).
+
+        Every layer with state keeps it in one attribute, ``_cache``, set to None
+        in ``__init__`` and to a small named tuple by ``forward``; calling
+        ``backward`` before any ``forward`` raises ``RuntimeError`` here.
+        """
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return cache
+
     # ----------------------------------------------------------------- traversal
     def children(self):
         """(name, module) pairs of direct sub-modules, in assignment order."""

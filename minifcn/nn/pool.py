@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import NamedTuple
 
+from ..accel import ops_for
 from ..backend import get_array_module
 from .checks import check_float, check_nchw, check_positive_int
 from .module import Module
@@ -23,6 +26,62 @@ def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mod
     return out
 
 
+def _canvas(x_shape, out_h: int, out_w: int, k: int, s: int, p: int):
+    """(N, C, Hc, Wc): a canvas holding every window, the input at offset (p, p)."""
+    n, c, h, w = x_shape
+    return n, c, max((out_h - 1) * s + k, h + p), max((out_w - 1) * s + k, w + p)
+
+
+def max_pool2d(x, k: int, s: int, p: int, out_h: int, out_w: int):
+    """The maximum over every k x k window, a loop over the k*k kernel offsets.
+
+    Args:
+        x: (N, C, H, W).
+    Returns:
+        y: (N, C, out_h, out_w).
+        arg: (N, C, out_h, out_w) int, the winning offset i*k + j of each window
+            (the first in row-major order when several are equal).
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    img = xp.full(_canvas(x.shape, out_h, out_w, k, s, p), -xp.inf, dtype=x.dtype)
+    img[:, :, p : p + h, p : p + w] = x  # positions outside the input count as -inf
+    y = xp.full((n, c, out_h, out_w), -xp.inf, dtype=x.dtype)
+    arg = xp.zeros((n, c, out_h, out_w), dtype=xp.int32)
+    for i in range(k):
+        for j in range(k):
+            window = img[:, :, i : i + s * out_h : s, j : j + s * out_w : s]
+            better = window > y
+            y = xp.where(better, window, y)
+            arg = xp.where(better, i * k + j, arg)
+    return y, arg
+
+
+def max_pool2d_backward(dy, arg, x_shape, k: int, s: int, p: int):
+    """dy (N, C, out_h, out_w) -> dx (N, C, H, W): each output's gradient goes to the
+    input that won its window; inputs in several windows add up what they won."""
+    xp = get_array_module(dy)
+    n, c, h, w = x_shape
+    out_h, out_w = dy.shape[2:]
+    dimg = xp.zeros(_canvas(x_shape, out_h, out_w, k, s, p), dtype=dy.dtype)
+    for i in range(k):
+        for j in range(k):
+            dimg[:, :, i : i + s * out_h : s, j : j + s * out_w : s] += dy * (arg == i * k + j)
+    return dimg[:, :, p : p + h, p : p + w]
+
+
+# The functions a MaxPool2d runs on the plain path; minifcn.accel has the same names.
+PLAIN = SimpleNamespace(max_pool2d=max_pool2d, max_pool2d_backward=max_pool2d_backward)
+
+
+class PoolCache(NamedTuple):
+    """What ``MaxPool2d.forward`` keeps for ``backward``."""
+
+    ops: object  # the functions that ran forward (PLAIN or an accelerated module)
+    x_shape: tuple  # (N, C, H, W)
+    arg: object  # (N, C, out_h, out_w), the winning offset of each window
+
+
 class MaxPool2d(Module):
     """``forward(x (N, C, H, W)) -> (N, C, out_h, out_w)``, the max over each window.
 
@@ -30,15 +89,7 @@ class MaxPool2d(Module):
     over output pixels. Positions outside the input count as -inf. Ties go to the
     first offset in row-major order; backward sends each output's gradient to
     the one input that won.
-
-    Fast path (FCN's 2x2/2 and any window with stride == kernel_size, padding 0):
-    the windows tile the image, so the -inf-padded image *is* the windows,
-    viewed as (N, C, out_h, k, out_w, k) without a copy; backward builds the
-    gradient in that same view with one broadcast comparison. Set
-    ``fast = False`` on a layer to use the general loop (the tests compare them).
     """
-
-    fast: bool = True
 
     def __init__(
         self, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False
@@ -61,99 +112,20 @@ class MaxPool2d(Module):
     def forward(self, x):
         check_nchw(x, "MaxPool2d")
         check_float(x, "MaxPool2d")
-        xp = get_array_module(x)
-        n, c, h, w = x.shape
         k, s, p = self.kernel_size, self.stride, self.padding
-        out_h, out_w = self.output_size(h), self.output_size(w)
+        out_h, out_w = self.output_size(x.shape[2]), self.output_size(x.shape[3])
         if out_h < 1 or out_w < 1:
             raise ValueError(f"MaxPool2d: kernel {k} is larger than the padded input {x.shape}")
-        if self.fast and s == k and p == 0:
-            return self._forward_tiled(x, out_h, out_w)
-        # A -inf canvas big enough for every window, the input in its interior.
-        hp, wp = (out_h - 1) * s + k, (out_w - 1) * s + k
-        img = xp.full((n, c, max(hp, h + p), max(wp, w + p)), -xp.inf, dtype=x.dtype)
-        img[:, :, p : p + h, p : p + w] = x
-        y = None
-        arg = xp.zeros((n, c, out_h, out_w), dtype=xp.int8 if k * k < 128 else xp.int32)
-        for i in range(k):
-            for j in range(k):
-                window = img[:, :, i : i + s * out_h : s, j : j + s * out_w : s]
-                if y is None:
-                    y = window.copy()
-                    continue
-                better = window > y
-                y = xp.where(better, window, y)
-                arg[better] = i * k + j
-        self._cache = (x.shape, arg, img.shape)
-        return y
-
-    def _forward_tiled(self, x, out_h: int, out_w: int):
-        """Non-overlapping windows: x (N, C, H, W) -> y (N, C, out_h, out_w).
-
-        Offset (i, j) of every window is the strided view ``win[:, :, :, i, :, j]``,
-        so the maximum is k*k - 1 elementwise ``maximum`` calls. The winner kept
-        for backward (``arg``, row-major offset i*k + j, int8) is the FIRST offset
-        equal to the maximum, as in the loop: arg counts the offsets passed before
-        the first match.
-        """
-        xp = get_array_module(x)
-        n, c, h, w = x.shape
-        k = self.kernel_size
-        th, tw = out_h * k, out_w * k  # the tiled area
-        if (h, w) == (th, tw):
-            img = x
-        else:  # ceil mode's overhang is -inf; floor mode's leftover rows/columns are cut
-            img = xp.full((n, c, th, tw), -xp.inf, dtype=x.dtype)
-            img[:, :, : min(h, th), : min(w, tw)] = x[:, :, :th, :tw]
-        win = img.reshape(n, c, out_h, k, out_w, k)
-        offsets = [win[:, :, :, i, :, j] for i in range(k) for j in range(k)]
-        y = offsets[0].copy()
-        for view in offsets[1:]:
-            xp.maximum(y, view, out=y)
-        arg = xp.zeros(y.shape, dtype=xp.int8 if k * k < 128 else xp.int32)
-        found = offsets[0] == y
-        for view in offsets[1:]:
-            arg += ~found  # one more offset passed without finding the maximum
-            found |= view == y
-        self._cache = (x.shape, arg, "tiled")
+        ops = ops_for(x) or PLAIN
+        y, arg = ops.max_pool2d(x, k, s, p, out_h, out_w)
+        self._cache = PoolCache(ops, x.shape, arg)
         return y
 
     def backward(self, dy):
         """dy (N, C, out_h, out_w) -> dx (N, C, H, W)."""
-        (n, c, h, w), arg, canvas = self._cache
-        if canvas == "tiled":
-            return self._backward_tiled(dy)
-        xp = get_array_module(dy)
+        ops, x_shape, arg = self.saved()
         k, s, p = self.kernel_size, self.stride, self.padding
-        out_h, out_w = dy.shape[2:]
-        dimg = xp.zeros((n, c) + canvas[2:], dtype=dy.dtype)
-        for i in range(k):
-            for j in range(k):
-                won = arg == i * k + j
-                dimg[:, :, i : i + s * out_h : s, j : j + s * out_w : s] += dy * won
-        return dimg[:, :, p : p + h, p : p + w]
-
-    def _backward_tiled(self, dy):
-        """dy (N, C, out_h, out_w) -> dx (N, C, H, W) for non-overlapping windows.
-
-        Every pixel of the tiled area belongs to exactly one window, so each
-        offset's strided view is written once: dy where that offset won, else 0.
-        """
-        (n, c, h, w), arg, _ = self._cache
-        xp = get_array_module(dy)
-        k = self.kernel_size
-        out_h, out_w = dy.shape[2:]
-        th, tw = out_h * k, out_w * k
-        dimg = xp.empty((n, c, th, tw), dtype=dy.dtype)
-        win = dimg.reshape(n, c, out_h, k, out_w, k)
-        for i in range(k):
-            for j in range(k):
-                xp.multiply(dy, arg == i * k + j, out=win[:, :, :, i, :, j])
-        if h <= th and w <= tw:
-            return dimg[:, :, :h, :w]  # ceil mode: drop the overhang
-        dx = xp.zeros((n, c, h, w), dtype=dy.dtype)  # floor mode: leftover pixels get 0
-        dx[:, :, : min(h, th), : min(w, tw)] = dimg[:, :, :h, :w]
-        return dx
+        return ops.max_pool2d_backward(dy, arg, x_shape, k, s, p)
 
     def extra_repr(self) -> str:
         return (

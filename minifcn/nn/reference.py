@@ -56,3 +56,42 @@ def conv_transpose2d_naive(x, weight, stride: int = 1, padding: int = 0):
             full[:, :, r * stride : r * stride + kh, s * stride : s * stride + kw] += stamp
     hh, ww = full.shape[2] - 2 * padding, full.shape[3] - 2 * padding
     return full[:, :, padding : padding + hh, padding : padding + ww]
+
+
+def pool_window_starts(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool):
+    """Where the pooling windows along one axis start, in padded coordinates, one by one.
+
+    A window is kept when it fits inside the padded input. In ceil mode one more
+    window may hang over the far edge, if the last fitting window left part of
+    the input uncovered and the new window starts inside the input or the left
+    padding (never in the right padding). This is the rule PyTorch documents,
+    walked window by window; ``pool.pool_output_size`` is its closed form.
+    """
+    starts, t = [], 0
+    end = size + 2 * padding
+    while t + kernel <= end or (ceil_mode and t - stride + kernel < end and t < size + padding):
+        starts.append(t)
+        if t + kernel > end:  # the one window allowed to hang over
+            break
+        t += stride
+    return starts
+
+
+def max_pool2d_naive(x, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False):
+    """Max pooling by a loop over output pixels; positions outside the input are skipped.
+
+    Args:
+        x: (N, C, H, W) NumPy array.
+    Returns:
+        y: (N, C, out_h, out_w), out_* = len(pool_window_starts(...)).
+    """
+    n, c, h, w = x.shape
+    rows = pool_window_starts(h, kernel, stride, padding, ceil_mode)
+    cols = pool_window_starts(w, kernel, stride, padding, ceil_mode)
+    y = np.empty((n, c, len(rows), len(cols)), dtype=x.dtype)
+    for r, t in enumerate(rows):
+        for s, u in enumerate(cols):
+            top, left = max(t - padding, 0), max(u - padding, 0)
+            bottom, right = min(t - padding + kernel, h), min(u - padding + kernel, w)
+            y[:, :, r, s] = x[:, :, top:bottom, left:right].max(axis=(2, 3))
+    return y

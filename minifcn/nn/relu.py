@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .module import Module
 
 
+class ReLUCache(NamedTuple):
+    mask: object  # x > 0, bool, x's shape
+
+
 class ReLU(Module):
-    """``forward(x) -> max(x, 0)``, any shape; backward passes dy where x > 0."""
+    """``forward(x) -> max(x, 0)``, any shape; ``backward(dy) -> dy`` where x > 0, else 0.
+
+    Keeps the mask ``x > 0`` (a bool array of x's shape) for backward.
+    """
+
+    def __init__(self):
+        self._cache = None
 
     def forward(self, x):
-        self._mask = x > 0
-        return x * self._mask
+        mask = x > 0
+        self._cache = ReLUCache(mask)
+        return x * mask
 
     def backward(self, dy):
-        return dy * self._mask
+        return dy * self.saved().mask

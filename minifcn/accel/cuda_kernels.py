@@ -1,7 +1,8 @@
 """CUDA kernels (through CuPy) for im2col, col2im and the softmax cross-entropy.
 
-The NumPy versions loop in Python over kernel offsets; on the GPU each of these
-is a single kernel launch instead:
+Part of the accelerated path (``gpu.py`` launches them). The plain versions in
+``minifcn/nn/`` loop in Python over kernel offsets; on the GPU each of these is
+a single kernel launch instead:
 
 * ``im2col_gpu``: one thread per entry of ``col`` (N, C, kh, kw, out_h, out_w)
   works out which input pixel it copies (or that it lies in the padding).
@@ -21,8 +22,8 @@ string with NVRTC on a machine without a GPU, and run it as host C++ through
 the CuPy stand-in. Each kernel is a grid-stride loop: any launch size covers
 any array. Scalars are passed as NumPy scalars of the exact C parameter type.
 
-``MINIFCN_CUDA_KERNELS=0`` (see ``backend.cuda_kernels_enabled``) turns these
-off; the layers then run their plain array code on CuPy.
+``MINIFCN_CUDA_KERNELS=0`` or ``MINIFCN_ACCEL=0`` (see ``backend.cuda_kernels_enabled``)
+turns these off; the layers then run their plain array code on CuPy.
 
 The index formulas are spelled out in ``col2im_gather_reference`` (NumPy), which
 the tests compare with ``col2im``.
@@ -201,7 +202,7 @@ def _kernel(name: str, dtype, label_dtype=None):
     """The compiled (lazily, once per type combination) CuPy RawKernel."""
     cp = cupy_module()
     if cp is None:
-        raise RuntimeError("minifcn.nn.cuda_kernels needs CuPy")
+        raise RuntimeError("minifcn.accel.cuda_kernels needs CuPy")
     return cp.RawKernel(kernel_source(name, dtype, label_dtype), name)
 
 

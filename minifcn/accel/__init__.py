@@ -1,0 +1,45 @@
+"""The accelerated path: the same layers as ``minifcn/nn/``, computed faster.
+
+``minifcn/nn/`` writes every layer's algorithm once, in plain array code: read
+those files to learn what a layer computes. This package holds everything that
+exists only for speed, behind one switch (``minifcn.backend.accelerated``; set
+``MINIFCN_ACCEL=0`` for the plain path, ``MINIFCN_CUDA_KERNELS=0`` for the plain
+path on the GPU only). It is the default.
+
+* ``cpu.py`` (NumPy): im2col in a batch-major layout that makes each convolution
+  one matrix product, whole-block copies for large strided kernels, reused
+  buffers, a 1x1 shortcut, the transposed convolution as one "sub-pixel" matrix
+  product, and a loss whose gradient is finished in the forward pass.
+* ``gpu.py`` (CuPy): the same layers with the custom CUDA kernels of
+  ``cuda_kernels.py`` (im2col, col2im as a gather, the fused softmax
+  cross-entropy).
+* ``pool.py``: max pooling over non-overlapping windows as strided views (both).
+
+A layer asks ``ops_for(x)`` which functions to run. Each accelerated module has
+functions with the same names, arguments and results as the plain ones in the
+layer files (conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d,
+conv_transpose2d_backward, max_pool2d, max_pool2d_backward, softmax_xent,
+softmax_xent_backward); only the saved state each forward returns for its
+backward differs, and the layer keeps it with the functions that made it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import accelerated, cuda_kernels_enabled, get_array_module
+
+
+def ops_for(x):
+    """The accelerated functions for ``x``'s device, or None for the plain path."""
+    if not accelerated():
+        return None
+    if get_array_module(x) is np:
+        from . import cpu
+
+        return cpu
+    if not cuda_kernels_enabled():
+        return None
+    from . import gpu
+
+    return gpu
