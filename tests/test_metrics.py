@@ -100,3 +100,70 @@ def test_confusion_matrix_on_gpu_matches_cpu():
     hist = confusion_matrix(to_device(PRED, "gpu"), to_device(GT, "gpu"), 3)
     assert isinstance(hist, np.ndarray)
     np.testing.assert_array_equal(hist, HIST)
+
+
+# An asymmetric matrix: each class has a different number of ground-truth and predicted
+# pixels, so weighting by one or the other gives different scores.
+#   rows (truth) 0: 5 pixels, 1: 2, 2: 3; columns (prediction) 0: 3, 1: 5, 2: 2
+ASYM = np.array([[3, 2, 0], [0, 2, 0], [0, 1, 2]])
+
+
+def test_frequency_weighted_iu_weights_by_ground_truth_frequency():
+    s = scores_from_confusion(ASYM)
+    ius = [3 / (5 + 3 - 3), 2 / (2 + 5 - 2), 2 / (3 + 2 - 2)]  # 0.6, 0.4, 2/3
+    assert s["per_class_iu"] == pytest.approx(ius)
+    assert s["fw_iu"] == pytest.approx((5 * ius[0] + 2 * ius[1] + 3 * ius[2]) / 10)
+    by_prediction = (3 * ius[0] + 5 * ius[1] + 2 * ius[2]) / 10
+    assert s["fw_iu"] != pytest.approx(by_prediction)
+
+
+def test_accuracies_divide_by_ground_truth_counts_not_predictions():
+    s = scores_from_confusion(ASYM)
+    assert s["per_class_accuracy"] == pytest.approx([3 / 5, 2 / 2, 2 / 3])
+    assert s["mean_accuracy"] == pytest.approx((3 / 5 + 1 + 2 / 3) / 3)
+    assert s["pixel_accuracy"] == pytest.approx(7 / 10)
+
+
+def test_confusion_matrix_is_not_transposed_for_an_asymmetric_case():
+    gt = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 2])
+    pred = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2])
+    np.testing.assert_array_equal(confusion_matrix(pred, gt, 3), ASYM)
+
+
+def test_custom_ignore_index_and_negative_labels():
+    gt = np.array([0, 1, -1, 1])
+    pred = np.array([0, 1, 1, 0])
+    hist = confusion_matrix(pred, gt, 2, ignore_index=-1)
+    np.testing.assert_array_equal(hist, [[1, 0], [1, 1]])
+    m = SegmentationMetrics(2, ignore_index=-1)
+    m.update(pred, gt)
+    np.testing.assert_array_equal(m.confusion, hist)
+    with pytest.raises(ValueError, match="label value 255"):
+        confusion_matrix(pred, np.array([0, 1, 255, 1]), 2, ignore_index=-1)
+
+
+def test_metrics_reject_bad_arguments():
+    with pytest.raises(ValueError, match="num_classes must be positive"):
+        SegmentationMetrics(0)
+    with pytest.raises(ValueError, match="2 class names given for 3 classes"):
+        SegmentationMetrics(3, class_names=("a", "b"))
+    with pytest.raises(ValueError, match="integer class ids"):
+        confusion_matrix(np.zeros(3), np.zeros(3, int), 3)
+    with pytest.raises(ValueError, match="prediction value 3"):
+        confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
+
+
+def test_format_table_shows_undefined_entries_as_a_dash():
+    m = SegmentationMetrics(3, class_names=("a", "b", "c"))
+    m.update(np.array([0, 1]), np.array([0, 1]))  # class c never occurs
+    lines = m.format_table().splitlines()
+    assert lines[0].split() == ["class", "IU", "acc"]
+    c_line = next(line for line in lines if line.startswith("c "))
+    assert c_line.split() == ["c", "-", "-"]
+    assert next(line for line in lines if line.startswith("a ")).split() == [
+        "a",
+        "100.00",
+        "100.00",
+    ]
+    assert next(line for line in lines if line.startswith("mean_iu")).split()[1] == "100.00"
+    assert SegmentationMetrics(2).class_names == ("class_0", "class_1")
