@@ -28,8 +28,8 @@
 #
 # Geometry needs no forward pass, so we use the paper's real VGG16 configuration for it (a
 # paper-size network holds about 135 million parameters, half a gigabyte, so we build them but
-# never run them). Where we do run a network we use a copy with the paper's geometry and very
-# few channels.
+# never run them; quick mode skips them and uses the narrow copy below, whose geometry is the
+# same). Where we do run a network we use a copy with the paper's geometry and very few channels.
 
 # %%
 import os
@@ -77,7 +77,7 @@ plt.rcParams["figure.dpi"] = 80
 # %%
 paper = {}  # name -> (crop offsets, coordinate maps), from the real paper-size models
 for cls in (FCN32s, FCN16s, FCN8s):
-    model = cls(21, "paper")
+    model = cls(21, replace(PAPER, widths=(4,) * 5, fc_channels=8) if QUICK else "paper")
     n_params = sum(p.data.size for p in model.parameters())
     paper[cls.__name__] = (model.crop_offsets, model.coordinate_maps())
     print(f"{cls.__name__}: {n_params / 1e6:.1f} M parameters, crop offsets {model.crop_offsets}")
