@@ -375,3 +375,17 @@ def test_max_pool_matches_a_loop_over_output_pixels_on_both_paths(xp, rng, k, s,
     for plain in (True, False):
         with plain_path(plain):
             close(MaxPool2d(k, s, p, ceil_mode=ceil)(xp.asarray(x)), expected, rtol=0, atol=0)
+
+
+def test_accelerated_conv_in_bands_of_rows_matches_the_plain_path(rng, monkeypatch):
+    from minifcn.accel import cpu
+
+    monkeypatch.setattr(cpu, "CHUNK_BYTES", 3000)  # bands of a few rows, a short last one
+    make, shape = PATH_CASES["conv3x3 s2 large map"]
+    x = rng.standard_normal(shape)
+    with plain_path():
+        plain = _run_layer(np, make, x)
+    with plain_path(False):
+        fast = _run_layer(np, make, x)
+    for a, b in zip(plain, fast):
+        close(a, b, rtol=1e-12, atol=1e-12)

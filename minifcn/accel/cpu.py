@@ -5,12 +5,13 @@ Every function has the name, arguments and results of its plain twin in
 is measured by ``python -m minifcn.bench`` (its "plain ms" column).
 
 Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
-    * Large maps (the patches of one image fill the CPU cache): the image loop is
-      the outer loop. Each image's patches are gathered into one reused buffer,
-      multiplied, and dropped; backward gathers them again from the saved padded
-      input. The tens of megabytes of patches of the whole batch are never
-      written to memory, and col2im adds into one image at a time, which stays
-      in cache during its kh*kw passes.
+    * Large maps and few (<= 32) output channels, where the product is bound by
+      memory traffic, not arithmetic: the loop over images, and over bands of
+      output rows, is the outer loop. Each band's patches (about 1 MiB) are
+      gathered into one reused buffer, multiplied, and dropped; backward gathers
+      them again from the saved padded input. The tens of megabytes of patches
+      of the whole batch are never written to memory, and col2im adds into one
+      band of one image at a time, which stays in cache during its kh*kw passes.
     * Small maps: the patches are stored as (C, kh, kw, N, out_h, out_w), so
       that the whole batch is ONE matrix product (O, K) @ (K, N*P), which BLAS
       runs much faster than N small ones.
@@ -42,7 +43,8 @@ import numpy as np
 from ..nn.im2col import conv_output_size
 from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerated pooling)
 
-STREAM_BYTES = 256 * 1024  # one image's patches at least this large: loop over images
+STREAM_BYTES = 256 * 1024  # one image's patches at least this large ...
+STREAM_CHANNELS = 32  # ... and at most this many output channels: loop over images
 CHUNK_BYTES = 1024 * 1024  # ... in chunks of output rows whose patches take about this much
 
 
@@ -140,8 +142,11 @@ def _pointwise(kh, kw, stride, padding) -> bool:
     return kh == 1 and kw == 1 and stride == 1 and padding == 0
 
 
-def _streams(c, kh, kw, out_h, out_w, dtype) -> bool:
-    return c * kh * kw * out_h * out_w * np.dtype(dtype).itemsize >= STREAM_BYTES
+def _streams(o, c, kh, kw, out_h, out_w, dtype) -> bool:
+    """Loop over images: their patches are large, and with few output channels the
+    product is memory-bound anyway, so smaller products lose nothing."""
+    size = c * kh * kw * out_h * out_w * np.dtype(dtype).itemsize
+    return o <= STREAM_CHANNELS and size >= STREAM_BYTES
 
 
 def conv2d(x, weight, stride: int, padding: int):
@@ -160,7 +165,7 @@ def conv2d(x, weight, stride: int, padding: int):
         return (w2 @ col).reshape(n, o, out_h, out_w), col
     xpad = _padded(x, padding)
     p = out_h * out_w
-    if _streams(c, kh, kw, out_h, out_w, x.dtype):
+    if _streams(o, c, kh, kw, out_h, out_w, x.dtype):
         y = np.empty((n, o, out_h, out_w), dtype=np.result_type(x, weight))
         chunks = _row_chunks(c * kh * kw, out_h, out_w, x.itemsize)
         buf = BUFFERS.take(c * kh * kw * (chunks[0].stop - chunks[0].start) * out_w, x.dtype)
@@ -220,7 +225,7 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     wp = max(w + 2 * padding, stride * (out_w - 1) + kw)
     img = np.zeros((n, c, hp, wp), dtype=dtype)
     p = out_h * out_w
-    if _streams(c, kh, kw, out_h, out_w, dtype):
+    if _streams(o, c, kh, kw, out_h, out_w, dtype):
         chunks = _row_chunks(c * kh * kw, out_h, out_w, np.dtype(dtype).itemsize)
         buf = BUFFERS.take(c * kh * kw * (chunks[0].stop - chunks[0].start) * out_w, dtype)
         for i in range(n):
