@@ -59,9 +59,10 @@ def class_legend(target, names=None, **kwargs):
     ]
     kwargs.setdefault("ncol", len(names))
     kwargs.setdefault("frameon", False)
-    if hasattr(target, "add_subplot"):  # a Figure: put it above the panels
+    if hasattr(target, "add_subplot"):  # a Figure: just above its top row of panels
+        top = max((ax.get_position().y1 for ax in target.axes), default=1.0)
         kwargs.setdefault("loc", "lower center")
-        kwargs.setdefault("bbox_to_anchor", (0.5, 1.0))
+        kwargs.setdefault("bbox_to_anchor", (0.5, top + 0.01))
     return target.legend(handles=handles, **kwargs)
 
 

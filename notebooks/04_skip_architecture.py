@@ -471,10 +471,26 @@ print(
 )
 print(f"90% of the gradient falls within a {2 * r90 + 1} x {2 * r90 + 1} square around the pixel")
 
-fig, ax = plt.subplots(figsize=(5, 5))
+fig, (ax_img, ax_wide) = plt.subplots(1, 2, figsize=(10, 4.6))
+for ax in (ax_img, ax_wide):
+    ax.imshow(erf, cmap="magma", extent=(-0.5, side - 0.5, side - 0.5, -0.5))
+    ax.add_patch(
+        plt.Rectangle(
+            (centre - r90 - 0.5, centre - r90 - 0.5),
+            2 * r90 + 1,
+            2 * r90 + 1,
+            fill=False,
+            ec="white",
+            ls="--",
+            lw=1.5,
+            label=f"90% of the gradient ({2 * r90 + 1} px)",
+        )
+    )
+    ax.plot(centre, centre, "c+", ms=10)
+ax_img.set_title("|d score(centre) / d image|, trained FCN-8s", fontsize=10)
+ax_img.legend(loc="lower left", fontsize=8)
 half_rf = rf / 2
-ax.imshow(erf, cmap="magma", extent=(-0.5, side - 0.5, side - 0.5, -0.5))
-ax.add_patch(
+ax_wide.add_patch(
     plt.Rectangle(
         (centre - half_rf, centre - half_rf),
         rf,
@@ -485,30 +501,20 @@ ax.add_patch(
         label=f"theoretical field ({rf} px)",
     )
 )
-ax.add_patch(
-    plt.Rectangle(
-        (centre - r90 - 0.5, centre - r90 - 0.5),
-        2 * r90 + 1,
-        2 * r90 + 1,
-        fill=False,
-        ec="white",
-        ls="--",
-        lw=1.5,
-        label=f"90% of the gradient ({2 * r90 + 1} px)",
-    )
+ax_wide.add_patch(
+    plt.Rectangle((-0.5, -0.5), side, side, fill=False, ec="0.6", lw=1, label=f"image ({side} px)")
 )
-ax.add_patch(plt.Rectangle((-0.5, -0.5), side, side, fill=False, ec="0.6", lw=1, label="image"))
-ax.plot(centre, centre, "c+", ms=10)
 lim = max(half_rf, side) + 10
-ax.set_xlim(centre - lim, centre + lim)
-ax.set_ylim(centre + lim, centre - lim)
-ax.set_title("|d score(centre) / d image|, trained FCN-8s", fontsize=10)
-ax.legend(loc="lower left", fontsize=8)
+ax_wide.set_xlim(centre - lim, centre + lim)
+ax_wide.set_ylim(centre + lim, centre - lim)
+ax_wide.set_title("the same, zoomed out: the theoretical field", fontsize=10)
+ax_wide.legend(loc="lower left", fontsize=8)
 plt.show()
 
 # %% [markdown]
-# The theoretical field is far larger than the image; the gradient is concentrated in the
-# square drawn dashed, which holds 90% of it.
+# The theoretical field (right, cyan) is several times larger than the image. The effective
+# field (left) is the bright region around the pixel: 90% of the gradient falls inside the
+# dashed square whose side is printed above.
 #
 # ## Exercise: crop offsets for another padding
 #
