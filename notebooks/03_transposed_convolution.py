@@ -322,8 +322,8 @@ print({name: f"{err:.1e}" for name, err in grad_errors.items()})
 #
 # The training inputs are white noise. Noise contains every spatial frequency, so every number
 # in the kernel affects the output and the examples pin the filter down completely. (Smooth
-# images would teach it only partly: the loss would fall, yet the kernel could stay off in ways
-# that smooth inputs never reveal.)
+# images would constrain it only partly: parts of the kernel that act on high frequencies would
+# barely change the output, so the loss could fall while those parts stayed wrong.)
 #
 # The loss is the mean squared error $L = \frac{1}{2}\,\mathrm{mean}((\hat y - t)^2)$, whose
 # gradient with respect to the prediction is $(\hat y - t) / \mathrm{size}$; `backward` turns that

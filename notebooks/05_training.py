@@ -294,8 +294,10 @@ display(Markdown("\n".join(report) + "\n\n" + " ".join(summary_lines)))
 #   pixel accuracy and frequency-weighted IU, are predicted from stride 32 already. So gains
 #   should appear in mean IU, in the per-class IU and in the boundary accuracy more than in
 #   pixel accuracy. On PASCAL VOC, the paper's step from 16s to 8s added only 0.3 mean IU points.
-# * **Small differences are noise.** The validation set is small, and a different seed moves
-#   the numbers by a point or so; read differences of that size as "about the same".
+# * **One run, one seed.** Each number comes from a single training run, scored on the
+#   validation images printed by each stage's log line. This notebook does not measure how much
+#   the numbers move from one seed to another, so read differences of a point or so with
+#   caution.
 #
 # ## Exercise: the four metrics from a confusion matrix
 #
