@@ -136,3 +136,23 @@ def test_best_time_returns_the_fastest_run():
     calls = []
     assert teaching.best_time(lambda: calls.append(1), repeat=3) >= 0.0
     assert len(calls) == 3
+
+
+def test_class_legend_names_every_class_in_its_palette_colour():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minifcn.data import CLASS_NAMES, PALETTE
+
+    fig, axes = plt.subplots(1, 2)
+    legend = teaching.class_legend(fig)
+    assert [t.get_text() for t in legend.get_texts()] == [
+        f"{i} {name}" for i, name in enumerate(CLASS_NAMES)
+    ]
+    colours = [
+        tuple(np.round(np.array(h.get_facecolor()[:3]) * 255)) for h in legend.legend_handles
+    ]
+    assert colours == [tuple(PALETTE[i].astype(float)) for i in range(len(CLASS_NAMES))]
+    plt.close(fig)
