@@ -11,6 +11,7 @@ that follow from the maps.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -95,6 +96,7 @@ def explain(model, size: int | None = None) -> str:
                 f"{model.crop_offsets[layer]}"
             )
     lines += ["", f"crop_offsets = {model.crop_offsets}", model.size_hint()]
+    lines += why_these_numbers(model, size)
     if cfg.first_padding == 100:
         lines += [
             "",
@@ -105,6 +107,58 @@ def explain(model, size: int | None = None) -> str:
             f"{model.crop_offsets['score']} pixels before the image's first pixel.",
         ]
     return "\n".join(lines)
+
+
+def _probe(model, **changes):
+    """The same network with a changed backbone config, at width 1 (geometry only), or the
+    ValueError its construction raises."""
+    cfg = dataclasses.replace(
+        model.config, widths=(1,) * len(model.config.widths), fc_channels=1, **changes
+    )
+    kw = {"at_once": model.at_once} if hasattr(model, "at_once") else {}
+    try:
+        return type(model)(model.num_classes, cfg, **kw)
+    except ValueError as err:
+        return err
+
+
+def why_these_numbers(model, size: int | None = None) -> list[str]:
+    """How the offsets depend on conv1_1's padding and fc6, and (with ``size``) how many
+    score cells the last upsampling gets: each figure computed by building variants."""
+    from .oracle import model_grid
+
+    cfg = model.config
+    p = cfg.first_padding
+    lines = ["", "Why these numbers (each computed by building the network with one change):"]
+    other = _probe(model, first_padding=p + 1)
+    moved = {k: other.crop_offsets[k] - v for k, v in model.crop_offsets.items()}
+    only_final = all(v == 0 for k, v in moved.items() if k != "score")
+    lines.append(
+        f"  conv1_1 padding {p} -> {p + 1} changes the offsets by {moved}"
+        + (": padding moves only the final crop" if only_final else "")
+    )
+    final = model.crop_offsets["score"]
+    lines.append(
+        f"  so the final offset is padding - {p - final}: conv1_1 needs padding >= {p - final} "
+        "for the upsampled scores to start at or before the image's first pixel"
+    )
+    if cfg.fc6_kernel > 1:
+        one = _probe(model, fc6_kernel=1)
+        what = f"offsets {one.crop_offsets}" if not isinstance(one, Exception) else str(one)
+        lines.append(
+            f"  fc6 {cfg.fc6_kernel}x{cfg.fc6_kernel} without padding trims "
+            f"{(cfg.fc6_kernel - 1) // 2} pool5 pixel(s) on each side; with a 1x1 fc6: {what}"
+        )
+    if size:
+        stride, centres = model_grid(model, size)
+        blob = [src for _, layer, src, *_ in model.graph() if layer.startswith("upscore")][-1]
+        lines.append(
+            f"  for a {size}-pixel side the last upsampling reads {blob}: {len(centres)} score "
+            f"cells per side, stride {stride}, centred at image pixels "
+            + ", ".join(f"{c:g}" for c in centres[:8])
+            + (" ..." if len(centres) > 8 else "")
+        )
+    return lines
 
 
 def _frac(f: Fraction) -> str:

@@ -53,7 +53,7 @@ from .plots import plot_curves, plot_predictions
 from .runs import RunFolder, RunFolderError, best_row, interrupts_deferred, is_better
 
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
-DEFAULT_EPOCHS = 8
+DEFAULT_EPOCHS = 5
 
 # Flags --resume may change; every other flag is part of the run's definition.
 RESUME_CHANGEABLE = ("device", "no_progress", "out", "resume", "epochs", "grid", "data_root")
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"default {DEFAULT_EPOCHS} (with --resume: the run's own; a different value "
         "changes the learning-rate schedule's length)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=4)
+    p.add_argument("--batch-size", type=positive_int, default=2)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--lr", type=finite_float, default=None, help="default: 3e-3 (adam), 1e-4 (sgd)")
     p.add_argument("--momentum", type=finite_float, default=0.9)

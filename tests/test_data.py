@@ -276,9 +276,9 @@ def test_shapes_same_seed_same_arrays_and_splits_differ():
 def test_shapes_items_and_attributes():
     ds = ShapesDataset("val", size=4)
     image, label = ds[0]
-    assert image.dtype == np.float32 and image.shape == (3, 64, 64)
-    assert label.dtype == np.int64 and label.shape == (64, 64)
-    assert ds.raw_image(0).dtype == np.uint8 and ds.raw_image(0).shape == (64, 64, 3)
+    assert image.dtype == np.float32 and image.shape == (3, 96, 96)
+    assert label.dtype == np.int64 and label.shape == (96, 96)
+    assert ds.raw_image(0).dtype == np.uint8 and ds.raw_image(0).shape == (96, 96, 3)
     assert ds.class_names == CLASS_NAMES and ds.num_classes == len(CLASS_NAMES) >= 5
     assert ds.mean.dtype == np.float32 and ds.mean.shape == (3,)
     np.testing.assert_array_equal(denormalize(image), ds.raw_image(0))
@@ -315,8 +315,8 @@ def test_iterate_batches_stacks_and_shuffles_reproducibly():
     assert num_batches(ds, 4) == 3 and num_batches(ds, 4, drop_last=True) == 2
     assert len(list(iterate_batches(ds, 4, drop_last=True))) == 2
     images, labels = batches[0]
-    assert images.dtype == np.float32 and images.shape == (4, 3, 64, 64)
-    assert labels.dtype == np.int64 and labels.shape == (4, 64, 64)
+    assert images.dtype == np.float32 and images.shape == (4, 3, 96, 96)
+    assert labels.dtype == np.int64 and labels.shape == (4, 96, 96)
     s1 = [lab for _, lab in iterate_batches(ds, 5, True, np.random.default_rng(0))]
     s2 = [lab for _, lab in iterate_batches(ds, 5, True, np.random.default_rng(0))]
     np.testing.assert_array_equal(np.concatenate(s1), np.concatenate(s2))

@@ -40,8 +40,8 @@ def test_paper_crop_offsets_follow_from_coordinate_maps(cls, expected):
 
 def test_crop_offsets_change_with_the_geometry():
     # Not hard-coded: a different first padding moves every offset that depends on it.
-    assert FCN32s(5, MINI).crop_offsets == {"score": 0}
-    assert FCN8s(5, MINI).crop_offsets == {"score_pool4c": 1, "score_pool3c": 1, "score": 12}
+    assert FCN32s(5, MINI).crop_offsets == {"score": 9}
+    assert FCN8s(5, MINI).crop_offsets == {"score_pool4c": 1, "score_pool3c": 1, "score": 21}
     wider = dataclasses.replace(MINI, first_padding=32)
     assert FCN32s(5, wider).crop_offsets == {"score": 15}
     assert FCN8s(5, wider).crop_offsets == {"score_pool4c": 1, "score_pool3c": 1, "score": 27}
@@ -67,9 +67,9 @@ def test_mini_output_matches_input_size_on_supported_sizes(cls):
 
 def test_mini_rejects_unsupported_sizes_with_a_clear_error():
     model = FCN8s(5, MINI)
-    assert 40 not in model.supported_sizes(128)
-    with pytest.raises(ValueError, match=r"cannot segment an image side of 40 pixels.*49-64"):
-        model(np.zeros((1, 3, 40, 64), dtype=np.float32))
+    assert 50 not in model.supported_sizes(128) and 96 in model.supported_sizes(128)
+    with pytest.raises(ValueError, match=r"cannot segment an image side of 50 pixels.*63-78"):
+        model(np.zeros((1, 3, 50, 96), dtype=np.float32))
     with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, H, W\)"):
         model(np.zeros((1, 4, 64, 64), dtype=np.float32))
 
@@ -260,9 +260,13 @@ def test_vgg16_npz_with_wrong_shapes_is_refused(tmp_path):
 def test_explain_prints_layers_and_offsets(capsys):
     text = explain(FCN8s(21, NARROW_PAPER))
     assert "score_pool4c" in text and "= 31" in text and "padding 100" in text
-    explain_main(["--model", "fcn32s", "--config", "mini", "--size", "64"])
+    explain_main(["--model", "fcn32s", "--config", "mini", "--size", "96"])
     out = capsys.readouterr().out
-    assert "crop_offsets = {'score': 0}" in out
+    assert "crop_offsets = {'score': 9}" in out
+    # The new numbers are explained: the offset follows the padding, and 96 pixels
+    # leave FCN-32s a 3x3 grid of score cells.
+    assert "the final offset is padding - 17" in out
+    assert "reads score_fr: 3 score cells per side, stride 32" in out
 
 
 @requires_gpu

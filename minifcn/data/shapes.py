@@ -1,18 +1,20 @@
 """A synthetic segmentation dataset, generated from a seed: no download needed.
 
-Each image shows 1 to 3 objects of four classes (disk, rectangle, triangle,
-cross) on a textured background. It is built so that a small FCN trained from
-scratch on a CPU for a few minutes learns it, while the things FCN's skip
-connections are for still show:
+Each 96 x 96 image shows 1 or 2 objects of four classes (disk, rectangle,
+triangle, cross) on a textured background. It is built so that a small FCN
+trained from scratch on a CPU for a few minutes learns it, while what FCN's
+skip connections are for still shows:
 
 * an object's colour is drawn independently of its class, so only its shape
   tells the class; it always contrasts with what lies under it, so every
   object can be found;
-* sizes run from about 10 to 36 pixels (at 64 x 64), and some rectangles are
-  bars 3-5 px wide and some crosses have thin arms: a prediction upsampled 32x
-  from a coarse grid cannot follow such boundaries, an 8x one can;
-* objects may overlap; the one drawn later hides the earlier one, and the
-  label shows what is visible;
+* objects are 36 to 78 pixels across: big enough for FCN-32s's stride-32
+  score map (3 x 3 cells for a 96-pixel image) to place and name each one, as
+  a blob; but their corners, a cross's arms (13 to 35 px thick) and the
+  notches between the arms are finer than 32 pixels, so only the stride-16 and
+  stride-8 skips can draw them;
+* objects may overlap a little; the one drawn later hides the earlier one,
+  and the label shows what is visible;
 * the background has a colour gradient, a slow wave, sometimes stripes, and
   every pixel gets mild noise.
 
@@ -31,20 +33,22 @@ from .transforms import VGG_MEAN_RGB, normalize
 CLASS_NAMES = ("background", "disk", "rectangle", "triangle", "cross")
 DISK, RECTANGLE, TRIANGLE, CROSS = 1, 2, 3, 4
 
-DEFAULT_SIZES = {"train": 3000, "val": 200}
+DEFAULT_SIZES = {"train": 2000, "val": 200}
+DEFAULT_IMAGE_SIZE = 96
 _SPLIT_IDS = {"train": 0, "val": 1}
 
-# Sizes are given for 64 x 64 images and scale with image_size.
-_MAX_EXTENT = 44.0
-_MIN_EXTENT = {DISK: 14.0, RECTANGLE: 14.0, TRIANGLE: 18.0, CROSS: 18.0}
+# Sizes are given for 96 x 96 images and scale with image_size.
+_MAX_EXTENT = 78.0
+_MIN_EXTENT = {DISK: 36.0, RECTANGLE: 36.0, TRIANGLE: 42.0, CROSS: 42.0}
 _MIN_CONTRAST = 100.0  # least RGB distance between an object and what lies under it
-_THIN_BAR = 0.1  # share of rectangles drawn as thin bars
-_THIN_CROSS = 0.08  # share of crosses with thin arms
-_CROSS_ARM = (0.32, 0.45)  # arm thickness / extent of the other crosses
-_MAX_HIDDEN = 0.3  # a new object may hide at most this fraction of an earlier visible one
+_CROSS_ARM = (0.32, 0.45)  # arm thickness / extent of a cross
+_RECT_ASPECT = (0.35, 1.0)  # width / length of a rectangle
+_TRIANGLE_JITTER = 0.3  # radians each corner's angle may move
+_MAX_HIDDEN = 0.15  # a new object may hide at most this fraction of an earlier visible one
 _NOISE_STD = 6.0
-_OBJECT_COUNTS = (1, 2, 3)  # objects per image
-_OBJECT_COUNT_PROBS = (0.25, 0.4, 0.35)
+_STRIPES = 0.5  # share of backgrounds with faint stripes
+_OBJECT_COUNTS = (1, 2)  # objects per image
+_OBJECT_COUNT_PROBS = (0.5, 0.5)
 
 
 def _rotated(xx, yy, cx, cy, angle):
@@ -54,7 +58,7 @@ def _rotated(xx, yy, cx, cy, angle):
     return c * dx + s * dy, -s * dx + c * dy
 
 
-def _shape_mask(cls, extent, rng, xx, yy, cx, cy, scale):
+def _shape_mask(cls, extent, rng, xx, yy, cx, cy):
     """Boolean mask (H, W) of one object of class ``cls`` whose size is about ``extent`` px."""
     if cls == DISK:  # a disk, at most slightly squashed
         r = extent / 2
@@ -63,17 +67,12 @@ def _shape_mask(cls, extent, rng, xx, yy, cx, cy, scale):
         return (u / r) ** 2 + (v / (r * aspect)) ** 2 <= 1.0
     if cls == RECTANGLE:
         u, v = _rotated(xx, yy, cx, cy, rng.uniform(0, math.pi))
-        if rng.random() < _THIN_BAR:  # a thin bar
-            width = rng.uniform(3.0, 5.0)
-            length = max(extent, 16.0 * scale)
-        else:
-            width = max(3.0, extent * rng.uniform(0.35, 1.0))
-            length = extent
+        width, length = extent * rng.uniform(*_RECT_ASPECT), extent
         return (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
     if cls == TRIANGLE:  # three corners about the centre, angles jittered
         r = 0.6 * extent
         angles = rng.uniform(0, 2 * math.pi) + np.arange(3) * (2 * math.pi / 3)
-        angles = angles + rng.uniform(-0.3, 0.3, 3)
+        angles = angles + rng.uniform(-_TRIANGLE_JITTER, _TRIANGLE_JITTER, 3)
         px, py = cx + r * np.cos(angles), cy + r * np.sin(angles)
         inside = np.ones(xx.shape, dtype=bool)
         for k in range(3):  # left of every edge of a counter-clockwise polygon
@@ -83,10 +82,7 @@ def _shape_mask(cls, extent, rng, xx, yy, cx, cy, scale):
     if cls == CROSS:  # a plus sign
         u, v = _rotated(xx, yy, cx, cy, rng.uniform(0, math.pi / 2))
         half = extent / 2
-        if rng.random() < _THIN_CROSS:  # thin arms
-            t = rng.uniform(3.0, 4.0) / 2
-        else:
-            t = max(1.5, extent * rng.uniform(*_CROSS_ARM) / 2)
+        t = extent * rng.uniform(*_CROSS_ARM) / 2  # half the arm thickness
         au, av = np.abs(u), np.abs(v)
         return ((au <= half) & (av <= t)) | ((av <= half) & (au <= t))
     raise ValueError(f"unknown shape class {cls}")
@@ -100,7 +96,7 @@ def _background(rng, xx, yy, size):
     wavelength = size * rng.uniform(0.8, 2.0)
     wave = np.sin(2 * math.pi * v / wavelength + rng.uniform(0, 2 * math.pi))
     image = base + ramp + wave[..., None] * rng.uniform(-25, 25, 3).astype(np.float32)
-    if rng.random() < 0.5:  # faint stripes
+    if rng.random() < _STRIPES:  # faint stripes
         su, _ = _rotated(xx, yy, 0.0, 0.0, rng.uniform(0, math.pi))
         stripes = np.sin(2 * math.pi * su / rng.uniform(5.0, 14.0))
         image += (rng.uniform(6, 18) * stripes)[..., None]
@@ -117,7 +113,7 @@ def _object_colour(rng, under):
 
 def _draw_image(rng, xx, yy, size):
     """One image float32 (H, W, 3) and its label uint8 (H, W)."""
-    scale = size / 64.0
+    scale = size / 96.0
     image = _background(rng, xx, yy, size)
     label = np.zeros(xx.shape, dtype=np.uint8)
     owner = np.full(xx.shape, -1, dtype=np.int16)  # which object each pixel shows
@@ -129,7 +125,7 @@ def _draw_image(rng, xx, yy, size):
             extent = rng.uniform(low, high)
             margin = 0.45 * extent  # at most a sliver may leave the image
             cx, cy = rng.uniform(margin, size - margin, 2)
-            mask = _shape_mask(cls, extent, rng, xx, yy, cx, cy, scale)
+            mask = _shape_mask(cls, extent, rng, xx, yy, cx, cy)
             if mask.sum() < 4:
                 continue
             hidden = np.bincount(owner[mask & (owner >= 0)], minlength=len(areas))
@@ -149,18 +145,19 @@ def _draw_image(rng, xx, yy, size):
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 
-def make_shapes(n: int, image_size: int = 64, seed=0) -> tuple[np.ndarray, np.ndarray]:
+def make_shapes(n: int, image_size: int | None = None, seed=0) -> tuple[np.ndarray, np.ndarray]:
     """Generate ``n`` images and labels.
 
     Args:
         n: number of images.
-        image_size: side length S of the square images (at least 16).
+        image_size: side length S of the square images (at least 16; default 96).
         seed: int (or tuple of ints) seeding ``numpy.random.default_rng``.
 
     Returns:
         images: uint8 (n, S, S, 3) RGB.
         labels: uint8 (n, S, S), class ids into ``CLASS_NAMES`` (0 = background).
     """
+    image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
     if n < 0:
         raise ValueError(f"number of images must be >= 0, got {n}")
     if image_size < 16:
@@ -200,7 +197,7 @@ class ShapesDataset:
         self,
         split: str = "train",
         size: int | None = None,
-        image_size=64,
+        image_size: int | None = None,
         seed=0,
         augment: bool = False,
     ):
@@ -208,7 +205,7 @@ class ShapesDataset:
             raise ValueError(f"shapes split must be 'train' or 'val', got {split!r}")
         self.split = split
         self.size = DEFAULT_SIZES[split] if size is None else int(size)
-        self.image_size = int(image_size)
+        self.image_size = int(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
         self.seed = int(seed)
         self.mean = np.asarray(VGG_MEAN_RGB, dtype=np.float32)
         self.augment = augment

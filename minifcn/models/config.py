@@ -46,18 +46,22 @@ class VGGConfig:
 PAPER = VGGConfig(name="paper")
 
 # The same five blocks, 13 convs and two "fully connected" convs, narrow enough
-# for a 2-core CPU to train on 64x64 images in minutes. fc6 is 3x3 (still > 1,
-# so FCN-16s and FCN-8s need real crops) and conv1_1 pads by 17 instead of 100:
-# the least padding for which FCN-32s still covers the image (its crop offset
-# comes out as 0) and FCN-8s accepts 64x64 inputs. Padding costs: every extra
-# pixel of padding is computed by all of block 1 (17 instead of 32 made training
-# 1.8x faster). Trained from scratch, so the input is scaled to about unit size.
+# for a 2-core CPU to train on 96x96 images in minutes. fc6 is 3x3 without
+# padding, as VGG16's 7x7 fc6 has none: it trims one pool5 pixel on each side,
+# and that shift is what lets the skip crops line up (with a 1x1 or a padded fc6,
+# upscore2 would start before score_pool4 and no crop could align them). conv1_1
+# pads by 26 instead of 100: for a 96x96 image pool5 is then 5x5 and score_fr
+# 3x3, so FCN-32s has a (coarse) grid of scores instead of a single one; FCN-32s
+# needs at least 17 (its crop offset is padding - 17) and FCN-8s's crops fit for
+# 96 pixels. Padding costs: every pixel of it is computed by all of block 1.
+# Trained from scratch, so the input is scaled to about unit size.
+# ``python -m minifcn.explain --config mini --size 96`` prints the arithmetic.
 MINI = VGGConfig(
     name="mini",
     widths=(8, 16, 32, 64, 64),
     fc_channels=128,
     fc6_kernel=3,
-    first_padding=17,
+    first_padding=26,
     input_scale=1 / 64,
 )
 
