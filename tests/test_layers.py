@@ -389,3 +389,15 @@ def test_accelerated_conv_in_bands_of_rows_matches_the_plain_path(rng, monkeypat
         fast = _run_layer(np, make, x)
     for a, b in zip(plain, fast):
         close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_max_pool_ties_send_the_gradient_to_the_first_offset_in_row_major_order(xp, plain):
+    x = xp.asarray(np.array([[[[1.0, 1.0, 0.0], [1.0, 1.0, 2.0], [2.0, 0.0, 2.0]]]]))
+    with plain_path(plain):
+        pool = MaxPool2d(2, 1)  # default: floor mode, 2x2 windows at stride 1 -> 2x2 output
+        y = pool(x)
+        dx = pool.backward(xp.ones_like(y))
+    close(y, [[[[1.0, 2.0], [2.0, 2.0]]]])
+    close(dx, [[[[1.0, 0.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0]]]])
+    assert MaxPool2d(2).output_size(7) == 3  # ceil_mode is off unless asked for
