@@ -59,10 +59,10 @@ def class_legend(target, names=None, **kwargs):
     ]
     kwargs.setdefault("ncol", len(names))
     kwargs.setdefault("frameon", False)
-    if hasattr(target, "add_subplot"):  # a Figure: just above its top row of panels
-        top = max((ax.get_position().y1 for ax in target.axes), default=1.0)
-        kwargs.setdefault("loc", "lower center")
-        kwargs.setdefault("bbox_to_anchor", (0.5, top + 0.01))
+    if hasattr(target, "add_subplot"):  # a Figure: just below its bottom row of panels
+        bottom = min((ax.get_position().y0 for ax in target.axes), default=0.0)
+        kwargs.setdefault("loc", "upper center")
+        kwargs.setdefault("bbox_to_anchor", (0.5, bottom - 0.01))
     return target.legend(handles=handles, **kwargs)
 
 
