@@ -101,7 +101,7 @@ print(
 # changes. They are chosen by hand here; a network learns its filters from data instead.
 
 # %%
-shapes = ShapesDataset("val", size=4)
+shapes = ShapesDataset("val", size=4, image_size=64)
 rgb = shapes.raw_image(0)
 gray = rgb.astype(np.float64).mean(axis=2) / 255.0
 sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)

@@ -244,7 +244,7 @@ for title, values in interior_values.items():
 # for the whole FCN.) For comparison, nearest-neighbour upsampling just repeats each pixel 8x8.
 
 # %%
-shapes = ShapesDataset("val", size=4)
+shapes = ShapesDataset("val", size=4, image_size=64)
 original = shapes.raw_image(1).astype(np.float64)  # (64, 64, 3), 0..255
 small = original.reshape(8, 8, 8, 8, 3).mean(axis=(1, 3))  # (8, 8, 3) block means
 up = ConvTranspose2d(3, 3, 16, stride=8).astype(np.float64)
