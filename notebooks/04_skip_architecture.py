@@ -334,7 +334,7 @@ assert (sides["upscore8"], sides["score"]) == (152, 64)
 
 # %%
 runs = Path(tempfile.mkdtemp(prefix="minifcn_nb04_"))
-TRAIN_SIZE, VAL_SIZE, EPOCHS = (16, 8, 1) if QUICK else (1000, 100, 4)
+TRAIN_SIZE, VAL_SIZE, EPOCHS = (16, 8, 1) if QUICK else (800, 100, 3)
 summaries = {}
 for model_name in ["fcn32s", "fcn16s", "fcn8s"]:
     argv = [

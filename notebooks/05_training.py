@@ -65,7 +65,7 @@ QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller si
 plt.rcParams["figure.dpi"] = 80
 
 SIZES = ["--train-size", "16", "--val-size", "8"] if QUICK else []  # full: the command's defaults
-EPOCHS = {"fcn32s": 1, "fcn16s": 1, "fcn8s": 1} if QUICK else {"fcn32s": 2, "fcn16s": 3, "fcn8s": 4}
+EPOCHS = {"fcn32s": 1, "fcn16s": 1, "fcn8s": 1} if QUICK else {"fcn32s": 2, "fcn16s": 2, "fcn8s": 2}
 runs = Path(tempfile.mkdtemp(prefix="minifcn_nb05_"))  # never inside the repository
 
 
