@@ -38,7 +38,7 @@ CONFIGS = {"mini": "mini", "paper-narrow": PAPER_NARROW}
 SIZES = {
     ("fcn32s", "mini"): [(33, 33), (64, 64), (70, 97)],
     ("fcn16s", "mini"): [(33, 40), (64, 64), (100, 77)],
-    ("fcn8s", "mini"): [(64, 64), (49, 81), (96, 128)],
+    ("fcn8s", "mini"): [(64, 64), (40, 100), (96, 96)],
     ("fcn32s", "paper-narrow"): [(1, 1), (32, 32), (45, 70)],
     ("fcn16s", "paper-narrow"): [(17, 17), (32, 48), (67, 50)],
     ("fcn8s", "paper-narrow"): [(5, 9), (32, 32), (64, 77)],
@@ -137,10 +137,10 @@ def test_graph_uses_standard_ops_opset_and_dynamic_sizes():
         if i.name.endswith(".starts")
     }
     assert starts == {"score_pool4c.starts": [1, 1], "score_pool3c.starts": [1, 1],
-                      "score.starts": [12, 12]}  # fmt: skip
+                      "score.starts": [21, 21]}  # fmt: skip
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["minifcn.spec"])["model"] == "fcn8s"
-    assert meta["minifcn.supported_sides"].startswith("49-64, 81-96, ")
+    assert meta["minifcn.supported_sides"].startswith("31-46, 63-78, ")
     # the initializers carry the state_dict's names
     names = {i.name for i in proto.graph.initializer}
     assert set(model.state_dict()) <= names
@@ -154,8 +154,8 @@ def test_fixed_input_size():
     diff, tol = compare_onnx(model, proto, (40, 56))
     assert diff <= tol
     fcn8s, _ = model_for("fcn8s", "mini")
-    with pytest.raises(ValueError, match="cannot segment an image side of 65"):
-        to_onnx(fcn8s, input_size=(65, 64))
+    with pytest.raises(ValueError, match="cannot segment an image side of 50"):
+        to_onnx(fcn8s, input_size=(50, 64))
 
 
 # ------------------------------------------------------------------------- can it fail?
@@ -182,12 +182,12 @@ def test_a_crop_layer_that_disagrees_with_the_geometry_is_refused():
 def test_unsupported_sizes_fail_in_onnxruntime_and_are_padded_by_predict_onnx():
     model, data = model_for("fcn8s", "mini")
     sess = session(data)
-    x = np.random.default_rng(3).standard_normal((2, 3, 70, 65)).astype(np.float32) * 60
+    x = np.random.default_rng(3).standard_normal((2, 3, 50, 90)).astype(np.float32) * 60
     with pytest.raises(Exception, match="(?i)reshape|shape"):  # the crops' size check
         sess.run(None, {"data": x})
-    ours = predict_scores(model, x)  # minifcn pads 70x65 to 81x81, as predict_onnx does
+    ours = predict_scores(model, x)  # minifcn pads 50x90 to 63x95, as predict_onnx does
     theirs = predict_onnx(sess, x)
-    assert theirs.shape == ours.shape == (2, 5, 70, 65)
+    assert theirs.shape == ours.shape == (2, 5, 50, 90)
     assert np.abs(theirs - ours).max() <= 1e-4 * np.abs(ours).max()
 
 
@@ -219,9 +219,9 @@ def test_safetensors_round_trip_without_torch(tmp_path):
 
 # (model, config) -> the README's crop offsets: an independent statement of the geometry.
 README_OFFSETS = {
-    ("fcn32s", "mini"): {"score": 0},
-    ("fcn16s", "mini"): {"score_pool4c": 1, "score": 8},
-    ("fcn8s", "mini"): {"score_pool4c": 1, "score_pool3c": 1, "score": 12},
+    ("fcn32s", "mini"): {"score": 9},
+    ("fcn16s", "mini"): {"score_pool4c": 1, "score": 17},
+    ("fcn8s", "mini"): {"score_pool4c": 1, "score_pool3c": 1, "score": 21},
     ("fcn32s", "paper-narrow"): {"score": 19},
     ("fcn16s", "paper-narrow"): {"score_pool4c": 5, "score": 27},
     ("fcn8s", "paper-narrow"): {"score_pool4c": 5, "score_pool3c": 9, "score": 31},
@@ -295,7 +295,7 @@ def test_command_refuses_bad_input(checkpoint, tmp_path, capsys, monkeypatch):
     np.savez(nan_ck, **state, __meta__=np.array(json.dumps({"spec": model.spec()})))
     msg = bad(["--checkpoint", str(nan_ck), "--format", "safetensors"], capsys)
     assert "score_fr.bias" in msg and re.search("non-finite|NaN or infinite", msg), msg
-    assert "65" in bad(["--checkpoint", ck, "--input-size", "65x64"], capsys)
+    assert "50" in bad(["--checkpoint", ck, "--input-size", "50x64"], capsys)
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
     msg = bad(["--checkpoint", ck, "-o", str(tmp_path / "x.onnx")], capsys)
     assert "onnx package is not installed; pip install 'minifcn[export]'" in msg

@@ -360,8 +360,10 @@ def test_10_layers_reject_bad_arguments_and_empty_batches():
         loss(np.zeros((0, 3, 4, 4), np.float32), np.zeros((0, 4, 4), np.int64))
     with pytest.raises(ValueError, match="floating-point"):
         loss(np.zeros((1, 3, 4, 4), np.int64), np.zeros((1, 4, 4), np.int64))
-    with pytest.raises(ValueError, match="non-empty batch"):
+    with pytest.raises(ValueError, match=r"empty batch \(N = 0\)"):
         FCN8s(5, "mini")(np.zeros((0, 3, 64, 64), np.float32))
+    with pytest.raises(TypeError, match="expected a NumPy or CuPy array"):
+        FCN8s(5, "mini")([[0.0]])
 
 
 def test_3_a_cut_short_image_is_found_from_its_header_and_end(tmp_path):
