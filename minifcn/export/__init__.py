@@ -29,7 +29,7 @@ ONNX (``onnx_graph.py``)
     takes; the output ``score`` is (N, num_classes, H, W).
 
     N, H and W are dynamic. With the paper backbone (padding 100) every size works. The mini
-    backbone accepts only some sides (FCN-8s: 49-64, 81-96, ...; ``FCN.supported_sizes``);
+    backbone accepts only some sides (FCN-8s: 31-46, 63-78, ...; ``FCN.supported_sizes``);
     for other sides a crop would not fit, and ``Slice`` clamps silently, so the ``Reshape``
     after each crop (a no-op for supported sizes) makes onnxruntime fail rather than return a
     smaller or misaligned map. The supported sides are in the file's metadata
