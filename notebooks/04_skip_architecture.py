@@ -43,6 +43,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import Markdown, display
 
 from minifcn.checkpoint import load_model
 from minifcn.data import ShapesDataset, colorize
@@ -330,7 +331,8 @@ assert (sides["upscore8"], sides["score"]) == (152, 64)
 # trains in stages instead, each network starting from the previous one; notebook 5 does that,
 # and there the later stages have also trained longer.) Each run is a call to
 # `minifcn.train.train`, the same as `python -m minifcn.train ...`, writing into a temporary
-# folder. The budget is small: a few minutes per network on a two-core CPU.
+# folder. The budget is small: a minute or two per network on a two-core CPU (each run's last
+# log line gives its time).
 
 # %%
 runs = Path(tempfile.mkdtemp(prefix="minifcn_nb04_"))
@@ -357,8 +359,8 @@ for model_name in ["fcn32s", "fcn16s", "fcn8s"]:
 # The top rows are each network's arg-max labels. The arg-max hides how confident a network is,
 # so the bottom rows show, for the same images, its probability that a pixel belongs to *some*
 # object ($1 - P(\mathrm{background})$, black 0 to white 1). FCN-32s computes its scores on a
-# stride-32 grid and upsamples them bilinearly, so that map can only change gradually over tens
-# of pixels; the skips add scores from the stride-16 and stride-8 grids.
+# stride-32 grid (3x3 cells for these images) and upsamples them bilinearly; the skips add scores
+# from the stride-16 and stride-8 grids. The cell after the figure states what this run shows.
 
 # %%
 models = {name: load_model(runs / name / "best.npz")[0].eval() for name in summaries}
@@ -397,15 +399,40 @@ for name in models:
         f"{float((val.labels[show] == 0).mean()):.0%})"
     )
 
+# %%
+order = sorted(mean_iu, key=mean_iu.get, reverse=True)
+skip_gain = min(mean_iu["fcn16s"], mean_iu["fcn8s"]) - mean_iu["fcn32s"]
+finding = [
+    "Validation mean IU after the same budget: "
+    + " > ".join(f"{m} ({mean_iu[m]:.3f})" for m in order)
+    + "."
+]
+if skip_gain > 0:
+    finding.append(
+        f"Both networks with skips beat FCN-32s, by at least {skip_gain:.3f}: its "
+        "P(object) map is coarse and blocky and misses corners and thin parts that "
+        "the others follow."
+    )
+if mean_iu["fcn8s"] > mean_iu["fcn16s"]:
+    finding.append("FCN-8s also beat FCN-16s.")
+else:
+    finding.append(
+        "FCN-8s did not beat FCN-16s within this short budget; one run this short "
+        "does not settle the smaller step from stride 16 to stride 8 (notebook 5 "
+        "and the README's results table train longer)."
+    )
+display(Markdown(" ".join(finding)))
+
 # %% [markdown]
 # ## What a wrong crop does
 #
 # The offsets matter. Take the trained FCN-8s and cut its two skip maps at offset 0 instead of
 # the computed ones, as one might by cropping "from the top-left corner": the pool4 and pool3
 # scores are then added to coarse scores that belong to other places in the image. Nothing
-# fails, the shapes still fit, but the fused scores are misaligned and the segmentation
-# suffers. Below, the validation mean IU with the right and the wrong offsets, and the same
-# images' predictions.
+# fails, the shapes still fit, but the fused scores are misaligned. Below, the validation mean IU
+# with the right and the wrong offsets, and the same images' predictions. With offset 0 the crop
+# starts up and to the left of where it should, so what the skip scores draw moves down and to
+# the right of the objects.
 
 # %%
 net8 = models["fcn8s"]
@@ -546,9 +573,9 @@ exercise = grade(check_crop_offsets, crop_offsets)
 #   is `p - 81`, and with 100 any image side works;
 # * walking `graph()` reproduces `forward()`, and the summands of each fuse share a map;
 # * the three runs wrote checkpoints that load back as the right models;
-# * (full run) cropping the skips at offset 0 lowers FCN-8s's validation mean IU, and the
-#   gradient of one output pixel is concentrated in a region smaller than the image, inside a
-#   theoretical field larger than it.
+# * (full run) both networks with skips beat FCN-32s on validation mean IU; cropping the skips
+#   at offset 0 lowers FCN-8s's validation mean IU; and 90% of the gradient of one output pixel
+#   lies in a square smaller than the image, inside a theoretical field larger than it.
 
 # %%
 assert paper["FCN32s"][0] == {"score": 19}
@@ -564,6 +591,7 @@ assert [type(m).__name__ for m in models.values()] == ["FCN32s", "FCN16s", "FCN8
 assert {name: getattr(net8, name).offset for name in skip_crops} == right_offsets
 assert rf > side
 if not QUICK:
+    assert skip_gain > 0, mean_iu
     assert wrong["mean_iu"] < right["mean_iu"] - 0.02, (right["mean_iu"], wrong["mean_iu"])
     assert 2 * r90 + 1 < side
 print("all checks passed")
