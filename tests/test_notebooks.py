@@ -43,6 +43,15 @@ def test_py_source_and_ipynb_hold_the_same_cells(py):
     )
 
 
+@pytest.mark.parametrize("py", SOURCES, ids=[p.stem for p in SOURCES])
+def test_every_notebook_has_a_graded_exercise_without_its_solution(py):
+    text = py.read_text()
+    assert "grade(check_" in text and "raise NotImplementedError" in text
+    assert "solutions" not in "".join(
+        line for line in text.splitlines() if line.startswith(("import", "from"))
+    ), "the notebooks must not import the reference solutions"
+
+
 def test_pair_check_notices_an_edit_to_either_file(tmp_path):
     py, ipynb = SOURCES[0], NOTEBOOKS[0]
     edited_py = tmp_path / py.name
