@@ -41,9 +41,9 @@
 # with the epochs printed by the next cell (2, 2 and 1: the staged rows of the README's results
 # table), plus `--no-progress`, and otherwise the command's defaults (dataset sizes, optimiser,
 # learning rate, schedule). The figures need not equal the README's to the last digit: the
-# README names the commit whose layer code it was measured with, and a different order of
-# floating-point sums changes a run's path. On a two-core CPU this notebook takes several
-# minutes. Quick mode
+# README names the commit whose layer code its table was measured with, and reports that the
+# default run gave slightly different figures on a later commit's layer code. On a two-core CPU
+# this notebook takes several minutes. Quick mode
 # (`MINIFCN_QUICK=1`) uses 16 training images, 8 validation images and one epoch per stage, only
 # to check that the notebook runs.
 
