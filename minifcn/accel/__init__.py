@@ -14,6 +14,7 @@ path on the GPU only). It is the default.
   ``cuda_kernels.py`` (im2col, col2im as a gather, the fused softmax
   cross-entropy).
 * ``pool.py``: max pooling over non-overlapping windows as strided views (both).
+* ``shared.py``: what both share: the 1x1 shortcut and the batch-major products.
 
 A layer asks ``ops_for(x)`` which functions to run. Each accelerated module has
 functions with the same names, arguments and results as the plain ones in the

@@ -42,6 +42,7 @@ import numpy as np
 
 from ..nn.im2col import conv_output_size
 from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerated pooling)
+from .shared import channels_first, pointwise, pointwise_input_grad, weight_grad_product
 
 STREAM_BYTES = 256 * 1024  # one image's patches at least this large ...
 STREAM_CHANNELS = 32  # ... and at most this many output channels: loop over images
@@ -138,10 +139,6 @@ class Streamed(NamedTuple):
     stride: int
 
 
-def _pointwise(kh, kw, stride, padding) -> bool:
-    return kh == 1 and kw == 1 and stride == 1 and padding == 0
-
-
 def _streams(o, c, kh, kw, out_h, out_w, dtype) -> bool:
     """Loop over images: their patches are large, and with few output channels the
     product is memory-bound anyway, so smaller products lose nothing."""
@@ -160,7 +157,7 @@ def conv2d(x, weight, stride: int, padding: int):
     out_h = conv_output_size(h, kh, stride, padding)
     out_w = conv_output_size(w, kw, stride, padding)
     w2 = weight.reshape(o, -1)
-    if _pointwise(kh, kw, stride, padding):
+    if pointwise(kh, kw, stride, padding):
         col = x.reshape(n, c, h * w)
         return (w2 @ col).reshape(n, o, out_h, out_w), col
     xpad = _padded(x, padding)
@@ -184,12 +181,6 @@ def conv2d(x, weight, stride: int, padding: int):
     return y.reshape(n, o, out_h, out_w), col
 
 
-def _channels_first(a):
-    """(N, O, H, W) -> (O, N*H*W), a copy: the batch joined to the pixels."""
-    o = a.shape[1]
-    return np.ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(o, -1)
-
-
 def conv2d_weight_grad(saved, dy):
     """As ``nn.conv.conv2d_weight_grad``: dW (O, K) from what ``conv2d`` saved and dy."""
     n, o = dy.shape[:2]
@@ -208,9 +199,7 @@ def conv2d_weight_grad(saved, dy):
                 # (K, P) @ (P, O): BLAS is faster with the long axis contracted this way round
                 dw += col.reshape(-1, r * out_w) @ dy[i, :, rows].reshape(o, -1).T
         return dw.T
-    if saved.ndim == 3:  # 1x1: (N, K, P)
-        return (saved @ dy.reshape(n, o, -1).transpose(0, 2, 1)).sum(axis=0).T
-    return (saved @ _channels_first(dy).T).T
+    return weight_grad_product(saved, dy)
 
 
 def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
@@ -218,8 +207,8 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     n, o, out_h, out_w = dy.shape
     _, c, kh, kw = weight.shape
     w_t = weight.reshape(o, -1).T  # (K, O)
-    if _pointwise(kh, kw, stride, padding):
-        return (w_t @ dy.reshape(n, o, out_h * out_w)).reshape(n, c, h, w)
+    if pointwise(kh, kw, stride, padding):
+        return pointwise_input_grad(dy, weight, h, w)
     dtype = np.result_type(weight, dy)
     hp = max(h + 2 * padding, stride * (out_h - 1) + kh)
     wp = max(w + 2 * padding, stride * (out_w - 1) + kw)
@@ -236,7 +225,7 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
                 _scatter_add(dcol, img[i][:, _input_rows(rows, kh, stride)], kh, kw, stride)
     else:
         dcol = BUFFERS.take((c * kh * kw, n * p), dtype)
-        np.matmul(w_t, _channels_first(dy), out=dcol)
+        np.matmul(w_t, channels_first(dy), out=dcol)
         dcol = dcol.reshape(c, kh, kw, n, out_h, out_w).transpose(0, 3, 1, 2, 4, 5)
         _scatter_add(dcol, img.transpose(1, 0, 2, 3), kh, kw, stride)
     return img[:, :, padding : padding + h, padding : padding + w]

@@ -26,15 +26,7 @@ from .cuda_kernels import (
     softmax_xent_forward_gpu,
 )
 from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerated pooling)
-
-
-def _pointwise(kh, kw, stride, padding) -> bool:
-    return kh == 1 and kw == 1 and stride == 1 and padding == 0
-
-
-def _channels_first(a):
-    """(N, O, H, W) -> (O, N*H*W), a copy: the batch joined to the pixels."""
-    return cupy_module().ascontiguousarray(a.transpose(1, 0, 2, 3)).reshape(a.shape[1], -1)
+from .shared import channels_first, pointwise, pointwise_input_grad, weight_grad_product
 
 
 def conv2d(x, weight, stride: int, padding: int):
@@ -45,7 +37,7 @@ def conv2d(x, weight, stride: int, padding: int):
     out_h = conv_output_size(h, kh, stride, padding)
     out_w = conv_output_size(w, kw, stride, padding)
     w2 = weight.reshape(o, -1)
-    if _pointwise(kh, kw, stride, padding):
+    if pointwise(kh, kw, stride, padding):
         col = x.reshape(n, c, h * w)
         return (w2 @ col).reshape(n, o, out_h, out_w), col
     col = cp.empty((c, kh, kw, n, out_h, out_w), dtype=x.dtype)
@@ -57,10 +49,7 @@ def conv2d(x, weight, stride: int, padding: int):
 
 def conv2d_weight_grad(col, dy):
     """As ``nn.conv.conv2d_weight_grad``: dW (O, K)."""
-    n, o = dy.shape[:2]
-    if col.ndim == 3:  # 1x1: (N, K, P)
-        return (col @ dy.reshape(n, o, -1).transpose(0, 2, 1)).sum(axis=0).T
-    return (col @ _channels_first(dy).T).T
+    return weight_grad_product(col, dy)
 
 
 def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
@@ -68,9 +57,9 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     n, o, out_h, out_w = dy.shape
     _, c, kh, kw = weight.shape
     w_t = weight.reshape(o, -1).T  # (K, O)
-    if _pointwise(kh, kw, stride, padding):
-        return (w_t @ dy.reshape(n, o, out_h * out_w)).reshape(n, c, h, w)
-    dcol = (w_t @ _channels_first(dy)).reshape(c, kh, kw, n, out_h, out_w)
+    if pointwise(kh, kw, stride, padding):
+        return pointwise_input_grad(dy, weight, h, w)
+    dcol = (w_t @ channels_first(dy)).reshape(c, kh, kw, n, out_h, out_w)
     return col2im_gpu(dcol, h, w, stride, padding, layout="cn")
 
 
