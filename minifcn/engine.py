@@ -141,26 +141,20 @@ def forward_bytes(model, height: int, width: int, batch: int = 1) -> int:
 
 def receptive_margin(model) -> int:
     """Pixels of context a score needs on each side: half the receptive field of
-    the coarsest blob, rounded up to the network's largest stride."""
-    rf, jump = 1, 1
-    for _, layer, *_ in model.graph():
-        module = getattr(model, layer)
-        k, s = getattr(module, "kernel_size", None), getattr(module, "stride", None)
-        if k is None or s is None or type(module).__name__ == "ConvTranspose2d":
-            continue
-        rf += (k - 1) * jump
-        jump *= s
-    return -(-(rf // 2 + 1) // jump) * jump
+    the coarsest blob (from ``explain.geometry_table``), rounded up to the
+    network's stride."""
+    from .explain import geometry_table
+
+    rows = geometry_table(model)
+    jump = max(r["jump"] for r in rows)
+    rf = max(r["rf"] for r in rows if r["jump"] == jump)
+    return -(-(int(rf) // 2 + 1) // int(jump)) * int(jump)
 
 
 def network_stride(model) -> int:
-    """The product of the strides of the backbone (32 for VGG16-based FCNs)."""
-    jump = 1
-    for _, layer, *_ in model.graph():
-        module = getattr(model, layer)
-        if type(module).__name__ in ("Conv2d", "MaxPool2d"):
-            jump *= module.stride
-    return jump
+    """The coarsest blob's stride in image pixels, from the coordinate maps (32 for
+    VGG16-based FCNs)."""
+    return int(max(m.scale for m in model.coordinate_maps().values()))
 
 
 def tile_size_for(model, max_bytes: int, limit: int = 4096) -> int:
