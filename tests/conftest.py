@@ -16,8 +16,6 @@ REAL_GPU = backend.gpu_available()
 if not REAL_GPU:
     backend._cupy = fake_cupy.module
 DEVICE = "real CuPy" if REAL_GPU else "CuPy stand-in"
-GPU = True  # the device variants always run: on the GPU, or on the stand-in
-requires_gpu = pytest.mark.skipif(False, reason="")
 requires_real_gpu = pytest.mark.skipif(not REAL_GPU, reason="needs a real CUDA device")
 STANDIN = None if REAL_GPU else fake_cupy
 

@@ -37,10 +37,10 @@ def variant_id(v):
 
 # ------------------------------------------------------------------ the stand-in itself
 # These prove the test double catches the mistakes it exists for.
-pytestmark_standin = pytest.mark.skipif(REAL_GPU, reason="checks the stand-in, not CuPy")
+standin_only = pytest.mark.skipif(REAL_GPU, reason="checks the stand-in, not CuPy")
 
 
-@pytestmark_standin
+@standin_only
 def test_standin_arrays_refuse_implicit_conversion_to_numpy():
     d = fake_cupy.module.zeros(3, dtype=np.float32)
     assert not isinstance(d, np.ndarray)
@@ -51,7 +51,7 @@ def test_standin_arrays_refuse_implicit_conversion_to_numpy():
         host[:] = d  # a NumPy buffer receiving a device array
 
 
-@pytestmark_standin
+@standin_only
 def test_standin_refuses_host_arrays_as_operands_and_fill_values():
     xp = fake_cupy.module
     d, h = xp.ones(3, dtype=np.float32), np.ones(3, dtype=np.float32)
@@ -67,7 +67,7 @@ def test_standin_refuses_host_arrays_as_operands_and_fill_values():
     assert d.dtype == np.float32 and (d * 2).dtype == np.float32
 
 
-@pytestmark_standin
+@standin_only
 def test_standin_counts_syncs_with_their_call_site(standin):
     d = standin.module.arange(4, dtype=np.float32)
     total = d.sum()  # stays on the device: no sync
@@ -79,12 +79,12 @@ def test_standin_counts_syncs_with_their_call_site(standin):
     assert [e.what for e in standin.stats.syncs] == ["float()", "int()", "bool()", ".get()"]
 
 
-@pytestmark_standin
+@standin_only
 def test_standin_empty_is_garbage_like_device_memory():
     assert np.isnan(fake_cupy.module.empty(4, dtype=np.float32).get()).all()
 
 
-@pytestmark_standin
+@standin_only
 def test_standin_kernel_arguments_must_have_the_exact_c_types():
     xp = fake_cupy.module
     kernel = xp.RawKernel(PROBE_KERNEL, "minifcn_probe")
@@ -99,7 +99,7 @@ def test_standin_kernel_arguments_must_have_the_exact_c_types():
     assert x.get().tolist() == [1, 1, 1, 1]
 
 
-@pytestmark_standin
+@standin_only
 def test_standin_runs_the_kernel_source_itself_not_a_copy():
     xp = fake_cupy.module
     x = xp.arange(3, dtype=np.float32)
@@ -384,7 +384,7 @@ def test_a_training_step_waits_for_the_device_at_most_once(standin):
     assert label_copies, "labels should travel as uint8"
 
 
-@pytestmark_standin
+@standin_only
 def test_the_training_command_syncs_once_per_step(gpu_run):
     _, syncs = gpu_run
     steps = 2  # 8 images, batches of 4
@@ -422,13 +422,13 @@ def test_gpu_without_cupy_names_what_to_install(tmp_path, capsys, no_cupy):
     assert "CuPy is not installed" in message and "cupy-cuda12x[ctk]" in message
 
 
-@pytestmark_standin
+@standin_only
 def test_gpu_without_a_device_says_so(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fake_cupy._runtime, "device_count", 0)
     assert "no CUDA device" in _gpu_command_error(tmp_path, capsys)
 
 
-@pytestmark_standin
+@standin_only
 def test_gpu_without_nvrtc_stops_at_start_up_with_one_message(tmp_path, capsys, monkeypatch):
     class MissingNVRTC(fake_cupy.RawKernel):
         def __call__(self, *args, **kwargs):

@@ -4,7 +4,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import requires_gpu
 
 from minifcn.backend import as_numpy
 from minifcn.checkpoint import load_model, save_checkpoint, save_npz_atomic
@@ -269,7 +268,6 @@ def test_explain_prints_layers_and_offsets(capsys):
     assert "reads score_fr: 3 score cells per side, stride 32" in out
 
 
-@requires_gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s"])
 def test_model_cpu_and_gpu_agree(name):

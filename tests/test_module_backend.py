@@ -4,7 +4,6 @@ import copy
 
 import numpy as np
 import pytest
-from conftest import requires_gpu
 from helpers import close, distinct_values
 
 from minifcn.backend import as_numpy, get_array_module, gpu_available, to_device
@@ -94,7 +93,6 @@ def _parity_cases(rng):
     }
 
 
-@requires_gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     "name",
@@ -127,7 +125,6 @@ def test_cpu_and_gpu_agree_on_forward_and_backward(name):
         close(as_numpy(q.grad), p.grad, rtol=1e-3, atol=1e-3, err_msg=n)
 
 
-@requires_gpu
 @pytest.mark.gpu
 def test_cpu_and_gpu_agree_on_the_loss():
     rng = np.random.default_rng(0)
