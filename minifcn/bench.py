@@ -347,7 +347,7 @@ def train_step_ours(device: str, batch: int, size: int, repeat: int) -> dict | N
     def step():
         model.zero_grad()
         loss_fn(model(x), labels)
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)  # as PyTorch: x needs no grad
         opt.step()
 
     seconds = timeit(step, repeat, sync)
@@ -406,7 +406,7 @@ def paper_step(device: str, size: int, repeat: int, torch=None) -> dict:
     def step():
         model.zero_grad()
         loss_fn(model(x), labels)
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)  # as PyTorch: x needs no grad
 
     result = dict(size=size, step_s=timeit(step, repeat, sync))
     if torch is not None:

@@ -640,7 +640,7 @@ def train_epoch(run: Run, bar) -> float:
                 f"(lr {run.opt.lr:g}); try a lower --lr. {kept_message(run)}"
             )
         model.zero_grad()
-        model.backward(run.loss_fn.backward())
+        model.backward(run.loss_fn.backward(), input_grad=False)  # no image gradient
         run.opt.step()
         s.iteration += 1
         run.step_rng = model.rng_state()

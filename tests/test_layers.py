@@ -242,11 +242,15 @@ def test_backward_accumulates_parameter_gradients(rng):
 
 
 # ------------------------------------------------------------ plain path == accelerated path
-# Shapes that reach every accelerated variant: the per-image loop (large maps), the
-# batch-major product (small maps), 1x1, strides and paddings; the sub-pixel transposed
-# conv with s | k, s not dividing k, and padding; tiled and general pooling.
+# Shapes that reach every accelerated variant: the row-shift form at stride 1 (its input
+# gradient with dy padded, unpadded and cropped), the batch-major product at other
+# strides, 1x1, paddings; the sub-pixel transposed conv with s | k, s not dividing k,
+# and padding; tiled and general pooling.
 PATH_CASES = {
     "conv3x3 large map": (lambda: Conv2d(8, 5, 3, 1, 1, rng=0), (2, 8, 40, 37)),
+    "conv3x3 p0": (lambda: Conv2d(4, 3, 3, 1, 0, rng=0), (2, 4, 7, 6)),
+    "conv3x3 p4 (conv1_1's padding > k - 1)": (lambda: Conv2d(3, 4, 3, 1, 4, rng=0), (2, 3, 6, 5)),
+    "conv5x5 p1": (lambda: Conv2d(2, 3, 5, 1, 1, rng=0), (1, 2, 8, 9)),
     "conv3x3 s2 large map": (lambda: Conv2d(8, 4, 3, 2, 2, rng=0), (2, 8, 41, 40)),
     "conv3x3 small map": (lambda: Conv2d(3, 4, 3, 1, 1, rng=0), (2, 3, 9, 8)),
     "conv7x7 s3 p2": (lambda: Conv2d(2, 3, 7, 3, 2, rng=0), (2, 2, 11, 9)),
@@ -380,8 +384,8 @@ def test_max_pool_matches_a_loop_over_output_pixels_on_both_paths(xp, rng, k, s,
 def test_accelerated_conv_in_bands_of_rows_matches_the_plain_path(rng, monkeypatch):
     from minifcn.accel import cpu
 
-    monkeypatch.setattr(cpu, "CHUNK_BYTES", 3000)  # bands of a few rows, a short last one
-    make, shape = PATH_CASES["conv3x3 s2 large map"]
+    monkeypatch.setattr(cpu, "BAND_BYTES", 3000)  # bands of a few rows, a short last one
+    make, shape = PATH_CASES["conv3x3 large map"]
     x = rng.standard_normal(shape)
     with plain_path():
         plain = _run_layer(np, make, x)

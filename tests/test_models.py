@@ -107,6 +107,28 @@ def test_whole_network_gradients(cls):
     assert max(errors.values()) < 1e-5, {k: v for k, v in errors.items() if v > 1e-5}
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_backward_without_the_image_gradient_gives_the_same_parameter_gradients(freeze):
+    rng = np.random.default_rng(0)
+    model = FCN8s(3, TINY, freeze_upsampling=freeze, rng=1).astype(np.float64)
+    _randomise_heads(model, rng)
+    model.eval()
+    x = rng.standard_normal((2, 3, 20, 19))
+    dy = rng.standard_normal(model(x).shape)
+    dx = model.backward(dy)
+    full = {n: p.grad.copy() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model(x)
+    first = model.conv1_1  # reads the image (TINY has no input scaling)
+    assert model.graph()[0][1:] == ("conv1_1", "data")
+    backward, asked = first.backward, []
+    first.backward = lambda g, **kw: asked.append(kw) or backward(g, **kw)
+    assert model.backward(dy, input_grad=False) is None
+    assert dx.shape == x.shape and asked == [{"input_grad": False}]
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.grad, full[name], err_msg=name)
+
+
 def test_state_dict_uses_reference_names_and_pytorch_layouts():
     state = FCN8s(21, PAPER).state_dict()
     assert state["conv1_1.weight"].shape == (64, 3, 3, 3)

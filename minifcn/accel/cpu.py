@@ -5,14 +5,19 @@ Every function has the name, arguments and results of its plain twin in
 is measured by ``python -m minifcn.bench`` (its "plain ms" column).
 
 Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
-    * Large maps and few (<= 32) output channels, where the product is bound by
-      memory traffic, not arithmetic: the loop over images, and over bands of
-      output rows, is the outer loop. Each band's patches (about 1 MiB) are
-      gathered into one reused buffer, multiplied, and dropped; backward gathers
-      them again from the saved padded input. The tens of megabytes of patches
-      of the whole batch are never written to memory, and col2im adds into one
-      band of one image at a time, which stays in cache during its kh*kw passes.
-    * Small maps: the patches are stored as (C, kh, kw, N, out_h, out_w), so
+    * Stride 1 (every 3x3 conv of FCN), the "row-shift" form: im2col copies each
+      pixel kh*kw times, but a kernel row i only needs the rows of kernel row 0
+      moved down by i. So for a band of output rows of one image, the padded
+      input is copied kw times, shifted one column each time: cols (C*kw,
+      (rows + kh - 1)*out_w), kw copies instead of kh*kw. ONE product with the
+      kernel rows stacked, (kh*O, C*kw) @ cols, gives every kernel row's partial
+      sums z[i]; y = the sum over i of z[i] moved up by i rows. The weight
+      gradient is kh products of dy with cols read i rows down (no copy). The
+      input gradient is itself a stride-1 convolution: of dy with the kernel
+      turned by 180 degrees and its in/out channels swapped, so it runs the same
+      code and writes each dx pixel once instead of col2im's k*k additions.
+      Bands of a few MiB stay in cache between the copies and the product.
+    * Other strides: the patches are stored as (C, kh, kw, N, out_h, out_w), so
       that the whole batch is ONE matrix product (O, K) @ (K, N*P), which BLAS
       runs much faster than N small ones.
     * 1x1 kernels, stride 1, no padding: the image is its own patch matrix.
@@ -44,9 +49,7 @@ from ..nn.im2col import conv_output_size
 from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerated pooling)
 from .shared import channels_first, pointwise, pointwise_input_grad, weight_grad_product
 
-STREAM_BYTES = 256 * 1024  # one image's patches at least this large ...
-STREAM_CHANNELS = 32  # ... and at most this many output channels: loop over images
-CHUNK_BYTES = 1024 * 1024  # ... in chunks of output rows whose patches take about this much
+BAND_BYTES = 4 * 2**20  # the shifted copies of one band of output rows: about this much
 
 
 class Buffers:
@@ -119,38 +122,83 @@ def _scatter_add(col, img, kh: int, kw: int, s: int) -> None:
             img[..., i : i + s * out_h : s, j : j + s * out_w : s] += col[..., i, j, :, :]
 
 
-def _row_chunks(k: int, out_h: int, out_w: int, itemsize: int):
-    """Slices of output rows whose patches (k values per pixel) take about CHUNK_BYTES."""
-    rows = max(1, CHUNK_BYTES // (k * out_w * itemsize))
+def _row_bands(c: int, kh: int, kw: int, out_h: int, out_w: int, itemsize: int) -> list:
+    """Slices of output rows whose shifted copies (c*kw values per input pixel) take
+    about BAND_BYTES."""
+    rows = max(1, BAND_BYTES // (c * kw * out_w * itemsize) - (kh - 1))
     return [slice(r, min(r + rows, out_h)) for r in range(0, out_h, rows)]
 
 
-def _input_rows(rows: slice, kh: int, s: int) -> slice:
-    """The padded input rows that output rows ``rows`` read."""
-    return slice(rows.start * s, (rows.stop - 1) * s + kh)
+def _shifted(xpad_i, rows: slice, buf, kh: int, kw: int, out_w: int):
+    """One padded image (C, Hp, Wp), the input rows that output rows ``rows`` read,
+    copied kw times: (C*kw, (r + kh - 1)*out_w), row (c, j) = xpad_i[c, rows', j:j+out_w]."""
+    c = xpad_i.shape[0]
+    rin = rows.stop - rows.start + kh - 1
+    cols = buf[: c * kw * rin * out_w].reshape(c, kw, rin, out_w)
+    src = xpad_i[:, rows.start : rows.start + rin]
+    for j in range(kw):
+        cols[:, j] = src[:, :, j : j + out_w]
+    return cols.reshape(c * kw, rin * out_w)
 
 
-class Streamed(NamedTuple):
-    """Saved by ``conv2d`` on large maps: the padded input, to gather patches again."""
+class RowShift(NamedTuple):
+    """Saved by a stride-1 ``conv2d``: the padded input, to copy each band again."""
 
     xpad: np.ndarray  # (N, C, H + 2p, W + 2p)
     kh: int
     kw: int
-    stride: int
 
 
-def _streams(o, c, kh, kw, out_h, out_w, dtype) -> bool:
-    """Loop over images: their patches are large, and with few output channels the
-    product is memory-bound anyway, so smaller products lose nothing."""
-    size = c * kh * kw * out_h * out_w * np.dtype(dtype).itemsize
-    return o <= STREAM_CHANNELS and size >= STREAM_BYTES
+def _conv_row_shift(x, weight, padding: int):
+    """Stride-1 convolution in the row-shift form: -> y (N, O, out_h, out_w), RowShift."""
+    n, c = x.shape[:2]
+    o, _, kh, kw = weight.shape
+    xpad = _padded(x, padding)
+    out_h, out_w = xpad.shape[2] - kh + 1, xpad.shape[3] - kw + 1
+    stacked = weight.transpose(2, 0, 1, 3).reshape(kh * o, c * kw)  # row (i, o), col (c, j)
+    y = np.empty((n, o, out_h, out_w), dtype=np.result_type(x, weight))
+    bands = _row_bands(c, kh, kw, out_h, out_w, x.itemsize)
+    rin = bands[0].stop + kh - 1
+    buf = BUFFERS.take(c * kw * rin * out_w, x.dtype)
+    zbuf = BUFFERS.take(kh * o * rin * out_w, y.dtype)
+    for b in range(n):
+        for rows in bands:
+            r = rows.stop - rows.start
+            cols = _shifted(xpad[b], rows, buf, kh, kw, out_w)
+            z = zbuf[: kh * o * cols.shape[1]].reshape(kh * o, -1)
+            np.matmul(stacked, cols, out=z)
+            z = z.reshape(kh, o, r + kh - 1, out_w)  # z[i]: kernel row i's partial sums
+            out = y[b, :, rows]
+            out[...] = z[0, :, :r]
+            for i in range(1, kh):
+                out += z[i, :, i : i + r]
+    return y, RowShift(xpad, kh, kw)
+
+
+def _row_shift_weight_grad(saved: RowShift, dy):
+    """dW (O, K) of a stride-1 convolution: kh products per band, over one copy."""
+    xpad, kh, kw = saved
+    n, o, out_h, out_w = dy.shape
+    c = xpad.shape[1]
+    dtype = np.result_type(xpad, dy)
+    bands = _row_bands(c, kh, kw, out_h, out_w, xpad.itemsize)
+    buf = BUFFERS.take(c * kw * (bands[0].stop + kh - 1) * out_w, xpad.dtype)
+    dw = np.zeros((kh, c * kw, o), dtype=dtype)  # dw[i, (c, j), o] = dW[o, c, i, j]
+    for b in range(n):
+        for rows in bands:
+            r = rows.stop - rows.start
+            cols = _shifted(xpad[b], rows, buf, kh, kw, out_w)
+            g = dy[b, :, rows].reshape(o, r * out_w).T  # (P, O)
+            for i in range(kh):  # (C*kw, P) @ (P, O): BLAS is faster this way round
+                dw[i] += cols[:, i * out_w : (i + r) * out_w] @ g
+    return dw.reshape(kh, c, kw, o).transpose(3, 1, 0, 2).reshape(o, -1)
 
 
 def conv2d(x, weight, stride: int, padding: int):
     """As ``nn.conv.conv2d``: x (N, C, H, W), weight (O, C, kh, kw) -> y, saved.
 
-    saved: (N, K, P) for 1x1 kernels (x itself), ``Streamed`` on large maps,
-    else the patches (K, N*P) in the batch-major layout.
+    saved: (N, K, P) for 1x1 kernels (x itself), ``RowShift`` at stride 1, else
+    the patches (K, N*P) in the batch-major layout.
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -160,74 +208,48 @@ def conv2d(x, weight, stride: int, padding: int):
     if pointwise(kh, kw, stride, padding):
         col = x.reshape(n, c, h * w)
         return (w2 @ col).reshape(n, o, out_h, out_w), col
+    if stride == 1:
+        return _conv_row_shift(x, weight, padding)
     xpad = _padded(x, padding)
-    p = out_h * out_w
-    if _streams(o, c, kh, kw, out_h, out_w, x.dtype):
-        y = np.empty((n, o, out_h, out_w), dtype=np.result_type(x, weight))
-        chunks = _row_chunks(c * kh * kw, out_h, out_w, x.itemsize)
-        buf = BUFFERS.take(c * kh * kw * (chunks[0].stop - chunks[0].start) * out_w, x.dtype)
-        for i in range(n):
-            for rows in chunks:
-                r = rows.stop - rows.start
-                col = buf[: c * kh * kw * r * out_w].reshape(c, kh, kw, r, out_w)
-                _gather(xpad[i][:, _input_rows(rows, kh, stride)], col, kh, kw, stride)
-                out = y[i, :, rows].reshape(o, r * out_w)
-                np.matmul(w2, col.reshape(-1, r * out_w), out=out)
-        return y, Streamed(xpad, kh, kw, stride)
     col = BUFFERS.take((c, kh, kw, n, out_h, out_w), x.dtype)
     _gather(xpad.transpose(1, 0, 2, 3), col.transpose(0, 3, 1, 2, 4, 5), kh, kw, stride)
-    col = col.reshape(c * kh * kw, n * p)
-    y = np.ascontiguousarray((w2 @ col).reshape(o, n, p).transpose(1, 0, 2))
+    col = col.reshape(c * kh * kw, n * out_h * out_w)
+    y = np.ascontiguousarray((w2 @ col).reshape(o, n, -1).transpose(1, 0, 2))
     return y.reshape(n, o, out_h, out_w), col
 
 
 def conv2d_weight_grad(saved, dy):
     """As ``nn.conv.conv2d_weight_grad``: dW (O, K) from what ``conv2d`` saved and dy."""
-    n, o = dy.shape[:2]
-    if isinstance(saved, Streamed):
-        xpad, kh, kw, s = saved
-        c = xpad.shape[1]
-        out_h, out_w = dy.shape[2:]
-        chunks = _row_chunks(c * kh * kw, out_h, out_w, xpad.itemsize)
-        buf = BUFFERS.take(c * kh * kw * (chunks[0].stop - chunks[0].start) * out_w, xpad.dtype)
-        dw = np.zeros((c * kh * kw, o), dtype=np.result_type(xpad, dy))
-        for i in range(n):
-            for rows in chunks:
-                r = rows.stop - rows.start
-                col = buf[: c * kh * kw * r * out_w].reshape(c, kh, kw, r, out_w)
-                _gather(xpad[i][:, _input_rows(rows, kh, s)], col, kh, kw, s)
-                # (K, P) @ (P, O): BLAS is faster with the long axis contracted this way round
-                dw += col.reshape(-1, r * out_w) @ dy[i, :, rows].reshape(o, -1).T
-        return dw.T
+    if isinstance(saved, RowShift):
+        return _row_shift_weight_grad(saved, dy)
     return weight_grad_product(saved, dy)
 
 
 def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
-    """As ``nn.conv.conv2d_input_grad``: dy (N, O, out_h, out_w) -> dx (N, C, h, w)."""
+    """As ``nn.conv.conv2d_input_grad``: dy (N, O, out_h, out_w) -> dx (N, C, h, w).
+
+    At stride 1 the adjoint is itself a convolution: dy, padded by k - 1 - padding
+    (cropped, when the padding is larger), correlated with the kernel turned by 180
+    degrees, its in and out channels swapped.
+    """
     n, o, out_h, out_w = dy.shape
     _, c, kh, kw = weight.shape
-    w_t = weight.reshape(o, -1).T  # (K, O)
     if pointwise(kh, kw, stride, padding):
         return pointwise_input_grad(dy, weight, h, w)
+    if stride == 1 and kh == kw:
+        turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
+        q = kh - 1 - padding
+        if q < 0:  # the outer -q rows and columns of dy only saw padding
+            dy, q = dy[:, :, -q : out_h + q, -q : out_w + q], 0
+        return _conv_row_shift(dy, turned, q)[0]
     dtype = np.result_type(weight, dy)
     hp = max(h + 2 * padding, stride * (out_h - 1) + kh)
     wp = max(w + 2 * padding, stride * (out_w - 1) + kw)
     img = np.zeros((n, c, hp, wp), dtype=dtype)
-    p = out_h * out_w
-    if _streams(o, c, kh, kw, out_h, out_w, dtype):
-        chunks = _row_chunks(c * kh * kw, out_h, out_w, np.dtype(dtype).itemsize)
-        buf = BUFFERS.take(c * kh * kw * (chunks[0].stop - chunks[0].start) * out_w, dtype)
-        for i in range(n):
-            for rows in chunks:
-                r = rows.stop - rows.start
-                dcol = buf[: c * kh * kw * r * out_w].reshape(c, kh, kw, r, out_w)
-                np.matmul(w_t, dy[i, :, rows].reshape(o, -1), out=dcol.reshape(-1, r * out_w))
-                _scatter_add(dcol, img[i][:, _input_rows(rows, kh, stride)], kh, kw, stride)
-    else:
-        dcol = BUFFERS.take((c * kh * kw, n * p), dtype)
-        np.matmul(w_t, channels_first(dy), out=dcol)
-        dcol = dcol.reshape(c, kh, kw, n, out_h, out_w).transpose(0, 3, 1, 2, 4, 5)
-        _scatter_add(dcol, img.transpose(1, 0, 2, 3), kh, kw, stride)
+    dcol = BUFFERS.take((c * kh * kw, n * out_h * out_w), dtype)
+    np.matmul(weight.reshape(o, -1).T, channels_first(dy), out=dcol)
+    dcol = dcol.reshape(c, kh, kw, n, out_h, out_w).transpose(0, 3, 1, 2, 4, 5)
+    _scatter_add(dcol, img.transpose(1, 0, 2, 3), kh, kw, stride)
     return img[:, :, padding : padding + h, padding : padding + w]
 
 

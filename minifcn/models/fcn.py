@@ -140,9 +140,15 @@ class FCN(Module):
         self._out_shape = tuple(scores.shape)
         return scores
 
-    def backward(self, dscores):
+    def backward(self, dscores, input_grad: bool = True):
         """Run the steps in reverse. A blob read by several steps (pool4 feeds pool5
-        and score_pool4) gets the sum of their gradients; a crop's reference gets none."""
+        and score_pool4) gets the sum of their gradients; a crop's reference gets none.
+
+        Returns the image's gradient dx (N, 3, H, W). Training does not need it:
+        with ``input_grad=False`` only the gradients that lead to a trainable
+        parameter are computed (conv1_1 skips its input gradient, a convolution on
+        the largest map) and None is returned.
+        """
         if self._out_shape is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         shape = tuple(getattr(dscores, "shape", ()))
@@ -151,16 +157,32 @@ class FCN(Module):
                 f"{type(self).__name__}.backward: the gradient has shape {shape}, but the last "
                 f"forward returned scores of shape {self._out_shape}"
             )
+        wanted = self._wanted_grads(input_grad)
         grads = {self._steps[-1][0]: dscores}
         for out, layer, src, *ref in reversed(self._steps):
             g = grads.pop(out, None)
             if g is None:  # nothing downstream used this blob
                 continue
-            d = getattr(self, layer).backward(g)
-            inputs = (src, *ref)
+            module, inputs = getattr(self, layer), (src, *ref)
+            if not any(wanted[blob] for blob in inputs):
+                if isinstance(module, Conv2d):  # parameter gradients only
+                    module.backward(g, input_grad=False)
+                elif any(p.requires_grad for p in module.parameters()):
+                    module.backward(g)  # for its parameters; dx is dropped
+                continue
+            d = module.backward(g)
             for blob, db in zip(inputs, d if isinstance(d, tuple) else (d,)):
                 grads[blob] = db if blob not in grads else grads[blob] + db
-        return grads["data"]
+        return grads.get("data")
+
+    def _wanted_grads(self, input_grad: bool) -> dict:
+        """{blob: whether backward needs its gradient}: it does when the blob depends
+        on a trainable parameter, or on the image when ``input_grad``."""
+        wanted = {"data": input_grad}
+        for out, layer, src, *ref in self._steps:
+            trainable = any(p.requires_grad for p in getattr(self, layer).parameters())
+            wanted[out] = trainable or any(wanted[blob] for blob in (src, *ref))
+        return wanted
 
     # ------------------------------------------------------------------ geometry
     def graph(self) -> list:

@@ -155,13 +155,19 @@ class Conv2d(Module):
         self._cache = ConvCache(ops, x.shape, col)
         return y
 
-    def backward(self, dy):
-        """dy (N, C_out, out_h, out_w) -> dx (N, C_in, H, W); adds into weight.grad, bias.grad."""
+    def backward(self, dy, input_grad: bool = True):
+        """dy (N, C_out, out_h, out_w) -> dx (N, C_in, H, W); adds into weight.grad, bias.grad.
+
+        ``input_grad=False``: dx is not wanted (the layer reads the image), so it is
+        not computed and None is returned.
+        """
         ops, x_shape, col = self.saved()
         if self.weight.requires_grad:
             self.weight.grad += ops.conv2d_weight_grad(col, dy).reshape(self.weight.shape)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += dy.sum(axis=(0, 2, 3))
+        if not input_grad:
+            return None
         return ops.conv2d_input_grad(dy, self.weight.data, *x_shape[2:], self.stride, self.padding)
 
     def extra_repr(self) -> str:
