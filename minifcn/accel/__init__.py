@@ -6,10 +6,12 @@ exists only for speed, behind one switch (``minifcn.backend.accelerated``; set
 ``MINIFCN_ACCEL=0`` for the plain path, ``MINIFCN_CUDA_KERNELS=0`` for the plain
 path on the GPU only). It is the default.
 
-* ``cpu.py`` (NumPy): im2col in a batch-major layout that makes each convolution
-  one matrix product, whole-block copies for large strided kernels, reused
-  buffers, a 1x1 shortcut, the transposed convolution as one "sub-pixel" matrix
-  product, and a loss whose gradient is finished in the forward pass.
+* ``cpu.py`` (NumPy): stride-1 convolutions in a "row-shift" form (kw shifted
+  copies of each band of rows instead of im2col's kh*kw, one stacked product)
+  whose input gradient is itself such a convolution, batch-major im2col for
+  other strides, reused buffers, a 1x1 shortcut, the transposed convolution as
+  one "sub-pixel" matrix product, and a loss whose gradient is finished in the
+  loss forward.
 * ``gpu.py`` (CuPy): the same layers with the custom CUDA kernels of
   ``cuda_kernels.py`` (im2col, col2im as a gather, the fused softmax
   cross-entropy).

@@ -14,9 +14,9 @@ y[n] = W (O, K) @ col[n] (K, P). Differentiating that product gives the backward
   patch's gradient back onto the pixels it was copied from;
 * weight gradient: dW = sum over n of dy[n] (O, P) @ col[n]^T (P, K).
 
-``minifcn.accel`` computes the same three things faster (one product for the
-whole batch, reused buffers, CUDA kernels); ``Conv2d`` uses it unless the plain
-path is selected (``MINIFCN_ACCEL=0``).
+``minifcn.accel`` computes the same three things faster (fewer copies than
+im2col, reused buffers, CUDA kernels); ``Conv2d`` uses it unless the plain path is
+selected (``MINIFCN_ACCEL=0``).
 """
 
 from __future__ import annotations
