@@ -1,5 +1,7 @@
 """What each layer computes: reference loops, identities, output sizes, dtypes, bad input."""
 
+import re
+
 import numpy as np
 import pytest
 from helpers import close, on
@@ -13,8 +15,10 @@ from minifcn.nn import (
     Fuse,
     MaxPool2d,
     ReLU,
+    Scale,
     SoftmaxCrossEntropy,
     bilinear_kernel,
+    bilinear_weight,
     col2im,
     im2col,
 )
@@ -371,7 +375,13 @@ def test_max_pool_output_size_is_the_window_count_of_the_documented_rule(ceil):
 
 @pytest.mark.parametrize(
     "k,s,p,ceil,h,w",
-    [(2, 2, 1, True, 5, 5), (2, 2, 0, True, 7, 5), (3, 2, 1, True, 7, 6), (3, 3, 1, False, 8, 7)],
+    [
+        (2, 2, 1, True, 5, 5),
+        (2, 2, 0, True, 7, 5),
+        (3, 2, 1, True, 7, 6),
+        (3, 3, 1, False, 8, 7),
+        (2, 3, 1, False, 8, 8),  # the last window ends before the input does (canvas size)
+    ],
 )
 def test_max_pool_matches_a_loop_over_output_pixels_on_both_paths(xp, rng, k, s, p, ceil, h, w):
     x = rng.standard_normal((2, 3, h, w))
@@ -405,3 +415,257 @@ def test_max_pool_ties_send_the_gradient_to_the_first_offset_in_row_major_order(
     close(y, [[[[1.0, 2.0], [2.0, 2.0]]]])
     close(dx, [[[[1.0, 0.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0]]]])
     assert MaxPool2d(2).output_size(7) == 3  # ceil_mode is off unless asked for
+
+
+# ------------------------------------------------- plain-path cases found by mutation testing
+# Each test below pins a behaviour that a mutmut survivor changed without any test failing
+# (issue 10): constructor defaults and dtypes, argument checks, edge sizes (a 1x1 output,
+# a crop flush with the edge), bias gradients, per-pixel loss shifts.
+
+
+def test_conv_layers_default_to_pytorch_settings_float32_and_he_init():
+    conv = Conv2d(64, 64, 3, rng=0)
+    assert (conv.stride, conv.padding) == (1, 0)
+    assert conv.weight.data.dtype == np.float32 and conv.bias.data.dtype == np.float32
+    # He et al.: std sqrt(2 / fan_in), fan_in = 64 * 3 * 3
+    assert float(conv.weight.data.std()) == pytest.approx(np.sqrt(2 / 576), rel=0.05)
+    assert Conv2d(2, 3, 3, bias=False).bias is None
+    wide = Conv2d(2, 3, 3, dtype=np.float64)
+    assert wide.weight.data.dtype == np.float64 and wide.bias.data.dtype == np.float64
+
+    up = ConvTranspose2d(3, 3, 4)
+    assert (up.stride, up.padding, up.bias) == (1, 0, None)
+    assert up.weight.data.dtype == np.float32
+    close(up.weight.data, bilinear_weight(3, 3, 4))  # in == out: bilinear by default
+    assert bilinear_weight(3, 3, 4).dtype == np.float32
+    assert ConvTranspose2d(3, 3, 4, bias=True).bias.data.dtype == np.float32
+
+    learned = ConvTranspose2d(64, 32, 4, rng=0)  # in != out: He init, fan_in = in_channels
+    assert learned.weight.data.dtype == np.float32
+    assert float(learned.weight.data.std()) == pytest.approx(np.sqrt(2 / 64), rel=0.05)
+    assert float(np.abs(learned.weight.data[0, 1]).sum()) > 0  # not the diagonal bilinear
+    assert ConvTranspose2d(3, 2, 4, init="kaiming").weight.data.dtype == np.float32
+    assert bilinear_kernel(4).dtype == np.float32
+    for init in ("bilinear", "kaiming"):
+        assert ConvTranspose2d(2, 2, 4, init=init, dtype=np.float64).weight.data.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    "layer,args",
+    [
+        (Conv2d, (0, 2, 3)),
+        (Conv2d, (2, 0, 3)),
+        (Conv2d, (2, 2, 0)),
+        (Conv2d, (2, 2, 3, 0)),
+        (Conv2d, (2, 2, 3, 1, -1)),
+        (ConvTranspose2d, (0, 2, 4)),
+        (ConvTranspose2d, (2, 0, 4)),
+        (ConvTranspose2d, (2, 2, 0)),
+        (ConvTranspose2d, (2, 2, 4, 0)),
+        (ConvTranspose2d, (2, 2, 4, 1, -1)),
+    ],
+)
+def test_conv_layers_reject_each_bad_constructor_argument(layer, args):
+    message = rf"^{layer.__name__}: channels, kernel_size and stride must be >= 1 and padding >= 0"
+    with pytest.raises(ValueError, match=message):
+        layer(*args)
+
+
+def test_transposed_conv_rejects_an_unknown_init():
+    with pytest.raises(ValueError, match="init must be 'bilinear' or 'kaiming', got 'nearest'"):
+        ConvTranspose2d(2, 2, 4, init="nearest")
+
+
+# (kernel, stride, padding, H, W): FCN's fc6 case (kernel = input: a 1x1 output), and a
+# stride whose last window ends before the padded border (col2im's canvas size).
+@pytest.mark.parametrize("k,s,p,h,w", [(7, 1, 0, 7, 7), (3, 3, 1, 6, 6), (3, 2, 1, 5, 8)])
+def test_plain_conv_output_size_values_and_input_gradient_at_edge_sizes(rng, k, s, p, h, w):
+    with plain_path():
+        conv = Conv2d(2, 3, k, s, p, bias=False, rng=rng).astype(np.float64)
+        x = rng.standard_normal((2, 2, h, w))
+        y = conv(x)
+        assert y.shape[2:] == (conv.output_size(h), conv.output_size(w))
+        close(y, conv2d_naive(x, conv.weight.data, None, s, p), rtol=1e-10, atol=1e-10)
+        dy = rng.standard_normal(y.shape)
+        dx = conv.backward(dy)  # bias=False: only the weight gets a gradient
+    assert dx.shape == x.shape
+    # The input gradient is the adjoint of the (linear) convolution: <conv(x), dy> = <x, dx>.
+    assert float((y * dy).sum()) == pytest.approx(float((x * dx).sum()), rel=1e-10)
+    assert Conv2d(1, 1, 3, 2, 1).output_size(7) == 4
+    assert Conv2d(1, 1, 7).output_size(7) == 1
+
+
+def test_conv_rejects_a_kernel_larger_than_the_padded_input_on_either_axis():
+    conv = Conv2d(1, 1, 4, padding=1)
+    with pytest.raises(ValueError, match=r"larger than the padded input 3x7 "):
+        conv(np.zeros((1, 1, 1, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"larger than the padded input 7x3 "):
+        conv(np.zeros((1, 1, 5, 1), dtype=np.float32))
+    assert conv(np.zeros((1, 1, 2, 2), dtype=np.float32)).shape == (1, 1, 1, 1)
+
+
+def test_plain_conv_and_transposed_conv_add_bias_gradients_into_grad(rng):
+    cases = [
+        (Conv2d(2, 3, 3, 1, 1, rng=rng), (2, 2, 5, 4)),
+        (ConvTranspose2d(2, 3, 4, 2, 1, bias=True, init="kaiming", rng=rng), (2, 2, 3, 4)),
+    ]
+    for layer, shape in cases:
+        layer.astype(np.float64)
+        layer.bias.data[...] = rng.standard_normal(3)
+        x = rng.standard_normal(shape)
+        with plain_path():
+            y = layer(x)
+            dy = rng.standard_normal(y.shape)
+            layer.backward(dy)
+            once = [p.grad.copy() for p in layer.parameters()]
+            layer.backward(dy)
+        close(layer.bias.grad, 2 * dy.sum(axis=(0, 2, 3)), rtol=1e-12)
+        for p, g in zip(layer.parameters(), once):
+            close(p.grad, 2 * g, rtol=1e-12)
+        bias = layer.bias.data.copy()
+        layer.bias.data[...] = 0
+        with plain_path():
+            close(y - layer(x), np.broadcast_to(bias.reshape(1, 3, 1, 1), y.shape), rtol=1e-12)
+
+
+def test_transposed_conv_rejects_an_empty_output_on_either_axis_and_allows_one_pixel():
+    up = ConvTranspose2d(1, 1, 2, 1, 1)  # out = (size - 1) - 2 + 2 = size - 1
+    with plain_path():
+        with pytest.raises(ValueError, match=r"input \(1, 1, 1, 3\) gives an empty output"):
+            up(np.zeros((1, 1, 1, 3), dtype=np.float32))
+        with pytest.raises(ValueError, match="gives an empty output"):
+            up(np.zeros((1, 1, 3, 1), dtype=np.float32))
+        assert up(np.ones((1, 1, 2, 3), dtype=np.float32)).shape == (1, 1, 1, 2)
+        assert up(np.ones((1, 1, 3, 2), dtype=np.float32)).shape == (1, 1, 2, 1)
+
+
+def test_conv_layer_reprs_show_bias_and_a_frozen_weight():
+    assert repr(Conv2d(1, 2, 3, bias=False)) == (
+        "Conv2d(1, 2, kernel_size=3, stride=1, padding=0, bias=False)"
+    )
+    assert repr(ConvTranspose2d(2, 2, 4, 2, freeze=True)) == (
+        "ConvTranspose2d(2, 2, kernel_size=4, stride=2, padding=0, frozen)"
+    )
+    assert repr(ConvTranspose2d(2, 2, 4, 2)) == (
+        "ConvTranspose2d(2, 2, kernel_size=4, stride=2, padding=0)"
+    )
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: MaxPool2d(2.5), "MaxPool2d: kernel_size must be an integer >= 1, got 2.5"),
+        (lambda: MaxPool2d(True), "MaxPool2d: kernel_size must be an integer >= 1, got True"),
+        (lambda: MaxPool2d(0), "MaxPool2d: kernel_size must be an integer >= 1, got 0"),
+        (lambda: MaxPool2d(2, 0), "MaxPool2d: stride must be an integer >= 1, got 0"),
+        (lambda: MaxPool2d(2, 1.5), "MaxPool2d: stride must be an integer >= 1, got 1.5"),
+        (lambda: MaxPool2d(3, 1, -1), "MaxPool2d: padding must be an integer >= 0, got -1"),
+        (
+            lambda: MaxPool2d(2, 2, 2),
+            "MaxPool2d: padding (2) must be at most half of kernel_size (2)",
+        ),
+    ],
+)
+def test_max_pool_rejects_each_bad_constructor_argument(make, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        make()
+
+
+def test_max_pool_allows_a_one_pixel_output_and_rejects_an_empty_one_on_either_axis():
+    x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    with plain_path():
+        close(MaxPool2d(2)(x), [[[[3.0]]]])
+        close(MaxPool2d(2, ceil_mode=True)(x[:, :, :, :1]), [[[[2.0]]]])  # a 1-wide input
+        for shape in [(1, 1, 2, 5), (1, 1, 5, 2)]:
+            with pytest.raises(ValueError, match="MaxPool2d: kernel 3 is larger than the padded"):
+                MaxPool2d(3)(np.zeros(shape, dtype=np.float32))
+
+
+LAYER_NAMES = [
+    (lambda: Conv2d(3, 2, 1), "Conv2d"),
+    (lambda: ConvTranspose2d(3, 3, 2, 2), "ConvTranspose2d"),
+    (lambda: MaxPool2d(2), "MaxPool2d"),
+    (lambda: Crop(0), "Crop"),
+    (lambda: SoftmaxCrossEntropy(), "SoftmaxCrossEntropy (scores)"),
+]
+
+
+@pytest.mark.parametrize("make,name", LAYER_NAMES)
+def test_input_errors_name_the_layer_and_what_was_given(make, name):
+    second = [np.zeros((1, 3, 3), dtype=np.int64)] if "Softmax" in name else []
+    if name == "Crop":
+        second = [np.zeros((1, 1, 1, 1))]
+    prefix = name.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ValueError, match=rf"^{prefix}: expected input of shape .* got shape list$"):
+        make()([1.0, 2.0], *second)
+    with pytest.raises(ValueError, match=rf"^{prefix}: .* got shape \(3, 4, 4\)$"):
+        make()(np.zeros((3, 4, 4)), *second)
+    for shape in [(0, 3, 4, 4), (1, 3, 0, 4), (1, 3, 4, 0)]:
+        with pytest.raises(ValueError, match=rf"^{prefix}: expected a non-empty batch .*{shape}"):
+            make()(np.zeros(shape), *second)
+    if name != "Crop":  # Crop only moves values: any dtype
+        with pytest.raises(ValueError, match=rf"^{prefix}: expected a floating-point input"):
+            make()(np.zeros((1, 3, 3, 3), dtype=np.int64), *second)
+
+
+def test_loss_subtracts_each_pixel_own_maximum(rng):
+    # One pixel's scores are huge, the other's small: a single shift for the whole batch
+    # would underflow exp() at the second pixel and give an infinite loss.
+    scores = np.array([[[[1e4, 0.0]], [[0.0, 1.0]]]])  # (N=1, C=2, H=1, W=2)
+    labels = np.array([[[0, 1]]])
+    expected = (0.0 + np.log1p(np.exp(-1.0))) / 2
+    with plain_path():
+        loss = SoftmaxCrossEntropy()
+        assert loss(scores, labels) == pytest.approx(expected, rel=1e-12)
+        grad = loss.backward()
+    close(grad[0, :, 0, 1], np.array([1 / (1 + np.e), -1 / (1 + np.e)]) / 2, rtol=1e-12)
+
+
+def test_loss_names_the_first_label_equal_to_the_class_count_and_other_bad_arguments():
+    scores = np.zeros((1, 3, 1, 2))
+    with plain_path():
+        with pytest.raises(
+            ValueError,
+            match=re.escape("label value 3 is out of range for 3 classes (expected 0..2 or "),
+        ):
+            SoftmaxCrossEntropy()(scores, np.array([[[3, 0]]]))
+        with pytest.raises(ValueError, match="labels must be integers, got dtype float64"):
+            SoftmaxCrossEntropy()(scores, np.zeros((1, 1, 2)))
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum', got 'none'"):
+        SoftmaxCrossEntropy(reduction="none")
+
+
+def test_relu_passes_only_positive_values_and_their_gradient():
+    x = np.array([-1.0, 0.0, 0.25, 2.0])
+    relu = ReLU()
+    close(relu(x), [0.0, 0.0, 0.25, 2.0])
+    close(relu.backward(np.ones(4)), [0.0, 0.0, 1.0, 1.0])  # 0 at x == 0, as PyTorch
+
+
+def test_scale_multiplies_values_and_gradients_by_its_factor():
+    scale = Scale(0.5)
+    y = scale(np.array([2.0, -4.0], dtype=np.float32))
+    assert y.dtype == np.float32
+    close(y, [1.0, -2.0])
+    close(scale.backward(np.array([1.0, 3.0])), [0.5, 1.5])
+    assert repr(scale) == "Scale(factor=0.5)"
+
+
+def test_dropout_default_range_and_seeded_masks():
+    assert Dropout().p == 0.5
+    for p in (1.0, -0.1):
+        with pytest.raises(ValueError, match=rf"Dropout: p must be in \[0, 1\), got {p}"):
+            Dropout(p)
+    x = np.ones((2, 3, 8, 8), dtype=np.float32)
+    first, second = Dropout(0.5, rng=3)(x), Dropout(0.5, rng=3)(x)
+    close(first, second)  # the same seed gives the same mask
+    assert not np.array_equal(first, Dropout(0.5, rng=4)(x))
+
+
+def test_crop_flush_with_the_bottom_right_edge_and_one_pixel_too_far_on_each_side():
+    x = np.arange(20.0).reshape(1, 1, 4, 5)
+    ref = np.zeros((1, 1, 2, 2))
+    close(Crop((2, 3))(x, ref), x[:, :, 2:4, 3:5])  # 2 + 2 == H, 3 + 2 == W: allowed
+    for offset in [(3, 3), (2, 4), (-1, 0), (0, -1)]:
+        with pytest.raises(ValueError, match=r"at offset .* of spatial size 4x5"):
+            Crop(offset)(x, ref)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -167,3 +168,56 @@ def test_format_table_shows_undefined_entries_as_a_dash():
     ]
     assert next(line for line in lines if line.startswith("mean_iu")).split()[1] == "100.00"
     assert SegmentationMetrics(2).class_names == ("class_0", "class_1")
+
+
+# ------------------------------------------------- cases found by mutation testing (issue 10)
+
+
+def test_a_single_pixel_set_scores_one_everywhere():
+    s = scores_from_confusion(np.array([[1, 0], [0, 0]]))
+    assert s["pixel_accuracy"] == 1.0 and s["fw_iu"] == 1.0 and s["mean_iu"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "hist", [np.zeros((3, 3), dtype=np.int64), np.array([[2, 0, 0], [0, 0, 0], [1, 0, 0]])]
+)
+def test_undefined_scores_are_nan_without_any_warning(hist):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 is ever evaluated
+        s = scores_from_confusion(hist)
+    if hist.sum() == 0:
+        assert all(math.isnan(s[k]) for k in ("pixel_accuracy", "mean_accuracy", "mean_iu"))
+        assert math.isnan(s["fw_iu"])
+    else:
+        assert math.isnan(s["per_class_accuracy"][1]) and math.isnan(s["per_class_iu"][1])
+        assert s["fw_iu"] == pytest.approx(2 / 3 * 2 / 3)
+
+
+def test_metrics_default_to_ignoring_255_and_accept_a_single_class():
+    m = SegmentationMetrics(2)
+    m.update(np.array([[0, 1, 1]]), np.array([[0, 255, 1]]))
+    np.testing.assert_array_equal(m.confusion, [[1, 0], [0, 1]])
+    one = SegmentationMetrics(1)
+    one.update(np.zeros((2, 2), dtype=np.int64), np.zeros((2, 2), dtype=np.int64))
+    assert one.compute()["mean_iu"] == 1.0
+
+
+def test_out_of_range_messages_name_the_array_and_only_labels_mention_the_ignore_label():
+    with pytest.raises(ValueError, match=r"^prediction value 5 is not a class id in \[0, 3\)$"):
+        confusion_matrix(np.array([0, 5]), np.array([0, 1]), 3)
+    with pytest.raises(
+        ValueError, match=r"^label value 7 is not a class id in \[0, 3\) or the ignore label 255$"
+    ):
+        confusion_matrix(np.array([0, 1]), np.array([0, 7]), 3)
+
+
+@pytest.mark.parametrize(
+    "names,width", [(("bg", "cat"), 12), (("bg", "a_very_long_class_name"), 22)]
+)
+def test_format_table_columns_line_up_with_the_separators(names, width):
+    m = SegmentationMetrics(2, class_names=names)
+    m.update(np.array([0, 1]), np.array([0, 1]))
+    lines = m.format_table().splitlines()
+    sep = "-" * (width + 16)  # class column at least 12 wide, then two 6-wide columns
+    assert lines[1] == sep and lines[2 + len(names)] == sep
+    assert all(len(line) == len(sep) for line in lines[: 2 + len(names)])

@@ -55,6 +55,64 @@ def test_state_dict_round_trip_and_clear_errors():
         b.load_state_dict(state)
 
 
+def test_load_state_dict_names_missing_or_unexpected_keys_even_alone():
+    net, state = Tiny(), Tiny().state_dict()
+    del state["conv1.bias"], state["up.weight"]
+    with pytest.raises(
+        ValueError, match=r"^Tiny.load_state_dict: missing keys: conv1.bias, up.weight$"
+    ):
+        net.load_state_dict(state)
+    state = Tiny().state_dict()
+    state["fc.weight"], state["fc.bias"] = np.zeros(1), np.zeros(1)
+    with pytest.raises(
+        ValueError, match=r"^Tiny.load_state_dict: unexpected keys: fc.weight, fc.bias$"
+    ):
+        net.load_state_dict(state)
+    state = Tiny().state_dict()
+    state["up.weight"] = np.zeros((4, 4, 2, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^Tiny.load_state_dict: shape mismatch for 'up.weight'"):
+        net.load_state_dict(state)
+
+
+def test_call_passes_keyword_arguments_and_eval_sets_a_false_flag():
+    class Shift(Module):
+        def forward(self, x, *, by=0.0):
+            return x + by
+
+    close(Shift()(np.zeros(2), by=1.5), [1.5, 1.5])
+    assert Tiny().eval().conv1.training is False
+
+
+def test_saved_before_forward_names_the_module():
+    with pytest.raises(RuntimeError, match=r"^Module.backward called before forward$"):
+        Module().saved()  # no _cache attribute at all
+    with pytest.raises(RuntimeError, match=r"^Conv2d.backward called before forward$"):
+        Conv2d(1, 1, 1).saved()
+
+
+def test_repr_nests_children_with_their_names():
+    assert repr(Module()) == "Module()"
+    assert repr(Tiny()) == (
+        "Tiny(\n"
+        "  (conv1): Conv2d(3, 4, kernel_size=3, stride=1, padding=1, bias=True)\n"
+        "  (drop): Dropout(p=0.5)\n"
+        "  (up): ConvTranspose2d(4, 4, kernel_size=4, stride=2, padding=0, frozen)\n"
+        ")"
+    )
+
+    class Outer(Module):
+        def __init__(self):
+            self.inner = Tiny()
+
+    lines = repr(Outer()).splitlines()
+    assert lines[:3] == [
+        "Outer(",
+        "  (inner): Tiny(",
+        "    (conv1): Conv2d(3, 4, kernel_size=3, stride=1, padding=1, bias=True)",
+    ]
+    assert lines[-2:] == ["  )", ")"]
+
+
 def test_astype_casts_values_and_gradients():
     net = Tiny().astype(np.float64)
     assert all(p.data.dtype == np.float64 and p.grad.dtype == np.float64 for p in net.parameters())
