@@ -246,15 +246,15 @@ def test_backward_accumulates_parameter_gradients(rng):
 
 
 # ------------------------------------------------------------ plain path == accelerated path
-# Shapes that reach every accelerated variant: the row-shift form at stride 1 (its input
-# gradient with dy padded, unpadded and cropped), the batch-major product at other
-# strides, 1x1, paddings; the sub-pixel transposed conv with s | k, s not dividing k,
-# and padding; tiled and general pooling.
+# Shapes that reach every accelerated variant: the row-shift form at stride 1 on maps of
+# 1024+ pixels (its input gradient with dy padded, unpadded and cropped), the batch-major
+# product on small maps and at other strides, 1x1, paddings; the sub-pixel transposed
+# conv with s | k, s not dividing k, and padding; tiled and general pooling.
 PATH_CASES = {
     "conv3x3 large map": (lambda: Conv2d(8, 5, 3, 1, 1, rng=0), (2, 8, 40, 37)),
-    "conv3x3 p0": (lambda: Conv2d(4, 3, 3, 1, 0, rng=0), (2, 4, 7, 6)),
-    "conv3x3 p4 (conv1_1's padding > k - 1)": (lambda: Conv2d(3, 4, 3, 1, 4, rng=0), (2, 3, 6, 5)),
-    "conv5x5 p1": (lambda: Conv2d(2, 3, 5, 1, 1, rng=0), (1, 2, 8, 9)),
+    "conv3x3 p0": (lambda: Conv2d(4, 3, 3, 1, 0, rng=0), (1, 4, 36, 34)),
+    "conv3x3 p4 (padding > k - 1)": (lambda: Conv2d(3, 4, 3, 1, 4, rng=0), (2, 3, 30, 28)),
+    "conv5x5 p1": (lambda: Conv2d(2, 3, 5, 1, 1, rng=0), (1, 2, 36, 34)),
     "conv3x3 s2 large map": (lambda: Conv2d(8, 4, 3, 2, 2, rng=0), (2, 8, 41, 40)),
     "conv3x3 small map": (lambda: Conv2d(3, 4, 3, 1, 1, rng=0), (2, 3, 9, 8)),
     "conv7x7 s3 p2": (lambda: Conv2d(2, 3, 7, 3, 2, rng=0), (2, 2, 11, 9)),
@@ -389,6 +389,25 @@ def test_max_pool_matches_a_loop_over_output_pixels_on_both_paths(xp, rng, k, s,
     for plain in (True, False):
         with plain_path(plain):
             close(MaxPool2d(k, s, p, ceil_mode=ceil)(xp.asarray(x)), expected, rtol=0, atol=0)
+
+
+def test_the_conv_path_cases_reach_both_accelerated_forms():
+    from minifcn.accel import cpu
+
+    expected = {
+        "conv3x3 large map": cpu.RowShift,
+        "conv3x3 p0": cpu.RowShift,
+        "conv3x3 p4 (padding > k - 1)": cpu.RowShift,
+        "conv5x5 p1": cpu.RowShift,
+        "conv3x3 small map": np.ndarray,  # batch-major patches
+        "conv3x3 s2 large map": np.ndarray,
+    }
+    with plain_path(False):
+        for name, kind in expected.items():
+            make, shape = PATH_CASES[name]
+            layer = make()
+            layer(np.zeros(shape))
+            assert isinstance(layer.saved().col, kind), name
 
 
 def test_accelerated_conv_in_bands_of_rows_matches_the_plain_path(rng, monkeypatch):

@@ -5,7 +5,7 @@ Every function has the name, arguments and results of its plain twin in
 is measured by ``python -m minifcn.bench`` (its "plain ms" column).
 
 Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
-    * Stride 1 (every 3x3 conv of FCN), the "row-shift" form: im2col copies each
+    * Stride 1 on maps of ROW_SHIFT_PIXELS or more, the "row-shift" form: im2col copies each
       pixel kh*kw times, but a kernel row i only needs the rows of kernel row 0
       moved down by i. So for a band of output rows of one image, the padded
       input is copied kw times, shifted one column each time: cols (C*kw,
@@ -17,9 +17,10 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
       turned by 180 degrees and its in/out channels swapped, so it runs the same
       code and writes each dx pixel once instead of col2im's k*k additions.
       Bands of a few MiB stay in cache between the copies and the product.
-    * Other strides: the patches are stored as (C, kh, kw, N, out_h, out_w), so
-      that the whole batch is ONE matrix product (O, K) @ (K, N*P), which BLAS
-      runs much faster than N small ones.
+    * Small maps and other strides: the patches are stored as (C, kh, kw, N,
+      out_h, out_w), so that the whole batch is ONE matrix product (O, K) @
+      (K, N*P), which BLAS runs much faster than N small ones (on a small map the
+      row-shift form's per-image products are too small to run fast).
     * 1x1 kernels, stride 1, no padding: the image is its own patch matrix.
 Transposed convolution (``conv_transpose2d``, ``conv_transpose2d_backward``)
     The "sub-pixel" form: with the kernel zero-padded to m*s (m = ceil(k/s)), output
@@ -50,6 +51,7 @@ from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerate
 from .shared import channels_first, pointwise, pointwise_input_grad, weight_grad_product
 
 BAND_BYTES = 4 * 2**20  # the shifted copies of one band of output rows: about this much
+ROW_SHIFT_PIXELS = 1024  # the row-shift form for output maps of at least this many pixels
 
 
 class Buffers:
@@ -197,8 +199,8 @@ def _row_shift_weight_grad(saved: RowShift, dy):
 def conv2d(x, weight, stride: int, padding: int):
     """As ``nn.conv.conv2d``: x (N, C, H, W), weight (O, C, kh, kw) -> y, saved.
 
-    saved: (N, K, P) for 1x1 kernels (x itself), ``RowShift`` at stride 1, else
-    the patches (K, N*P) in the batch-major layout.
+    saved: (N, K, P) for 1x1 kernels (x itself), ``RowShift`` in the row-shift
+    form, else the patches (K, N*P) in the batch-major layout.
     """
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
@@ -208,7 +210,7 @@ def conv2d(x, weight, stride: int, padding: int):
     if pointwise(kh, kw, stride, padding):
         col = x.reshape(n, c, h * w)
         return (w2 @ col).reshape(n, o, out_h, out_w), col
-    if stride == 1:
+    if stride == 1 and out_h * out_w >= ROW_SHIFT_PIXELS:
         return _conv_row_shift(x, weight, padding)
     xpad = _padded(x, padding)
     col = BUFFERS.take((c, kh, kw, n, out_h, out_w), x.dtype)
