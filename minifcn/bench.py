@@ -40,6 +40,7 @@ import tracemalloc
 import numpy as np
 
 from . import backend
+from .accel.cpu import keep_freed_memory
 from .nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
 
 NUM_CLASSES = 21
@@ -519,6 +520,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    keep_freed_memory()  # as the train command does
     if args.repeat < 1:
         raise SystemExit("--repeat must be >= 1")
     if args.json:  # before the minutes of timing: never overwrite, fail early

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .accel.cpu import keep_freed_memory
 from .checkpoint import (
     RUN_FORMAT,
     NonFiniteWeights,
@@ -859,6 +860,7 @@ def save_prediction_grid(model, dataset, path, n: int, device: str = "cpu") -> N
 
 
 def main(argv=None) -> None:
+    keep_freed_memory()  # fewer page faults per step (minifcn.accel.cpu)
     train(argv)
 
 

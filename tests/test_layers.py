@@ -688,3 +688,14 @@ def test_crop_flush_with_the_bottom_right_edge_and_one_pixel_too_far_on_each_sid
     for offset in [(3, 3), (2, 4), (-1, 0), (0, -1)]:
         with pytest.raises(ValueError, match=r"at offset .* of spatial size 4x5"):
             Crop(offset)(x, ref)
+
+
+def test_keep_freed_memory_takes_effect_on_glibc_and_not_on_the_plain_path():
+    import platform
+
+    from minifcn.accel.cpu import keep_freed_memory
+
+    with plain_path():
+        assert keep_freed_memory() is False
+    with plain_path(False):
+        assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

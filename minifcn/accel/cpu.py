@@ -41,6 +41,7 @@ Buffers: temporaries of megabytes come from ``BUFFERS``, which hands out an
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from typing import NamedTuple
 
@@ -92,6 +93,32 @@ class Buffers:
 
 
 BUFFERS = Buffers()
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def keep_freed_memory(max_block: int = 64 * 2**20) -> bool:
+    """Let the process keep freed memory blocks of up to ``max_block`` bytes for reuse.
+
+    glibc hands a freed block above its (adaptive) threshold back to the operating
+    system, and the next array of that size is faulted in again page by page, each
+    page zeroed: thousands of page faults per training step. Raising both
+    thresholds keeps such blocks in the process (it then does not shrink back
+    after a peak). Process-wide, so the commands call it (``train``, ``bench``),
+    not the layers. Returns False, changing nothing, where the C library has no
+    ``mallopt`` (not glibc) or the plain path is selected.
+    """
+    from ..backend import accelerated
+
+    if not accelerated():
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    kept = mallopt(M_MMAP_THRESHOLD, max_block) == 1
+    return kept and mallopt(M_TRIM_THRESHOLD, 4 * max_block) == 1
 
 
 def _padded(x, p: int):
