@@ -255,6 +255,7 @@ PATH_CASES = {
     "conv3x3 p0": (lambda: Conv2d(4, 3, 3, 1, 0, rng=0), (1, 4, 36, 34)),
     "conv3x3 p4 (padding > k - 1)": (lambda: Conv2d(3, 4, 3, 1, 4, rng=0), (2, 3, 30, 28)),
     "conv5x5 p1": (lambda: Conv2d(2, 3, 5, 1, 1, rng=0), (1, 2, 36, 34)),
+    "conv3x3 3->8 large map": (lambda: Conv2d(3, 8, 3, 1, 1, rng=0), (1, 3, 34, 33)),
     "conv3x3 s2 large map": (lambda: Conv2d(8, 4, 3, 2, 2, rng=0), (2, 8, 41, 40)),
     "conv3x3 small map": (lambda: Conv2d(3, 4, 3, 1, 1, rng=0), (2, 3, 9, 8)),
     "conv7x7 s3 p2": (lambda: Conv2d(2, 3, 7, 3, 2, rng=0), (2, 2, 11, 9)),
@@ -400,6 +401,7 @@ def test_the_conv_path_cases_reach_both_accelerated_forms():
         "conv3x3 p4 (padding > k - 1)": cpu.RowShift,
         "conv5x5 p1": cpu.RowShift,
         "conv3x3 small map": np.ndarray,  # batch-major patches
+        "conv3x3 3->8 large map": np.ndarray,  # O > C, as conv1_1
         "conv3x3 s2 large map": np.ndarray,
     }
     with plain_path(False):
