@@ -247,14 +247,15 @@ def test_backward_accumulates_parameter_gradients(rng):
 
 # ------------------------------------------------------------ plain path == accelerated path
 # Shapes that reach every accelerated variant: the row-shift form at stride 1 on maps of
-# 1024+ pixels (its input gradient with dy padded, unpadded and cropped), the batch-major
-# product on small maps and at other strides, 1x1, paddings; the sub-pixel transposed
+# 1024+ pixels with out <= in channels (also as the input gradient, with dy padded,
+# unpadded and cropped), the batch-major product on small maps, for more out channels
+# and at other strides, 1x1, paddings; the sub-pixel transposed
 # conv with s | k, s not dividing k, and padding; tiled and general pooling.
 PATH_CASES = {
     "conv3x3 large map": (lambda: Conv2d(8, 5, 3, 1, 1, rng=0), (2, 8, 40, 37)),
-    "conv3x3 p0": (lambda: Conv2d(4, 3, 3, 1, 0, rng=0), (1, 4, 36, 34)),
-    "conv3x3 p4 (padding > k - 1)": (lambda: Conv2d(3, 4, 3, 1, 4, rng=0), (2, 3, 30, 28)),
-    "conv5x5 p1": (lambda: Conv2d(2, 3, 5, 1, 1, rng=0), (1, 2, 36, 34)),
+    "conv3x3 p0": (lambda: Conv2d(4, 4, 3, 1, 0, rng=0), (1, 4, 36, 34)),
+    "conv3x3 p4 (padding > k - 1)": (lambda: Conv2d(4, 4, 3, 1, 4, rng=0), (2, 4, 30, 28)),
+    "conv5x5 p1": (lambda: Conv2d(3, 3, 5, 1, 1, rng=0), (1, 3, 36, 34)),
     "conv3x3 3->8 large map": (lambda: Conv2d(3, 8, 3, 1, 1, rng=0), (1, 3, 34, 33)),
     "conv3x3 s2 large map": (lambda: Conv2d(8, 4, 3, 2, 2, rng=0), (2, 8, 41, 40)),
     "conv3x3 small map": (lambda: Conv2d(3, 4, 3, 1, 1, rng=0), (2, 3, 9, 8)),
