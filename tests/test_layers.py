@@ -247,7 +247,7 @@ def test_backward_accumulates_parameter_gradients(rng):
 
 # ------------------------------------------------------------ plain path == accelerated path
 # Shapes that reach every accelerated variant: the row-shift form at stride 1 on maps of
-# 1024+ pixels with out <= in channels (also as the input gradient, with dy padded,
+# 1024+ pixels with out <= 4 x in channels (also as the input gradient, with dy padded,
 # unpadded and cropped), the batch-major product on small maps, for more out channels
 # and at other strides, 1x1, paddings; the sub-pixel transposed
 # conv with s | k, s not dividing k, and padding; tiled and general pooling.
@@ -256,7 +256,7 @@ PATH_CASES = {
     "conv3x3 p0": (lambda: Conv2d(4, 4, 3, 1, 0, rng=0), (1, 4, 36, 34)),
     "conv3x3 p4 (padding > k - 1)": (lambda: Conv2d(4, 4, 3, 1, 4, rng=0), (2, 4, 30, 28)),
     "conv5x5 p1": (lambda: Conv2d(3, 3, 5, 1, 1, rng=0), (1, 3, 36, 34)),
-    "conv3x3 3->8 large map": (lambda: Conv2d(3, 8, 3, 1, 1, rng=0), (1, 3, 34, 33)),
+    "conv3x3 2->9 large map": (lambda: Conv2d(2, 9, 3, 1, 1, rng=0), (1, 2, 34, 33)),
     "conv3x3 s2 large map": (lambda: Conv2d(8, 4, 3, 2, 2, rng=0), (2, 8, 41, 40)),
     "conv3x3 small map": (lambda: Conv2d(3, 4, 3, 1, 1, rng=0), (2, 3, 9, 8)),
     "conv7x7 s3 p2": (lambda: Conv2d(2, 3, 7, 3, 2, rng=0), (2, 2, 11, 9)),
@@ -402,7 +402,7 @@ def test_the_conv_path_cases_reach_both_accelerated_forms():
         "conv3x3 p4 (padding > k - 1)": cpu.RowShift,
         "conv5x5 p1": cpu.RowShift,
         "conv3x3 small map": np.ndarray,  # batch-major patches
-        "conv3x3 3->8 large map": np.ndarray,  # O > C, as conv1_1
+        "conv3x3 2->9 large map": np.ndarray,  # O > 4C, as VGG16's conv1_1
         "conv3x3 s2 large map": np.ndarray,
     }
     with plain_path(False):
