@@ -702,3 +702,86 @@ def test_keep_freed_memory_takes_effect_on_glibc_and_not_on_the_plain_path():
         assert keep_freed_memory() is False
     with plain_path(False):
         assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+class _Mallopt:
+    """A stand-in for the C library's mallopt: records its calls, answers from a list."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = list(answers), []
+
+    def __call__(self, param, value):
+        self.calls.append((param, value))
+        return self.answers.pop(0)
+
+
+@pytest.mark.parametrize("answers,expected", [([1, 1], True), ([0, 1], False), ([1, 0], False)])
+def test_keep_freed_memory_needs_both_thresholds_set(monkeypatch, answers, expected):
+    import ctypes
+    import types
+
+    from minifcn.accel import cpu
+
+    mallopt = _Mallopt(answers)
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: types.SimpleNamespace(mallopt=mallopt))
+    with plain_path(False):
+        assert cpu.keep_freed_memory(1000) is expected
+    assert mallopt.calls[0] == (cpu.M_MMAP_THRESHOLD, 1000)
+    if len(mallopt.calls) > 1:
+        param, value = mallopt.calls[1]
+        assert param == cpu.M_TRIM_THRESHOLD and value >= 1000
+
+
+def test_keep_freed_memory_is_false_without_mallopt(monkeypatch):
+    import ctypes
+    import types
+
+    from minifcn.accel import cpu
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: types.SimpleNamespace())  # no mallopt
+    with plain_path(False):
+        assert cpu.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize(
+    "name", ["conv3x3 large map", "conv3x3 p4 (padding > k - 1)", "conv3x3 s2 large map"]
+)
+def test_accelerated_conv_keeps_float32(rng, name):
+    from minifcn.accel import cpu
+
+    make, shape = PATH_CASES[name]
+    x = rng.standard_normal(shape)
+    with plain_path():
+        ref = _run_layer(np, make, x)  # float64
+    with plain_path(False):
+        layer = make().astype(np.float32)
+        y = layer(x.astype(np.float32))
+        dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+        fast = [y, layer.backward(dy)] + [p.grad for p in layer.parameters()]
+        dw = cpu.conv2d_weight_grad(layer.saved().col, dy)
+        assert dw.shape == (layer.weight.data.shape[0], x.shape[1] * 9) and dw.dtype == np.float32
+    for a, b in zip(ref, fast):
+        assert b.dtype == np.float32
+        close(b, a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "k,s,p,shape",
+    [
+        (3, 3, 1, (1, 2, 9, 9)),  # the padded canvas, not the last window, sets dx's extent
+        (3, 2, 0, (1, 2, 3, 4)),  # a single output row
+    ],
+)
+def test_accelerated_conv_gradients_at_strides_that_leave_pixels_unread(rng, k, s, p, shape):
+    x = rng.standard_normal(shape)
+
+    def make():
+        return Conv2d(shape[1], 3, k, s, p, rng=0)
+
+    with plain_path():
+        plain = _run_layer(np, make, x)
+    with plain_path(False):
+        fast = _run_layer(np, make, x)
+    for a, b in zip(plain, fast):
+        assert a.shape == b.shape
+        close(a, b, rtol=1e-12, atol=1e-12)

@@ -399,3 +399,34 @@ def test_bench_torch_mirror_computes_the_same_function(name):
     mirror = torch_mirror(torch, model, "cpu").eval()
     y = mirror(torch.tensor(x)).detach().numpy()
     np.testing.assert_allclose(y, model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_backward_with_a_frozen_backbone_still_trains_the_upsampling():
+    # Only the upsampling and score_pool* are trainable: upscore2 reads score_fr, which
+    # then depends on nothing trainable, yet upscore2's own gradient must still be made.
+    rng = np.random.default_rng(0)
+    model = FCN8s(3, TINY, rng=1).astype(np.float64)
+    _randomise_heads(model, rng)
+    model.eval()
+    x = rng.standard_normal((2, 3, 20, 19))
+    dy = rng.standard_normal(model(x).shape)
+    model.backward(dy)
+    full = {n: p.grad.copy() for n, p in model.named_parameters()}
+    model.zero_grad()
+    trained = ("upscore", "score_pool")
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(trained)
+    model(x)
+    assert model.backward(dy, input_grad=False) is None
+    for name, p in model.named_parameters():
+        if name.startswith(trained):
+            np.testing.assert_array_equal(p.grad, full[name], err_msg=name)
+
+
+def test_backward_errors_name_the_model_and_reject_a_gradient_without_a_shape():
+    model = FCN8s(3, TINY, rng=1)
+    with pytest.raises(RuntimeError, match=r"^FCN8s\.backward called before forward"):
+        model.backward(np.zeros((1, 3, 20, 19)))
+    model(np.zeros((1, 3, 20, 19), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"^FCN8s\.backward: the gradient has shape \(\)"):
+        model.backward([0.0])
