@@ -45,36 +45,35 @@ def describe_training(meta: dict) -> str:
     return "scratch"
 
 
-def total_epochs(meta: dict, seen=None) -> int | None:
-    """Epochs of this run plus those of the runs it was started from (``--init-from``)."""
+def _over_stages(meta: dict, own, seen=None):
+    """``own(meta)`` summed over this run and the runs it was started from
+    (``--init-from``); None when any stage's value or checkpoint is missing."""
     seen = seen or set()
-    args = meta.get("args") or {}
-    epochs = args.get("epochs")
-    parent = args.get("init_from")
-    if epochs is None or not parent or parent in seen:
-        return epochs
-    try:
-        _, pmeta, _ = load_checkpoint(parent)
-    except (FileNotFoundError, ValueError):
-        return None
-    before = total_epochs(pmeta, seen | {parent})
-    return None if before is None else epochs + before
-
-
-def wall_time(meta: dict, seen=None) -> float | None:
-    """Training wall time (s) of this run plus the runs it was started from."""
-    seen = seen or set()
-    history = (meta.get("state") or {}).get("history") or []
-    own = history[-1].get("wall_time") if history else None
+    value = own(meta)
     parent = (meta.get("args") or {}).get("init_from")
-    if own is None or not parent or parent in seen:
-        return own
+    if value is None or not parent or parent in seen:
+        return value
     try:
         _, pmeta, _ = load_checkpoint(parent)
     except (FileNotFoundError, ValueError):
         return None
-    before = wall_time(pmeta, seen | {parent})
-    return None if before is None else own + before
+    before = _over_stages(pmeta, own, seen | {parent})
+    return None if before is None else value + before
+
+
+def total_epochs(meta: dict) -> int | None:
+    """Epochs of this run plus those of the runs it was started from (``--init-from``)."""
+    return _over_stages(meta, lambda m: (m.get("args") or {}).get("epochs"))
+
+
+def wall_time(meta: dict) -> float | None:
+    """Training wall time (s) of this run plus the runs it was started from."""
+
+    def own(m):
+        history = (m.get("state") or {}).get("history") or []
+        return history[-1].get("wall_time") if history else None
+
+    return _over_stages(meta, own)
 
 
 class _EdgeLabels:

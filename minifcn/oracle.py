@@ -123,11 +123,8 @@ def oracle_prediction(labels, stride: int, num_classes: int, ignore_index: int =
     return oracle_scores(labels, stride, num_classes, ignore_index, **kw).argmax(axis=1)
 
 
-def boundary_band(labels, width: int) -> np.ndarray:
-    """bool (N, H, W): pixels within ``width`` pixels (chessboard distance) of a label edge.
-
-    An edge lies between two 4-neighbours with different labels; both sides count.
-    """
+def label_edges(labels) -> np.ndarray:
+    """bool (N, H, W): pixels with a 4-neighbour of another label (both sides of an edge)."""
     labels = np.asarray(labels)
     edge = np.zeros(labels.shape, dtype=bool)
     dy = labels[:, 1:, :] != labels[:, :-1, :]
@@ -136,7 +133,13 @@ def boundary_band(labels, width: int) -> np.ndarray:
     edge[:, :-1, :] |= dy
     edge[:, :, 1:] |= dx
     edge[:, :, :-1] |= dx
-    band = edge.copy()
+    return edge
+
+
+def boundary_band(labels, width: int) -> np.ndarray:
+    """bool (N, H, W): pixels within ``width`` pixels (chessboard distance) of a label edge
+    (``label_edges``)."""
+    band = label_edges(labels)
     for _ in range(max(0, width - 1)):  # grow by one pixel in the 8-neighbourhood per step
         grown = band.copy()
         grown[:, 1:, :] |= band[:, :-1, :]

@@ -19,6 +19,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from .oracle import label_edges
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -71,14 +73,7 @@ def near_boundary(labels, width: int = 2) -> np.ndarray:
 
     ``labels``: int (N, H, W). A pixel is on an edge when a 4-neighbour has another label.
     """
-    labels = np.asarray(labels)
-    edge = np.zeros(labels.shape, dtype=bool)
-    down = labels[:, 1:, :] != labels[:, :-1, :]
-    right = labels[:, :, 1:] != labels[:, :, :-1]
-    edge[:, 1:, :] |= down
-    edge[:, :-1, :] |= down
-    edge[:, :, 1:] |= right
-    edge[:, :, :-1] |= right
+    edge = label_edges(labels)
     for _ in range(width - 1):  # grow the band by one pixel each time
         grown = edge.copy()
         grown[:, 1:] |= edge[:, :-1]
