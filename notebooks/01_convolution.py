@@ -2,11 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
 #     text_representation:
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -39,11 +39,11 @@ QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller si
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minifcn.course.teaching import best_time, check_conv_backward, check_conv_forward, grade
 from minifcn.data import ShapesDataset
-from minifcn.gradcheck import gradcheck, numerical_gradient, rel_error
 from minifcn.nn import Conv2d, col2im, im2col
+from minifcn.nn.gradcheck import gradcheck, numerical_gradient, rel_error
 from minifcn.nn.reference import conv2d_naive
-from minifcn.teaching import best_time, check_conv_backward, check_conv_forward, grade
 
 plt.rcParams["figure.dpi"] = 80
 rng = np.random.default_rng(0)
@@ -249,7 +249,7 @@ print(backward_errors)
 # $\max |a - b| / \max(10^{-8}, |a| + |b|)$, in float64, where about `1e-8` or smaller means the
 # two agree (in float32 the rounding of the differences would swamp the comparison).
 #
-# First by hand for a few entries with `minifcn.gradcheck.numerical_gradient(f, x, dout=dy)`.
+# First by hand for a few entries with `minifcn.nn.gradcheck.numerical_gradient(f, x, dout=dy)`.
 # It takes `f`, a function of no arguments that returns the layer's plain output `y` (it reads
 # `x`, which `numerical_gradient` nudges in place), and forms the weighted sum $\sum y \cdot dy$
 # itself. Then with `gradcheck`, which does all of this for the input and every parameter.
@@ -277,7 +277,7 @@ print("gradcheck relative errors:", {k: f"{v:.1e}" for k, v in grad_errors.items
 #
 # The two versions compute the same numbers. We time both on float32 batches of 4 images with
 # 16 input and 16 output channels, 3x3 kernels, for growing image sides (each time is the best
-# of five runs, `minifcn.teaching.best_time`, which filters out moments when other programs hold
+# of five runs, `teaching.best_time`, which filters out moments when other programs hold
 # the CPU). The loop does `side**2` small `tensordot`s in Python; `Conv2d` does 9 slice
 # copies and one large matrix product.
 

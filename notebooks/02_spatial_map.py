@@ -40,12 +40,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minifcn.data import CLASS_NAMES, ShapesDataset, colorize
-from minifcn.gradcheck import gradcheck
-from minifcn.models.spatial_map import convolutionalize, window_stride
-from minifcn.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy
-from minifcn.optim import Adam
-from minifcn.teaching import (
+from minifcn.course.teaching import (
     best_time,
     check_maxpool_backward,
     class_legend,
@@ -53,6 +48,11 @@ from minifcn.teaching import (
     grade,
     softmax,
 )
+from minifcn.data import CLASS_NAMES, ShapesDataset, colorize
+from minifcn.models.spatial_map import convolutionalize, window_stride
+from minifcn.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy
+from minifcn.nn.gradcheck import gradcheck
+from minifcn.optim import Adam
 
 QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller sizes, fewer steps
 plt.rcParams["figure.dpi"] = 80
@@ -92,7 +92,7 @@ print(classifier)
 #
 # Notebook 1 derived the convolution's backward pass. This classifier also has a fully connected
 # layer, max pooling and the loss. Each backward pass below is derived in two lines and then
-# compared with central differences (`minifcn.gradcheck.gradcheck`, float64), as notebook 1 did
+# compared with central differences (`minifcn.nn.gradcheck.gradcheck`, float64), as notebook 1 did
 # for `Conv2d`.
 #
 # **Linear.** $y = x W^\top + b$ with x `(N, in)`, W `(out, in)`. Each $y_{no}$ is

@@ -41,12 +41,12 @@ QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller si
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minifcn.course.teaching import check_bilinear_kernel, check_transposed_conv, grade
 from minifcn.data import ShapesDataset
-from minifcn.gradcheck import gradcheck, rel_error
 from minifcn.nn import Conv2d, ConvTranspose2d, bilinear_kernel
+from minifcn.nn.gradcheck import gradcheck, rel_error
 from minifcn.nn.reference import conv_transpose2d_naive
 from minifcn.optim import SGD
-from minifcn.teaching import check_bilinear_kernel, check_transposed_conv, grade
 
 plt.rcParams["figure.dpi"] = 80
 rng = np.random.default_rng(0)

@@ -45,14 +45,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from minifcn.checkpoint import load_model
+from minifcn.commands.explain import explain, geometry_table
+from minifcn.commands.train import train
+from minifcn.course.teaching import check_crop_offsets, class_legend, grade, softmax
 from minifcn.data import ShapesDataset, colorize
-from minifcn.engine import evaluate, predict_scores
-from minifcn.explain import explain, geometry_table
+from minifcn.inference.engine import evaluate, predict_scores
 from minifcn.models import PAPER, FCN8s, FCN16s, FCN32s
+from minifcn.models.checkpoint import load_model
 from minifcn.models.geometry import CoordMap, layer_map
-from minifcn.teaching import check_crop_offsets, class_legend, grade, softmax
-from minifcn.train import train
 
 # %matplotlib inline
 plt.rcParams["figure.dpi"] = 80
@@ -330,7 +330,7 @@ assert (sides["upscore8"], sides["score"]) == (152, 64)
 # from the heads alone, not from one network having trained longer than another. (The paper
 # trains in stages instead, each network starting from the previous one; notebook 5 does that,
 # and there the later stages have also trained longer.) Each run is a call to
-# `minifcn.train.train`, the same as `python -m minifcn.train ...`, writing into a temporary
+# `commands.train.train`, the same as `python -m minifcn.train ...`, writing into a temporary
 # folder. The budget is small: a minute or two per network on a two-core CPU (each run's last
 # log line gives its time).
 

@@ -29,7 +29,7 @@
 # class, and near object boundaries. The exercise at the end: the four metrics from a confusion
 # matrix.
 #
-# Each stage is one call of `minifcn.train.train`, which takes the same arguments as the command
+# Each stage is one call of `commands.train.train`, which takes the same arguments as the command
 # line. In full mode (how the saved outputs were made) the three stages are exactly
 #
 # ```bash
@@ -57,12 +57,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from minifcn.checkpoint import load_model
+from minifcn.commands.train import train
+from minifcn.course.teaching import check_segmentation_scores, class_legend, grade, near_boundary
 from minifcn.data import CLASS_NAMES, ShapesDataset, colorize
-from minifcn.engine import evaluate, predict_scores
-from minifcn.runs import best_row
-from minifcn.teaching import check_segmentation_scores, class_legend, grade, near_boundary
-from minifcn.train import train
+from minifcn.inference.engine import evaluate, predict_scores
+from minifcn.models.checkpoint import load_model
+from minifcn.training.runfolder import best_row
 
 QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller sizes, fewer steps
 # %matplotlib inline
@@ -150,8 +150,8 @@ plt.show()
 # ## The four metrics
 #
 # For each network, the validation metrics of its best epoch, the one saved in `best.npz`
-# (`minifcn.runs.best_row` applies the training command's own rule: highest mean IU, ties to the
-# later epoch). We also evaluate each `best.npz` again with `minifcn.engine.evaluate`, which must
+# (`runfolder.best_row` applies the training command's own rule: highest mean IU, ties to the
+# later epoch). We also evaluate each `best.npz` again with `inference.engine.evaluate`, which must
 # reproduce the logged mean IU, and keep its per-class IU.
 
 # %%
@@ -199,7 +199,7 @@ display(Markdown("\n".join(lines) + "\n\n(IU, percent; the last two columns in p
 #
 # The skips add detail, so their effect should be largest close to object boundaries and
 # smallest inside large regions. We split the validation pixels into those within 2 pixels of a
-# label boundary (`minifcn.teaching.near_boundary`) and the rest, and measure the pixel accuracy
+# label boundary (`teaching.near_boundary`) and the rest, and measure the pixel accuracy
 # of each network on each part.
 
 # %%
@@ -305,7 +305,7 @@ display(Markdown("\n".join(report) + "\n\n" + " ".join(summary_lines)))
 #
 # ## Exercise: the four metrics from a confusion matrix
 #
-# `minifcn.metrics` computes all four scores from one confusion matrix `hist`, where
+# `minifcn.inference.metrics` computes all four scores from one confusion matrix `hist`, where
 # `hist[i, j]` counts the pixels of class `i` predicted as class `j` (its module docstring gives
 # the formulas). Write `segmentation_scores(hist)` returning a dict with `pixel_accuracy`,
 # `mean_accuracy`, `mean_iu` and `fw_iu`. Mind the classes that do not occur: a class with no

@@ -47,12 +47,12 @@ import numpy as np
 
 import minifcn
 from minifcn.backend import as_numpy, cupy_module, gpu_available, synchronize, to_device
-from minifcn.bench import timeit
+from minifcn.commands.bench import timeit
+from minifcn.course.teaching import check_softmax_any_device, grade
 from minifcn.data import ShapesDataset, iterate_batches
 from minifcn.models import FCN8s, model_from_spec
 from minifcn.nn import SoftmaxCrossEntropy
 from minifcn.optim import Adam
-from minifcn.teaching import check_softmax_any_device, grade
 
 plt.rcParams["figure.dpi"] = 80
 GPU = gpu_available()
@@ -184,7 +184,7 @@ else:
 # %% [markdown]
 # ## Speed, measured live
 #
-# Times are medians of a few runs after a warm-up run (`minifcn.bench.timeit`). On the GPU, work
+# Times are medians of a few runs after a warm-up run (`bench.timeit`). On the GPU, work
 # is queued and runs asynchronously, so the clock stops only after
 # `minifcn.backend.synchronize` has waited for the queue to empty; otherwise we would time the
 # queuing, not the computation. A training step is forward, loss, backward and an Adam update.

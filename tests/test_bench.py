@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from helpers import close
 
-from minifcn import bench
 from minifcn.accel.cuda_kernels import col2im_gather_reference, col2im_gpu, im2col_gpu
 from minifcn.backend import plain_path
+from minifcn.commands import bench
 from minifcn.nn import MaxPool2d, col2im, im2col
 
 

@@ -15,16 +15,16 @@ from support import fake_cupy, nvrtc
 from minifcn import backend
 from minifcn.accel.cuda_kernels import kernel_source, kernel_variants
 from minifcn.backend import PROBE_KERNEL, as_numpy, cupy_module, to_device
-from minifcn.checkpoint import load_checkpoint, load_model, save_checkpoint
-from minifcn.engine import batch_to_device
-from minifcn.evaluate import main as evaluate_main
+from minifcn.commands.evaluate import main as evaluate_main
+from minifcn.commands.predict import main as predict_main
+from minifcn.commands.train import train
+from minifcn.inference.engine import batch_to_device
 from minifcn.models import FCN8s, FCN16s, FCN32s
+from minifcn.models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
 from minifcn.optim import SGD, Adam
-from minifcn.predict import main as predict_main
-from minifcn.train import train
 
-pytestmark = pytest.mark.gpu  # all of it runs with `pytest -m gpu` (minifcn.gpucheck)
+pytestmark = pytest.mark.gpu  # all of it runs with `pytest -m gpu` (minifcn.commands.gpucheck)
 cp = cupy_module()
 TINY = ["--train-size", "8", "--val-size", "4", "--batch-size", "4", "--no-progress", "--grid", "2"]
 VARIANTS = list(kernel_variants())
@@ -451,14 +451,14 @@ def test_the_real_gpu_passes_the_start_up_probe():
 
 
 def test_gpucheck_without_cupy_stops_with_one_line(no_cupy, capsys):
-    from minifcn import gpucheck
+    from minifcn.commands import gpucheck
 
     with pytest.raises(SystemExit, match="error: --device gpu: GPU requested but CuPy is not"):
         gpucheck.main(["--skip-tests"])
 
 
 def test_bench_on_a_missing_gpu_stops_with_one_line(no_cupy):
-    from minifcn import bench
+    from minifcn.commands import bench
 
     with pytest.raises(SystemExit, match="error: --device gpu: GPU requested but CuPy is not"):
         bench.main(["--device", "gpu", "--quick"])

@@ -14,8 +14,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 st_numpy = pytest.importorskip("safetensors.numpy")
 
-from minifcn.checkpoint import save_checkpoint  # noqa: E402
-from minifcn.engine import predict_scores  # noqa: E402
+from minifcn.commands.export import main as export_main  # noqa: E402
 from minifcn.export import (  # noqa: E402
     OPSET,
     ExportError,
@@ -24,8 +23,9 @@ from minifcn.export import (  # noqa: E402
     predict_onnx,
     to_onnx,
 )
-from minifcn.export.cli import main as export_main  # noqa: E402
+from minifcn.inference.engine import predict_scores  # noqa: E402
 from minifcn.models import build_model  # noqa: E402
+from minifcn.models.checkpoint import save_checkpoint  # noqa: E402
 from minifcn.models.config import VGGConfig  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -326,8 +326,8 @@ def readme_snippet() -> str:
 
 
 def test_readme_snippet_gives_the_mask_of_minifcn_predict(checkpoint, tmp_path, monkeypatch):
+    from minifcn.commands.predict import main as predict_main
     from minifcn.data.palette import colorize
-    from minifcn.predict import main as predict_main
 
     rng = np.random.default_rng(5)
     monkeypatch.chdir(tmp_path)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from helpers import distinct_values, on
 
-from minifcn.gradcheck import gradcheck, numerical_gradient, rel_error
 from minifcn.nn import (
     Conv2d,
     ConvTranspose2d,
@@ -16,6 +15,7 @@ from minifcn.nn import (
     Scale,
     SoftmaxCrossEntropy,
 )
+from minifcn.nn.gradcheck import gradcheck, numerical_gradient, rel_error
 
 TOL = 1e-6
 

@@ -12,22 +12,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minifcn import runs
-from minifcn.bench import main as bench_main
-from minifcn.checkpoint import (
+from minifcn.commands.bench import main as bench_main
+from minifcn.commands.evaluate import main as evaluate_main
+from minifcn.commands.predict import main as predict_main
+from minifcn.commands.train import best_row, train
+from minifcn.inference.engine import predict_labels, segment_tiled
+from minifcn.models import FCN8s
+from minifcn.models.checkpoint import (
     load_checkpoint,
     load_model,
     load_run_checkpoint,
     save_checkpoint,
-    save_npz_atomic,
 )
-from minifcn.engine import predict_labels, segment_tiled
-from minifcn.evaluate import main as evaluate_main
-from minifcn.models import FCN8s
 from minifcn.nn import MaxPool2d, SoftmaxCrossEntropy
 from minifcn.optim import Adam
-from minifcn.predict import main as predict_main
-from minifcn.train import best_row, train
+from minifcn.storage.npz import save_npz_atomic
+from minifcn.training import runfolder as runs
 
 TINY = ["--train-size", "4", "--val-size", "4", "--batch-size", "4", "--no-progress", "--grid", "1"]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from minifcn.backend import gpu_available
-from minifcn.metrics import SegmentationMetrics, confusion_matrix, scores_from_confusion
+from minifcn.inference.metrics import SegmentationMetrics, confusion_matrix, scores_from_confusion
 
 # Ground truth and prediction over 10 pixels, 3 classes:
 #   gt:   0 0 0 0 1 1 1 2 2 2

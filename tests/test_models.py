@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 
 from minifcn.backend import as_numpy
-from minifcn.checkpoint import load_model, save_checkpoint, save_npz_atomic
-from minifcn.explain import explain
-from minifcn.explain import main as explain_main
-from minifcn.gradcheck import gradcheck
+from minifcn.commands.explain import explain
+from minifcn.commands.explain import main as explain_main
 from minifcn.models import FCN8s, FCN16s, FCN32s, build_model
+from minifcn.models.checkpoint import load_model, save_checkpoint
 from minifcn.models.config import MINI, PAPER
 from minifcn.models.pretrained import load_vgg16_npz
 from minifcn.models.spatial_map import convolutionalize, window_stride
 from minifcn.nn import Conv2d, Crop, Flatten, Linear, MaxPool2d, ReLU, Sequential, bilinear_weight
+from minifcn.nn.gradcheck import gradcheck
+from minifcn.storage.npz import save_npz_atomic
 
 # The paper's geometry (padding 100, fc6 7x7, five ceil-mode pools) at a width a test can afford.
 NARROW_PAPER = dataclasses.replace(
@@ -391,7 +392,7 @@ def test_supports_agrees_with_blob_sizes():
 @pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s"])
 def test_bench_torch_mirror_computes_the_same_function(name):
     torch = pytest.importorskip("torch")
-    from minifcn.bench import torch_mirror
+    from minifcn.commands.bench import torch_mirror
 
     model = build_model(name, 4, TINY, rng=0).eval()
     _randomise_heads(model, np.random.default_rng(0))

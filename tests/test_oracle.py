@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from minifcn.models import FCN8s, FCN32s, build_model
-from minifcn.oracle import (
+from minifcn.commands.oracle import (
     _hat_matrix,
     boundary_band,
     boundary_labels,
@@ -12,9 +11,8 @@ from minifcn.oracle import (
     oracle_prediction,
     oracle_table,
 )
-from minifcn.oracle import (
-    main as oracle_main,
-)
+from minifcn.commands.oracle import main as oracle_main
+from minifcn.models import FCN8s, FCN32s, build_model
 
 
 def _square(n=1, side=48, lo=12, hi=36):
@@ -114,8 +112,8 @@ def test_oracle_command_prints_one_row_per_grid(capsys):
 
 
 def test_compare_reports_training_kind_and_oracle(tmp_path, capsys):
-    from minifcn.checkpoint import save_checkpoint
-    from minifcn.compare import main as compare_main
+    from minifcn.commands.compare import main as compare_main
+    from minifcn.models.checkpoint import save_checkpoint
 
     m = build_model("fcn32s", 5, "mini", rng=0)
     save_checkpoint(tmp_path / "a.npz", m, meta={"args": {"epochs": 2}})

@@ -1,4 +1,4 @@
-"""The exercise graders of minifcn.teaching pass the reference solutions and fail wrong answers.
+"""The exercise graders of course.teaching pass the reference solutions and fail wrong answers.
 
 The reference solutions live in notebooks/solutions/ (the notebooks never import them).
 Each check must accept the solution, reject a plausible mistake, and report a stub that
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minifcn import teaching
+from minifcn.course import teaching
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
 

@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from minifcn import train as train_mod
 from minifcn.backend import gpu_available
-from minifcn.checkpoint import load_checkpoint, save_checkpoint
-from minifcn.evaluate import main as evaluate_main
+from minifcn.commands import train as train_mod
+from minifcn.commands.evaluate import main as evaluate_main
+from minifcn.commands.predict import main as predict_main
+from minifcn.commands.train import train
 from minifcn.models import FCN32s
+from minifcn.models.checkpoint import load_checkpoint, save_checkpoint
 from minifcn.nn import SoftmaxCrossEntropy
-from minifcn.predict import main as predict_main
-from minifcn.train import train
 
 TINY = ["--train-size", "8", "--val-size", "4", "--batch-size", "4", "--no-progress", "--grid", "2"]
 

@@ -34,7 +34,7 @@ ONNX (``onnx_graph.py``)
     after each crop (a no-op for supported sizes) makes onnxruntime fail rather than return a
     smaller or misaligned map. The supported sides are in the file's metadata
     (``minifcn.supported_sides``); ``predict_onnx`` and ``segment_image_onnx`` pad an image
-    up to the next one with the mean, as ``minifcn.predict`` does, and crop the scores back.
+    up to the next one with the mean, as ``predict`` does, and crop the scores back.
     ``--input-size HxW`` exports a fixed-size graph instead.
 
     Metadata (``metadata_props``): ``minifcn.spec`` (JSON), ``minifcn.crop_offsets``,

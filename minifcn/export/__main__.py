@@ -1,5 +1,5 @@
-"""``python -m minifcn.export``: see ``minifcn/export/cli.py``."""
+"""``python -m minifcn.export``: the command lives in ``minifcn/commands/export.py``."""
 
-from .cli import main
+from minifcn.commands.export import main
 
 main()

@@ -1,4 +1,4 @@
-"""Running an exported ONNX model with onnxruntime, as ``minifcn.predict`` runs a checkpoint.
+"""Running an exported ONNX model with onnxruntime, as ``predict`` runs a checkpoint.
 
 import numpy as np
 from PIL import Image
@@ -60,7 +60,7 @@ def predict_onnx(model, images) -> np.ndarray:
 
     ``model``: a path to an ``.onnx`` file or an onnxruntime session. Sides the model does
     not accept are padded with zeros (the mean) up to the next supported side and the scores
-    cropped back, as ``minifcn.predict`` does.
+    cropped back, as ``minifcn.commands.predict`` does.
     """
     session = onnx_session(model)
     images = np.asarray(images, dtype=np.float32)
@@ -77,7 +77,7 @@ def predict_onnx(model, images) -> np.ndarray:
 def segment_image_onnx(model, image) -> np.ndarray:
     """uint8 RGB image (H, W, 3) -> class ids int32 (H, W), with an exported ONNX model.
 
-    The steps of ``minifcn.predict``: subtract the mean stored in the file, pad to a
+    The steps of ``minifcn.commands.predict``: subtract the mean stored in the file, pad to a
     supported size, run, crop back, take the arg-max over the classes.
     """
     session = onnx_session(model)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from minifcn.storage.npz import load_npz
+
 from ..backend import get_array_module
-from ..checkpoint import load_npz
 
 VGG_CONVS = [f"conv{b}_{i}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, n + 1)]
 

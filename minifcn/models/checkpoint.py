@@ -1,15 +1,9 @@
-"""Saving and loading ``.npz`` checkpoints, atomically and durably.
+"""Model checkpoints: one ``.npz`` file per model, saved atomically and durably.
 
 A checkpoint is one ``.npz`` file: every parameter under its ``state_dict``
 name, plus a JSON string under ``__meta__`` (model spec, epoch, ...) and any
-extra arrays (optimiser state) under ``__extra__/<name>``.
-
-Every file this module writes goes to a hidden temporary file in the same
-folder (``.<name>.<random>.tmp``), which is flushed and ``fsync``-ed, then
-renamed over the target, and the folder is ``fsync``-ed too: a crash or power
-loss leaves either the old file or the new one, never half of one. The new
-file gets the permissions the umask allows (``0666 & ~umask``), like any file
-a program creates, not the ``0600`` of ``tempfile.mkstemp``.
+extra arrays (optimiser state) under ``__extra__/<name>``. Files are written by
+``minifcn.storage`` (temporary file, fsync, rename).
 
 Weights are never saved when any of them is NaN or infinite
 (``NonFiniteWeights``), and ``load_model`` refuses such a file, so a diverged
@@ -18,19 +12,13 @@ run cannot leave poisoned weights behind that evaluate or predict would use.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import secrets
-import zipfile
 from pathlib import Path
 
-import numpy as np
+from ..storage.atomic import write_atomic
+from ..storage.npz import EXTRA_PREFIX, _npz_writer, load_npz, nonfinite_arrays
+from .fcn import model_from_spec
 
-META_KEY = "__meta__"
-EXTRA_PREFIX = "__extra__/"
 RUN_FORMAT = "minifcn-run"  # meta["format"] of a checkpoint written by minifcn.train
-TMP_SUFFIX = ".tmp"
 
 
 class NonFiniteWeights(ValueError):
@@ -41,129 +29,6 @@ class NotARunCheckpoint(ValueError):
     """A checkpoint without the training state that ``--resume`` needs."""
 
 
-# ------------------------------------------------------------------ durable writes
-def current_umask() -> int:
-    """The process umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def fsync_dir(folder) -> None:
-    """Make renames inside ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def temp_path(path) -> Path:
-    """A fresh hidden temporary name next to ``path``: ``.<name>.<random>.tmp``."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
-
-
-def is_temporary(path) -> bool:
-    """True for names made by ``temp_path`` (left behind only by a killed process)."""
-    name = Path(path).name
-    return name.startswith(".") and name.endswith(TMP_SUFFIX)
-
-
-def write_temp(path, write) -> Path:
-    """Create a temporary file next to ``path``, call ``write(binary file)``, flush and
-    fsync it, and return its name (not yet renamed). Removed again on any error."""
-    tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return tmp
-
-
-def write_atomic(path, write) -> Path:
-    """Write ``path`` through ``write(binary file)``: temp file, fsync, rename, fsync folder."""
-    path = Path(path)
-    tmp = write_temp(path, write)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
-def write_text_atomic(path, text: str) -> Path:
-    return write_atomic(path, lambda f: f.write(text.encode()))
-
-
-# --------------------------------------------------------------------- npz files
-def nonfinite_arrays(arrays: dict) -> list[str]:
-    """Names of the floating-point arrays in ``arrays`` that hold NaN or inf."""
-    bad = []
-    for name, v in arrays.items():
-        v = np.asarray(v) if not hasattr(v, "dtype") else v
-        if v.dtype.kind in "fc" and not bool(_all_finite(v)):
-            bad.append(name)
-    return bad
-
-
-def _all_finite(v):
-    mod = type(v).__module__.split(".")[0]
-    if mod == "cupy":
-        import cupy
-
-        return cupy.isfinite(v).all().item()
-    return np.isfinite(v).all()
-
-
-def _npz_writer(arrays: dict, meta: dict | None):
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
-    payload[META_KEY] = np.array(json.dumps(meta or {}))
-    return lambda f: np.savez(f, **payload)
-
-
-def save_npz_atomic(path, arrays: dict, meta: dict | None = None) -> Path:
-    """Write ``arrays`` (name -> array) and ``meta`` (JSON-able) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, _npz_writer(arrays, meta))
-
-
-def load_npz(path) -> tuple[dict, dict]:
-    """Read a file written by ``save_npz_atomic``: (arrays, meta).
-
-    FileNotFoundError for a missing file; ValueError (naming the file) for one that is
-    truncated, corrupt or not an ``.npz`` at all.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = json.loads(str(arrays.pop(META_KEY))) if META_KEY in arrays else {}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as err:
-        raise ValueError(f"cannot read checkpoint {path} (damaged or not an .npz): {err}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"cannot read checkpoint {path}: its metadata is not a JSON object")
-    return arrays, meta
-
-
-# ------------------------------------------------------------------- checkpoints
 def checkpoint_payload(model, meta: dict | None = None, extra: dict | None = None):
     """(arrays, meta) of a checkpoint of ``model``; NonFiniteWeights if any weight is
     NaN or infinite (nothing is written then)."""
@@ -247,8 +112,6 @@ def load_model(path, expect: str | None = None):
     ``expect`` ("fcn8s", ...) makes a checkpoint of another model an error. A
     checkpoint with NaN or infinite weights is refused (NonFiniteWeights).
     """
-    from .models import model_from_spec
-
     state, meta, _ = load_checkpoint(path)
     spec = meta.get("spec")
     if not spec or not isinstance(spec, dict) or "model" not in spec:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .checkpoint import write_atomic
-from .data.palette import colorize
+from minifcn.data.palette import colorize
+from minifcn.storage.atomic import write_atomic
 
 
 def _save_atomic(fig, path: Path) -> None:

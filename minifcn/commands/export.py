@@ -16,11 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import load_model
-from .common import FORMATS, INSTALL_HINT, ExportError, check_finite, default_size, require
-from .onnx_graph import OPSET, save_onnx
-from .runtime import compare_onnx
-from .weights import load_safetensors, save_safetensors
+from minifcn.export.common import (
+    FORMATS,
+    INSTALL_HINT,
+    ExportError,
+    check_finite,
+    default_size,
+    require,
+)
+from minifcn.export.onnx_graph import OPSET, save_onnx
+from minifcn.export.runtime import compare_onnx
+from minifcn.export.weights import load_safetensors, save_safetensors
+from minifcn.models.checkpoint import load_model
 
 
 def export(checkpoint, fmt, output=None, force=False, input_size=None, check=True, log=print):

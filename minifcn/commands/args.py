@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from .backend import require_gpu
+from minifcn.backend import require_gpu
 
 
 def ensure_device(device: str) -> None:

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .oracle import label_edges
+from minifcn.commands.oracle import label_edges
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -52,7 +52,7 @@ def class_legend(target, names=None, **kwargs):
     """
     from matplotlib.patches import Patch
 
-    from .data import CLASS_NAMES, PALETTE
+    from minifcn.data import CLASS_NAMES, PALETTE
 
     names = CLASS_NAMES if names is None else names
     handles = [
@@ -113,7 +113,7 @@ def grade(check, fn, solution_hint: str = "notebooks/solutions/") -> bool:
 
 
 def _close(mine, ref, what: str, tol: float = 1e-8) -> None:
-    from .gradcheck import rel_error
+    from minifcn.nn.gradcheck import rel_error
 
     mine = np.asarray(mine)
     assert mine.shape == np.shape(ref), f"{what}: shape {mine.shape}, expected {np.shape(ref)}"
@@ -130,7 +130,7 @@ _CONV_CASES = [  # (N, C, H, W), (O, kh, kw), stride, padding
 
 
 def _conv_layer(c, o, k, stride, padding, weight, bias):
-    from .nn import Conv2d
+    from minifcn.nn import Conv2d
 
     layer = Conv2d(c, o, k, stride=stride, padding=padding).astype(np.float64)
     layer.weight.data[...] = weight
@@ -180,7 +180,7 @@ def distinct_values(shape, rng) -> np.ndarray:
 
 def check_maxpool_backward(maxpool_backward) -> None:
     """matches minifcn.nn.MaxPool2d(ceil_mode=True).backward, odd sizes included"""
-    from .nn import MaxPool2d
+    from minifcn.nn import MaxPool2d
 
     rng = np.random.default_rng(3)
     for shape, k, s in [
@@ -198,7 +198,7 @@ def check_maxpool_backward(maxpool_backward) -> None:
 
 def check_bilinear_kernel(bilinear) -> None:
     """equals minifcn.nn.bilinear_kernel for k = 1..8, 16 and 64"""
-    from .nn import bilinear_kernel
+    from minifcn.nn import bilinear_kernel
 
     for k in [*range(1, 9), 16, 64]:
         _close(bilinear(k), bilinear_kernel(k, np.float64), f"kernel size {k}", tol=1e-6)
@@ -206,7 +206,7 @@ def check_bilinear_kernel(bilinear) -> None:
 
 def check_transposed_conv(conv_transpose) -> None:
     """matches minifcn.nn.ConvTranspose2d for 4 kernel/stride/padding settings"""
-    from .nn import ConvTranspose2d
+    from minifcn.nn import ConvTranspose2d
 
     rng = np.random.default_rng(4)
     for (n, i, o, h), k, s, p in [
@@ -228,7 +228,7 @@ def check_transposed_conv(conv_transpose) -> None:
 
 def _paper_like(first_padding: int):
     """A paper-geometry backbone with one channel per layer (geometry only)."""
-    from .models import PAPER
+    from minifcn.models import PAPER
 
     return replace(
         PAPER, name="paper-geometry", widths=(1,) * 5, fc_channels=1, first_padding=first_padding
@@ -237,7 +237,7 @@ def _paper_like(first_padding: int):
 
 def check_crop_offsets(crop_offsets) -> None:
     """equals FCN8s(...).crop_offsets for first paddings 69, 80, 100, 117 and 164"""
-    from .models import FCN8s
+    from minifcn.models import FCN8s
 
     for p in [69, 80, 100, 117, 164]:
         ref = FCN8s(2, _paper_like(p)).crop_offsets
@@ -246,8 +246,8 @@ def check_crop_offsets(crop_offsets) -> None:
 
 
 def check_segmentation_scores(segmentation_scores) -> None:
-    """matches minifcn.metrics.scores_from_confusion, absent classes included"""
-    from .metrics import scores_from_confusion
+    """matches minifcn.inference.metrics.scores_from_confusion, absent classes included"""
+    from minifcn.inference.metrics import scores_from_confusion
 
     rng = np.random.default_rng(5)
     cases = [rng.integers(0, 50, (4, 4)), rng.integers(0, 1000, (6, 6))]
@@ -270,7 +270,7 @@ def check_segmentation_scores(segmentation_scores) -> None:
 
 def check_softmax_any_device(softmax_fn) -> None:
     """equals the loss layer's softmax, stays finite for scores of 1e4, keeps the array type"""
-    from .backend import as_numpy, cupy_module, gpu_available
+    from minifcn.backend import as_numpy, cupy_module, gpu_available
 
     rng = np.random.default_rng(6)
     scores = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import as_numpy, get_array_module
+from minifcn.backend import as_numpy, get_array_module
 
 
 def confusion_matrix(pred, label, num_classes: int, ignore_index: int = 255) -> np.ndarray:

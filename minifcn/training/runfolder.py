@@ -1,4 +1,4 @@
-"""The run folder of ``minifcn.train``: one owner at a time, saves that are all or nothing.
+"""The run folder of ``minifcn.commands.train``: one owner at a time, saves that are all or nothing.
 
 - ``RunFolder.open`` validates the folder (creatable, a folder, writable) and takes an
   exclusive lock on ``<folder>/.lock`` for the run's lifetime, so two runs can never
@@ -20,7 +20,7 @@ import signal
 import threading
 from pathlib import Path
 
-from .checkpoint import fsync_dir, is_temporary, write_temp
+from minifcn.storage.atomic import fsync_dir, is_temporary, write_temp
 
 try:  # POSIX
     import fcntl
@@ -38,7 +38,7 @@ class RunFolderError(Exception):
 def is_better(mean_iu: float, best_mean_iu: float | None) -> bool:
     """Does an epoch with validation ``mean_iu`` replace the best so far?
 
-    The rule used by ``minifcn.train`` for ``best.npz``: higher mean IU wins and
+    The rule used by ``minifcn.commands.train`` for ``best.npz``: higher mean IU wins and
     ties go to the later epoch (equal mean IU, longer-trained weights).
     """
     return best_mean_iu is None or mean_iu >= best_mean_iu

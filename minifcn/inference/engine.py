@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import as_numpy, to_device
-from .data import iterate_batches
-from .data.transforms import normalize
-from .metrics import SegmentationMetrics
+from minifcn.backend import as_numpy, to_device
+from minifcn.data import iterate_batches
+from minifcn.data.transforms import normalize
+from minifcn.inference.metrics import SegmentationMetrics
 
 
 def predict_scores(model, images, device: str = "cpu"):
@@ -123,7 +123,7 @@ def forward_bytes(model, height: int, width: int, batch: int = 1) -> int:
     im2col buffer (C * k * k * out_h * out_w * 4 bytes) of a convolution, doubled
     for the temporaries (a measured NumPy peak is about 1.5 times the sum).
     """
-    from .nn import Conv2d
+    from minifcn.nn import Conv2d
 
     sizes_h, sizes_w = model.blob_sizes(height), model.blob_sizes(width)
     channels = {"data": 3}
@@ -143,7 +143,7 @@ def receptive_margin(model) -> int:
     """Pixels of context a score needs on each side: half the receptive field of
     the coarsest blob (from ``explain.geometry_table``), rounded up to the
     network's stride."""
-    from .explain import geometry_table
+    from minifcn.commands.explain import geometry_table
 
     rows = geometry_table(model)
     jump = max(r["jump"] for r in rows)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import as_numpy, get_array_module
+from minifcn.backend import as_numpy, get_array_module
 
 
 def rel_error(a, b) -> float:

@@ -1,0 +1,664 @@
+"""Benchmark the layers at the shapes FCN uses: ``python -m minifcn.bench``.
+
+For each layer it measures the forward and the backward time (the median of
+``--repeat`` runs after one warm-up run; on the GPU after a synchronize) and
+the arithmetic rate in GFLOP/s, compared with the machine's float32 matrix
+multiply, the ceiling for a convolution written as im2col + one matrix
+product. It also times one training step of the mini FCN-8s (forward, loss,
+backward, SGD) and reports its peak memory.
+
+Every figure is for the accelerated path (``minifcn.accel``, the default); the
+"plain ms" column and the "plain path" line time the same layers and step on
+the plain path of ``minifcn/nn/`` (``MINIFCN_ACCEL=0``), so that what the
+optimisations buy is visible (``--no-plain`` skips them).
+
+``--compare torch`` times the same operations in PyTorch (same shapes, dtype,
+thread count) and prints minifcn's time over PyTorch's. PyTorch is not a
+dependency of minifcn; it is imported only here, only when asked for.
+
+Examples::
+
+    python -m minifcn.bench                      # CPU, full sizes
+    python -m minifcn.bench --quick              # tiny sizes: a smoke test
+    python -m minifcn.bench --compare torch --json bench.json
+    python -m minifcn.bench --device gpu
+    OPENBLAS_NUM_THREADS=1 python -m minifcn.bench --compare torch --cpu-time   # shared CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+from minifcn import backend
+from minifcn.accel.cpu import keep_freed_memory
+from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
+
+NUM_CLASSES = 21
+
+
+# ------------------------------------------------------------------ the cases
+def layer_cases(quick: bool) -> list:
+    """The layers to time, as dicts: name, kind, input shape and layer arguments.
+
+    conv: (in, out, kernel, stride, padding); convT: (channels, kernel, stride);
+    pool: (kernel, stride, ceil); loss: classes in the shape.
+    """
+    if quick:
+        n = 1
+        return [
+            dict(name="conv3x3", kind="conv", x=(n, 4, 8, 8), args=(4, 4, 3, 1, 1)),
+            dict(name="conv1_1 p=3", kind="conv", x=(1, 3, 6, 6), args=(3, 4, 3, 1, 3)),
+            dict(name="score 1x1", kind="conv", x=(n, 8, 4, 4), args=(8, 3, 1, 1, 0)),
+            dict(name="upscore 4/2", kind="convT", x=(n, 3, 3, 3), args=(3, 4, 2)),
+            dict(name="upscore 16/8", kind="convT", x=(n, 3, 2, 2), args=(3, 16, 8)),
+            dict(name="maxpool 2/2 ceil", kind="pool", x=(n, 4, 7, 7), args=(2, 2, True)),
+            dict(name="softmax x-ent", kind="loss", x=(n, 3, 8, 8), args=()),
+        ]
+    n, c = 8, NUM_CLASSES
+    return [
+        dict(name="conv3x3 64", kind="conv", x=(n, 64, 64, 64), args=(64, 64, 3, 1, 1)),
+        dict(name="conv3x3 128", kind="conv", x=(n, 128, 32, 32), args=(128, 128, 3, 1, 1)),
+        dict(name="conv3x3 256", kind="conv", x=(n, 256, 16, 16), args=(256, 256, 3, 1, 1)),
+        dict(name="conv3x3 512", kind="conv", x=(n, 512, 8, 8), args=(512, 512, 3, 1, 1)),
+        dict(name="conv1_1 p=100", kind="conv", x=(1, 3, 64, 64), args=(3, 64, 3, 1, 100)),
+        dict(name="score_fr 1x1", kind="conv", x=(n, 4096, 8, 8), args=(4096, c, 1, 1, 0)),
+        dict(name="score_pool 1x1", kind="conv", x=(n, 512, 32, 32), args=(512, c, 1, 1, 0)),
+        dict(name="upscore2 4/2", kind="convT", x=(n, c, 8, 8), args=(c, 4, 2)),
+        dict(name="upscore8 16/8", kind="convT", x=(n, c, 18, 18), args=(c, 16, 8)),
+        dict(name="upscore 64/32", kind="convT", x=(n, c, 4, 4), args=(c, 64, 32)),
+        dict(name="maxpool 2/2 ceil", kind="pool", x=(n, 64, 65, 65), args=(2, 2, True)),
+        dict(name="softmax x-ent", kind="loss", x=(n, c, 64, 64), args=()),
+    ]
+
+
+def flops(case: dict, out_shape) -> tuple[float, float]:
+    """(forward, backward) floating-point operations; (0, 0) when not a product."""
+    if case["kind"] == "conv":
+        cin, cout, k = case["args"][:3]
+        fwd = 2.0 * out_shape[0] * cout * cin * k * k * out_shape[2] * out_shape[3]
+        return fwd, 2 * fwd  # backward: input gradient + weight gradient
+    if case["kind"] == "convT":
+        n, c, h, w = case["x"]
+        k = case["args"][1]
+        fwd = 2.0 * n * c * c * k * k * h * w  # each input pixel paints a k x k x C stamp
+        return fwd, 2 * fwd
+    return 0.0, 0.0
+
+
+# ------------------------------------------------------------------- timing
+CLOCK = {"now": time.perf_counter}  # --cpu-time swaps in time.process_time
+
+
+def timeit(fn, repeat: int, sync=None) -> float:
+    """Median seconds of ``fn()`` over ``repeat`` runs, after one warm-up run."""
+    now = CLOCK["now"]
+    fn()
+    if sync:
+        sync()
+    times = []
+    for _ in range(repeat):
+        start = now()
+        fn()
+        if sync:
+            sync()
+        times.append(now() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(xp, m: int, k: int, n: int, repeat: int, sync=None) -> float:
+    """GFLOP/s of a float32 (m, k) @ (k, n) matrix product."""
+    rng = np.random.default_rng(0)
+    a = xp.asarray(rng.standard_normal((m, k), dtype=np.float32))
+    b = xp.asarray(rng.standard_normal((k, n), dtype=np.float32))
+    return 2.0 * m * k * n / timeit(lambda: a @ b, repeat, sync) / 1e9
+
+
+def gemm_shape(case: dict) -> tuple[int, int, int] | None:
+    """(m, k, n) of the forward matrix product of a convolution case."""
+    if case["kind"] != "conv":
+        return None
+    n, cin, h, w = case["x"]
+    _, cout, k, s, p = case["args"]
+    out_h, out_w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    return cout, cin * k * k, n * out_h * out_w
+
+
+# ------------------------------------------------------------ our layers
+def build_layer(case: dict):
+    kind, a = case["kind"], case["args"]
+    if kind == "conv":
+        return Conv2d(a[0], a[1], a[2], a[3], a[4], rng=0)
+    if kind == "convT":
+        return ConvTranspose2d(a[0], a[0], a[1], a[2])
+    if kind == "pool":
+        return MaxPool2d(a[0], a[1], ceil_mode=a[2])
+    return SoftmaxCrossEntropy()
+
+
+def case_inputs(case: dict):
+    """NumPy float32 input (and int labels for the loss), fixed seed."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(case["x"], dtype=np.float32)
+    if case["kind"] != "loss":
+        return x, None
+    n, c, h, w = case["x"]
+    labels = rng.integers(0, c, (n, h, w))
+    labels[:, :2] = 255  # some ignored pixels, as VOC's borders
+    return x, labels
+
+
+def time_ours(case: dict, device: str, repeat: int) -> dict:
+    xp = backend.cupy_module() if device == "gpu" else np
+    sync = (lambda: backend.synchronize(xp)) if device == "gpu" else None
+    layer = build_layer(case)
+    if case["kind"] != "loss":
+        layer.to(device)
+    x, labels = case_inputs(case)
+    x = xp.asarray(x)
+    if case["kind"] == "loss":
+        labels = xp.asarray(labels)
+        fwd = timeit(lambda: layer(x, labels), repeat, sync)
+        bwd = timeit(lambda: layer.backward(), repeat, sync)
+        return dict(fwd_s=fwd, bwd_s=bwd, out_shape=x.shape)
+    y = layer(x)
+    dy = xp.asarray(np.random.default_rng(1).standard_normal(y.shape, dtype=np.float32))
+    fwd = timeit(lambda: layer(x), repeat, sync)
+    layer(x)
+    bwd = timeit(lambda: layer.backward(dy), repeat, sync)
+    return dict(fwd_s=fwd, bwd_s=bwd, out_shape=tuple(y.shape))
+
+
+# ------------------------------------------------------------------ PyTorch
+def blas_threads() -> int:
+    """The thread count NumPy's BLAS uses: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, or all CPUs."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return os.cpu_count() or 1
+
+
+def import_torch():
+    """``torch`` with NumPy's BLAS thread count, or None (with a printed note)."""
+    try:
+        import torch
+    except Exception as err:  # not installed, or broken
+        print(f"--compare torch: cannot import torch ({err}); skipping the comparison.")
+        return None
+    torch.set_num_threads(blas_threads())
+    return torch
+
+
+def _torch_device(torch, device: str):
+    if device == "gpu":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--compare torch on the GPU needs a CUDA build of PyTorch")
+        return "cuda", torch.cuda.synchronize
+    return "cpu", None
+
+
+def time_torch(torch, case: dict, device: str, repeat: int) -> dict:
+    """The same operation in torch.nn.functional: forward, then backward (autograd)."""
+    import torch.nn.functional as F
+
+    dev, sync = _torch_device(torch, device)
+    x_np, labels_np = case_inputs(case)
+    x = torch.tensor(x_np, device=dev, requires_grad=True)
+    kind, a = case["kind"], case["args"]
+    inputs = [x]
+    if kind == "conv":
+        w = torch.randn(a[1], a[0], a[2], a[2], device=dev, requires_grad=True)
+        b = torch.zeros(a[1], device=dev, requires_grad=True)
+        inputs += [w, b]
+
+        def f():
+            return F.conv2d(x, w, b, stride=a[3], padding=a[4])
+    elif kind == "convT":
+        w = torch.randn(a[0], a[0], a[1], a[1], device=dev, requires_grad=True)
+        inputs.append(w)
+
+        def f():
+            return F.conv_transpose2d(x, w, stride=a[2])
+    elif kind == "pool":
+
+        def f():
+            return F.max_pool2d(x, a[0], a[1], ceil_mode=a[2])
+    else:
+        labels = torch.tensor(labels_np, device=dev)
+
+        def f():
+            return F.cross_entropy(x, labels, ignore_index=255)
+
+    fwd = timeit(f, repeat, sync)
+    y = f()
+    dy = torch.ones_like(y) if kind == "loss" else torch.randn_like(y)
+    bwd = timeit(lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True), repeat, sync)
+    return dict(fwd_s=fwd, bwd_s=bwd)
+
+
+def torch_mirror(torch, model, dev: str):
+    """A torch.nn.Module computing the same function as our FCN ``model``.
+
+    Built from the model's own layers (same hyperparameters, weights copied) and
+    run along ``model.graph()``, the list ``model.forward`` itself runs, so the
+    mirror cannot drift from the model.
+    """
+    from minifcn import nn as ours
+
+    tnn = torch.nn
+
+    class Scale(tnn.Module):
+        def __init__(self, factor: float):
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, x):
+            return x * self.factor
+
+    class Crop(tnn.Module):
+        def __init__(self, offset):
+            super().__init__()
+            self.offset = offset
+
+        def forward(self, x, ref):
+            (oy, ox), (h, w) = self.offset, ref.shape[2:]
+            return x[:, :, oy : oy + h, ox : ox + w]
+
+    class Fuse(tnn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    def convert(m):
+        if isinstance(m, ours.Conv2d):
+            t = tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+            t.bias.data = torch.tensor(backend.as_numpy(m.bias.data))
+        elif isinstance(m, ours.ConvTranspose2d):
+            t = tnn.ConvTranspose2d(
+                m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=False
+            )
+        elif isinstance(m, ours.MaxPool2d):
+            return tnn.MaxPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
+        elif isinstance(m, ours.ReLU):
+            return tnn.ReLU()
+        elif isinstance(m, ours.Dropout):
+            return tnn.Dropout(m.p)
+        elif isinstance(m, ours.Scale):
+            return Scale(m.factor)
+        elif isinstance(m, ours.Crop):
+            return Crop(m.offset)
+        elif isinstance(m, ours.Fuse):
+            return Fuse()
+        else:
+            raise TypeError(f"torch_mirror: no PyTorch counterpart for {type(m).__name__}")
+        t.weight.data = torch.tensor(backend.as_numpy(m.weight.data))
+        t.weight.requires_grad_(m.weight.requires_grad)
+        return t
+
+    class Mirror(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.steps = model.graph()
+            self.layers = tnn.ModuleDict({layer: convert(getattr(model, layer))
+                                          for _, layer, *_ in self.steps})  # fmt: skip
+
+        def forward(self, x):
+            blobs = {"data": x}
+            for out, layer, src, *ref in self.steps:
+                blobs[out] = self.layers[layer](blobs[src], *(blobs[r] for r in ref))
+            return blobs[self.steps[-1][0]]
+
+    return Mirror().to(dev)
+
+
+# --------------------------------------------------------- the training step
+def _load_fcn8s():
+    try:
+        from minifcn.models import FCN8s
+    except ImportError as err:
+        print(f"mini FCN-8s train step: skipped, minifcn.models.FCN8s is not available ({err})")
+        return None
+    return FCN8s
+
+
+def train_step_ours(device: str, batch: int, size: int, repeat: int) -> dict | None:
+    """Images/s and peak memory of forward + loss + backward + SGD on the mini FCN-8s."""
+    FCN8s = _load_fcn8s()
+    if FCN8s is None:
+        return None
+    from minifcn.optim import SGD
+
+    xp = backend.cupy_module() if device == "gpu" else np
+    sync = (lambda: backend.synchronize(xp)) if device == "gpu" else None
+    model = FCN8s(NUM_CLASSES, config="mini").to(device)
+    opt = SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss_fn = SoftmaxCrossEntropy()
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.standard_normal((batch, 3, size, size), dtype=np.float32))
+    labels = xp.asarray(rng.integers(0, NUM_CLASSES, (batch, size, size)).astype(np.uint8))
+
+    def step():
+        model.zero_grad()
+        loss_fn(model(x), labels)
+        model.backward(loss_fn.backward(), input_grad=False)  # as PyTorch: x needs no grad
+        opt.step()
+
+    seconds = timeit(step, repeat, sync)
+    result = dict(batch=batch, size=size, step_s=seconds, images_per_s=batch / seconds)
+    if device == "gpu":
+        pool = xp.get_default_memory_pool()
+        result["peak_bytes"] = int(pool.total_bytes())
+        result["peak_note"] = "CuPy memory pool: bytes held after the steps"
+    else:
+        tracemalloc.start()
+        step()
+        result["peak_bytes"] = int(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        result["peak_note"] = "tracemalloc peak of one step (NumPy reports its buffers)"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result["max_rss_bytes"] = int(rss * (1 if sys.platform == "darwin" else 1024))
+    result["model"] = model
+    return result
+
+
+def train_step_torch(torch, model, device: str, batch: int, size: int, repeat: int) -> dict:
+    import torch.nn.functional as F
+
+    dev, sync = _torch_device(torch, device)
+    mirror = torch_mirror(torch, model, dev)
+    params = [p for p in mirror.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((batch, 3, size, size), dtype=np.float32), device=dev)
+    labels = torch.tensor(rng.integers(0, NUM_CLASSES, (batch, size, size)), device=dev)
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(mirror(x), labels, ignore_index=255).backward()
+        opt.step()
+
+    seconds = timeit(step, repeat, sync)
+    return dict(step_s=seconds, images_per_s=batch / seconds)
+
+
+def paper_step(device: str, size: int, repeat: int, torch=None) -> dict:
+    """Forward + loss + backward of the paper-configuration FCN-8s (VGG16) on one
+    ``size`` x ``size`` image, as the paper trains (batch 1); and PyTorch's time for
+    the same network when ``torch`` is given (cuDNN on the GPU)."""
+    from minifcn.models import FCN8s
+
+    xp = backend.cupy_module() if device == "gpu" else np
+    sync = (lambda: backend.synchronize(xp)) if device == "gpu" else None
+    model = FCN8s(21, config="paper").to(device)
+    model.train()
+    loss_fn = SoftmaxCrossEntropy()
+    rng = np.random.default_rng(0)
+    x = xp.asarray(rng.standard_normal((1, 3, size, size), dtype=np.float32))
+    labels = xp.asarray(rng.integers(0, 21, (1, size, size)).astype(np.uint8))
+
+    def step():
+        model.zero_grad()
+        loss_fn(model(x), labels)
+        model.backward(loss_fn.backward(), input_grad=False)  # as PyTorch: x needs no grad
+
+    result = dict(size=size, step_s=timeit(step, repeat, sync))
+    if torch is not None:
+        import torch.nn.functional as F
+
+        dev, tsync = _torch_device(torch, device)
+        if device == "gpu":
+            torch.backends.cudnn.benchmark = True
+        mirror = torch_mirror(torch, model, dev)
+        mirror.train()
+        tx = torch.tensor(backend.as_numpy(x), device=dev)
+        tl = torch.tensor(rng.integers(0, 21, (1, size, size)), device=dev)
+
+        def torch_step():
+            mirror.zero_grad()
+            F.cross_entropy(mirror(tx), tl, ignore_index=255).backward()
+
+        result["torch_step_s"] = timeit(torch_step, repeat, tsync)
+        result["torch_ratio"] = result["step_s"] / result["torch_step_s"]
+    return result
+
+
+# ------------------------------------------------------------------ machine
+def machine_info(device: str) -> dict:
+    info = dict(
+        cpu=platform.processor() or platform.machine(),
+        cores=os.cpu_count(),
+        blas_threads=blas_threads(),
+        python=platform.python_version(),
+        numpy=np.__version__,
+        blas="unknown",
+    )
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        config = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        info["blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:
+        pass
+    if device == "gpu":
+        cp = backend.cupy_module()
+        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+        name = props["name"]
+        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+        info["cupy"] = cp.__version__
+    return info
+
+
+# ------------------------------------------------------------------- output
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(rows: list) -> str:
+    header = (
+        f"{'layer':<18} {'input shape':<18} {'fwd ms':>8} {'bwd ms':>8} {'plain ms':>9} "
+        f"{'GFLOP/s':>8} {'% mm':>6} {'% gemm':>7} {'torch ms':>9} {'x torch':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        torch_ms = None if r.get("torch_fwd_ms") is None else r["torch_fwd_ms"] + r["torch_bwd_ms"]
+        plain_ms = None if r.get("plain_fwd_ms") is None else r["plain_fwd_ms"] + r["plain_bwd_ms"]
+        lines.append(
+            f"{r['layer']:<18} {'x'.join(map(str, r['shape'])):<18} {r['fwd_ms']:>8.2f} "
+            f"{r['bwd_ms']:>8.2f} {_fmt(plain_ms, '9.2f'):>9} {_fmt(r['gflops'], '8.1f'):>8} "
+            f"{_fmt(r['pct_matmul'], '6.0f'):>6} {_fmt(r['pct_gemm'], '7.0f'):>7} "
+            f"{_fmt(torch_ms, '9.2f'):>9} {_fmt(r.get('torch_ratio'), '8.2f'):>8}"
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m minifcn.bench", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--compare", choices=("torch",), help="also time PyTorch")
+    parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+    parser.add_argument("--no-train", action="store_true", help="skip the FCN-8s train step")
+    parser.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="skip timing the plain path (MINIFCN_ACCEL=0) next to the accelerated one",
+    )
+    parser.add_argument(
+        "--paper-step",
+        type=int,
+        metavar="SIZE",
+        default=None,
+        help="also time forward+backward of the paper-configuration FCN-8s (VGG16) on one "
+        "SIZExSIZE image (e.g. 500; minutes on a CPU)",
+    )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="measure process CPU time instead of wall time: steadier on a shared machine, "
+        "meaningful with one thread (OPENBLAS_NUM_THREADS=1)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    keep_freed_memory()  # as the train command does
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be >= 1")
+    if args.json:  # before the minutes of timing: never overwrite, fail early
+        from minifcn.commands.args import check_new_file
+
+        check_new_file(args.json, "--json")
+    if args.device == "gpu":
+        from minifcn.commands.args import ensure_device
+
+        ensure_device("gpu")  # one line and exit 1 when the GPU cannot be used
+    CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
+    xp = backend.cupy_module() if args.device == "gpu" else np
+    sync = (lambda: backend.synchronize(xp)) if args.device == "gpu" else None
+    torch = import_torch() if args.compare == "torch" else None
+
+    info = machine_info(args.device)
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']} "
+        f"({info['blas']}, {info['blas_threads']} threads)"
+    )
+    if "gpu" in info:
+        print(f"gpu: {info['gpu']} (CuPy {info['cupy']})")
+    if torch is not None:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    size = 128 if args.quick else 1024
+    peak = matmul_gflops(xp, size, size, size, args.repeat, sync)
+    print(f"float32 matmul {size}x{size}x{size}: {peak:.1f} GFLOP/s (the im2col ceiling)\n")
+
+    rows = []
+    for case in layer_cases(args.quick):
+        ours = time_ours(case, args.device, args.repeat)
+        f_fwd, f_bwd = flops(case, ours["out_shape"])
+        total_s = ours["fwd_s"] + ours["bwd_s"]
+        gflops = (f_fwd + f_bwd) / total_s / 1e9 if f_fwd else None
+        shape = gemm_shape(case)
+        gemm = matmul_gflops(xp, *shape, args.repeat, sync) if shape else None
+        row = dict(
+            layer=case["name"],
+            kind=case["kind"],
+            shape=list(case["x"]),
+            args=list(case["args"]),
+            fwd_ms=ours["fwd_s"] * 1e3,
+            bwd_ms=ours["bwd_s"] * 1e3,
+            gflops=gflops,
+            pct_matmul=None if gflops is None else 100 * gflops / peak,
+            gemm_shape=list(shape) if shape else None,
+            gemm_gflops=gemm,
+            pct_gemm=None if gflops is None or not gemm else 100 * gflops / gemm,
+        )
+        if not args.no_plain:
+            with backend.plain_path():
+                plain = time_ours(case, args.device, args.repeat)
+            row["plain_fwd_ms"], row["plain_bwd_ms"] = plain["fwd_s"] * 1e3, plain["bwd_s"] * 1e3
+        if torch is not None:
+            t = time_torch(torch, case, args.device, args.repeat)
+            row["torch_fwd_ms"], row["torch_bwd_ms"] = t["fwd_s"] * 1e3, t["bwd_s"] * 1e3
+            row["torch_ratio"] = total_s / (t["fwd_s"] + t["bwd_s"])
+        rows.append(row)
+    table = format_table(rows)
+    print(table)
+    print(
+        "\nfwd/bwd ms: accelerated path (minifcn.accel); plain ms: fwd+bwd on the plain path "
+        "(minifcn/nn, MINIFCN_ACCEL=0); % mm: fwd+bwd GFLOP/s over the square matmul above; "
+        "% gemm: over a matmul shaped like the conv's own (O, C*k*k) @ (C*k*k, N*out_h*out_w); "
+        "x torch: minifcn (accelerated) time / PyTorch time (fwd+bwd)."
+    )
+
+    train = None
+    if not args.no_train:
+        batch, img = (2, 64) if args.quick else (8, 64)
+        train = train_step_ours(args.device, batch, img, args.repeat)
+        if train is not None:
+            model = train.pop("model")
+            line = (
+                f"\nmini FCN-8s train step (batch {batch}, {img}x{img}): "
+                f"{train['step_s'] * 1e3:.1f} ms, {train['images_per_s']:.1f} images/s, "
+                f"peak memory {train['peak_bytes'] / 2**20:.1f} MiB ({train['peak_note']}), "
+                f"max RSS {train['max_rss_bytes'] / 2**20:.0f} MiB"
+            )
+            if not args.no_plain:
+                with backend.plain_path():
+                    plain = train_step_ours(args.device, batch, img, args.repeat)
+                plain.pop("model")
+                train["plain_step_s"] = plain["step_s"]
+                train["plain_speedup"] = plain["step_s"] / train["step_s"]
+                line += (
+                    f"\n  plain path: {plain['step_s'] * 1e3:.1f} ms, "
+                    f"{plain['images_per_s']:.1f} images/s; accelerated / plain = "
+                    f"{train['step_s'] / plain['step_s']:.2f}"
+                )
+            if torch is not None:
+                t = train_step_torch(torch, model, args.device, batch, img, args.repeat)
+                train["torch_step_s"] = t["step_s"]
+                train["torch_images_per_s"] = t["images_per_s"]
+                train["torch_ratio"] = train["step_s"] / t["step_s"]
+                line += (
+                    f"\n  torch: {t['step_s'] * 1e3:.1f} ms, {t['images_per_s']:.1f} images/s; "
+                    f"minifcn / torch = {train['torch_ratio']:.2f}"
+                )
+            print(line)
+
+    paper = None
+    if args.paper_step:
+        paper = paper_step(args.device, args.paper_step, args.repeat, torch)
+        line = (
+            f"\npaper FCN-8s (VGG16), 1x3x{args.paper_step}x{args.paper_step}, forward+loss+"
+            f"backward: {paper['step_s'] * 1e3:.1f} ms"
+        )
+        if "torch_step_s" in paper:
+            line += (
+                f"\n  torch: {paper['torch_step_s'] * 1e3:.1f} ms; "
+                f"minifcn / torch = {paper['torch_ratio']:.2f}"
+            )
+        print(line)
+
+    result = dict(
+        machine=info,
+        settings=dict(
+            device=args.device,
+            repeat=args.repeat,
+            quick=args.quick,
+            compare=args.compare,
+            clock="process_time" if args.cpu_time else "perf_counter",
+        ),
+        matmul=dict(size=size, gflops=peak),
+        layers=rows,
+        train_step=train,
+        paper_step=paper,
+        table=table,
+    )
+    if args.json:
+        from minifcn.storage.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(result, indent=2))
+        print(f"\nwrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The course: graders and helpers the notebooks use."""

@@ -1,0 +1,1 @@
+"""Inference and scoring: predicting labels (whole or tiled), the confusion-matrix metrics."""

@@ -1,0 +1,1 @@
+"""Training: the loop below the ``train`` command, the run folder and its plots."""
