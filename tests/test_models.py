@@ -389,19 +389,6 @@ def test_supports_agrees_with_blob_sizes():
                 model.blob_sizes(side)
 
 
-@pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s"])
-def test_bench_torch_mirror_computes_the_same_function(name):
-    torch = pytest.importorskip("torch")
-    from minifcn.commands.bench import torch_mirror
-
-    model = build_model(name, 4, TINY, rng=0).eval()
-    _randomise_heads(model, np.random.default_rng(0))
-    x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
-    mirror = torch_mirror(torch, model, "cpu").eval()
-    y = mirror(torch.tensor(x)).detach().numpy()
-    np.testing.assert_allclose(y, model(x), rtol=1e-4, atol=1e-5)
-
-
 def test_backward_with_a_frozen_backbone_still_trains_the_upsampling():
     # Only the upsampling and score_pool* are trainable: upscore2 reads score_fr, which
     # then depends on nothing trainable, yet upscore2's own gradient must still be made.

@@ -41,6 +41,7 @@ import numpy as np
 
 from minifcn import backend
 from minifcn.accel.cpu import keep_freed_memory
+from minifcn.export.torch_fcn import torch_fcn
 from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
 
 NUM_CLASSES = 21
@@ -245,80 +246,6 @@ def time_torch(torch, case: dict, device: str, repeat: int) -> dict:
     return dict(fwd_s=fwd, bwd_s=bwd)
 
 
-def torch_mirror(torch, model, dev: str):
-    """A torch.nn.Module computing the same function as our FCN ``model``.
-
-    Built from the model's own layers (same hyperparameters, weights copied) and
-    run along ``model.graph()``, the list ``model.forward`` itself runs, so the
-    mirror cannot drift from the model.
-    """
-    from minifcn import nn as ours
-
-    tnn = torch.nn
-
-    class Scale(tnn.Module):
-        def __init__(self, factor: float):
-            super().__init__()
-            self.factor = factor
-
-        def forward(self, x):
-            return x * self.factor
-
-    class Crop(tnn.Module):
-        def __init__(self, offset):
-            super().__init__()
-            self.offset = offset
-
-        def forward(self, x, ref):
-            (oy, ox), (h, w) = self.offset, ref.shape[2:]
-            return x[:, :, oy : oy + h, ox : ox + w]
-
-    class Fuse(tnn.Module):
-        def forward(self, a, b):
-            return a + b
-
-    def convert(m):
-        if isinstance(m, ours.Conv2d):
-            t = tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
-            t.bias.data = torch.tensor(backend.as_numpy(m.bias.data))
-        elif isinstance(m, ours.ConvTranspose2d):
-            t = tnn.ConvTranspose2d(
-                m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=False
-            )
-        elif isinstance(m, ours.MaxPool2d):
-            return tnn.MaxPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
-        elif isinstance(m, ours.ReLU):
-            return tnn.ReLU()
-        elif isinstance(m, ours.Dropout):
-            return tnn.Dropout(m.p)
-        elif isinstance(m, ours.Scale):
-            return Scale(m.factor)
-        elif isinstance(m, ours.Crop):
-            return Crop(m.offset)
-        elif isinstance(m, ours.Fuse):
-            return Fuse()
-        else:
-            raise TypeError(f"torch_mirror: no PyTorch counterpart for {type(m).__name__}")
-        t.weight.data = torch.tensor(backend.as_numpy(m.weight.data))
-        t.weight.requires_grad_(m.weight.requires_grad)
-        return t
-
-    class Mirror(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.steps = model.graph()
-            self.layers = tnn.ModuleDict({layer: convert(getattr(model, layer))
-                                          for _, layer, *_ in self.steps})  # fmt: skip
-
-        def forward(self, x):
-            blobs = {"data": x}
-            for out, layer, src, *ref in self.steps:
-                blobs[out] = self.layers[layer](blobs[src], *(blobs[r] for r in ref))
-            return blobs[self.steps[-1][0]]
-
-    return Mirror().to(dev)
-
-
 # --------------------------------------------------------- the training step
 def _load_fcn8s():
     try:
@@ -373,7 +300,7 @@ def train_step_torch(torch, model, device: str, batch: int, size: int, repeat: i
     import torch.nn.functional as F
 
     dev, sync = _torch_device(torch, device)
-    mirror = torch_mirror(torch, model, dev)
+    mirror = torch_fcn(model, dev)
     params = [p for p in mirror.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
     rng = np.random.default_rng(0)
@@ -416,7 +343,7 @@ def paper_step(device: str, size: int, repeat: int, torch=None) -> dict:
         dev, tsync = _torch_device(torch, device)
         if device == "gpu":
             torch.backends.cudnn.benchmark = True
-        mirror = torch_mirror(torch, model, dev)
+        mirror = torch_fcn(model, dev)
         mirror.train()
         tx = torch.tensor(backend.as_numpy(x), device=dev)
         tl = torch.tensor(rng.integers(0, 21, (1, size, size)), device=dev)

@@ -1,104 +1,166 @@
-"""A PyTorch FCN with the reference layer names, for any minifcn configuration.
+"""A PyTorch FCN with the reference layer names, built from ``model.graph()``.
 
-For training on in PyTorch what was started in minifcn: the exported safetensors file loads
-into it with a plain ``load_state_dict`` (``strict=True``), and its forward pass is the same
-computation as minifcn's. PyTorch is not a dependency of minifcn; this module imports it
-only when called.
+One builder, ``torch_fcn(model)``, turns each step of a minifcn network's graph into the
+PyTorch layer of the same kind and name and runs the steps in the same order, so the PyTorch
+network cannot drift from minifcn's: the exporter (``load_torch_fcn``) and the benchmark's
+PyTorch side (``python -m minifcn.bench``) both use it. PyTorch is not a dependency of
+minifcn; this module imports it only when called.
 
     from minifcn.export.torch_fcn import load_torch_fcn
     net = load_torch_fcn("model.safetensors")      # a torch.nn.Module, in eval mode
 
 The layer names are the reference's (conv1_1 ... fc7, score_fr, score_pool4, upscore2, ...),
 so the state_dict keys are those of minifcn's ``state_dict``; for the paper configuration
-they are also those of the reference FCN's PyTorch port.
+they are also those of the reference FCN's PyTorch port. An exported safetensors file loads
+into it with a plain ``load_state_dict`` (``strict=True``).
+
+Adding a layer type to minifcn means adding its PyTorch counterpart to ``TORCH_LAYERS``.
 """
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
-from ..models.config import get_config
+from ..backend import as_numpy
+from ..models.fcn import model_from_spec
+from ..nn import Conv2d, ConvTranspose2d, Crop, Dropout, Fuse, MaxPool2d, ReLU, Scale
 from .common import ExportError, require
 
-HEADS = ("fcn32s", "fcn16s", "fcn8s")
+
+@lru_cache(maxsize=1)
+def _torch_steps():
+    """The PyTorch modules minifcn's Scale, Crop and Fuse become (torch has none of them),
+    and the network that runs a graph. Defined on first use: torch is imported only here."""
+    torch = require("torch")
+    tnn = torch.nn
+
+    class TorchScale(tnn.Module):
+        def __init__(self, factor: float):
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, x):
+            return x * self.factor
+
+    class TorchCrop(tnn.Module):
+        def __init__(self, offset):
+            super().__init__()
+            self.offset = tuple(offset)
+
+        def forward(self, x, ref):
+            (oy, ox), (h, w) = self.offset, ref.shape[2:]
+            return x[:, :, oy : oy + h, ox : ox + w]
+
+    class TorchFuse(tnn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    class TorchFCN(tnn.Module):
+        """Runs ``steps`` (minifcn's graph) over submodules named after the layers; each
+        blob is dropped after its last reader, as minifcn's ``FCN.forward`` does."""
+
+        def __init__(self, steps, layers: dict):
+            super().__init__()
+            self.steps = [tuple(s) for s in steps]
+            for name, module in layers.items():
+                self.add_module(name, module)
+            self.last_use = {}
+            for i, (_, _, src, *ref) in enumerate(self.steps):
+                self.last_use.update({blob: i for blob in (src, *ref)})
+
+        def forward(self, x):
+            blobs = {"data": x}
+            for i, (out, layer, src, *ref) in enumerate(self.steps):
+                blobs[out] = getattr(self, layer)(blobs[src], *(blobs[r] for r in ref))
+                for blob in (src, *ref):
+                    if self.last_use[blob] == i:
+                        del blobs[blob]
+            return blobs[self.steps[-1][0]]
+
+    return TorchScale, TorchCrop, TorchFuse, TorchFCN
+
+
+def _conv(tnn, m):
+    return tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                      bias=m.bias is not None)  # fmt: skip
+
+
+def _conv_transpose(tnn, m):
+    return tnn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
+                               m.padding, bias=m.bias is not None)  # fmt: skip
+
+
+def _max_pool(tnn, m):
+    return tnn.MaxPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
+
+
+# minifcn layer type -> its PyTorch counterpart, from (torch.nn, the minifcn layer).
+# Dropout is elementwise in minifcn, so it is nn.Dropout (not Dropout2d) here.
+TORCH_LAYERS = {
+    Conv2d: _conv,
+    ConvTranspose2d: _conv_transpose,
+    MaxPool2d: _max_pool,
+    ReLU: lambda tnn, m: tnn.ReLU(),
+    Dropout: lambda tnn, m: tnn.Dropout(m.p),
+    Scale: lambda tnn, m: _torch_steps()[0](m.factor),
+    Crop: lambda tnn, m: _torch_steps()[1](m.offset),
+    Fuse: lambda tnn, m: _torch_steps()[2](),
+}
+
+
+def torch_layer(layer, copy_weights: bool = True):
+    """The PyTorch module computing what the minifcn ``layer`` computes; its weight and bias
+    copied (``copy_weights``) and frozen where minifcn's are. ExportError for a layer type
+    without a counterpart in ``TORCH_LAYERS``."""
+    torch = require("torch")
+    make = TORCH_LAYERS.get(type(layer))
+    if make is None:
+        raise ExportError(f"no PyTorch counterpart for minifcn layer type {type(layer).__name__}")
+    module = make(torch.nn, layer)
+    for name in ("weight", "bias"):
+        ours = getattr(layer, name, None)
+        if ours is not None:
+            theirs = getattr(module, name)
+            if copy_weights:  # in our dtype: a float64 model gives a float64 module
+                theirs.data = torch.from_numpy(as_numpy(ours.data).copy())
+            theirs.requires_grad_(ours.requires_grad)
+    return module
+
+
+def torch_fcn(model, device="cpu", copy_weights: bool = True):
+    """A ``torch.nn.Module`` computing the same function as the minifcn network ``model``.
+
+    One submodule per step of ``model.graph()``, under the layer's name (so the state_dict
+    keys are ``model.state_dict()``'s), run in the graph's order. ``forward(x (N, 3, H, W))
+    -> scores (N, num_classes, H, W)``, x mean-subtracted as for minifcn. Weights are copied
+    from ``model``, in its dtype, unless ``copy_weights=False`` (then PyTorch's initial
+    weights, float32); on ``device`` (a torch device or its name).
+    """
+    _, _, _, TorchFCN = _torch_steps()
+    steps = model.graph()
+    layers = {layer: torch_layer(getattr(model, layer), copy_weights) for _, layer, *_ in steps}
+    return TorchFCN(steps, layers).to(device)
 
 
 def build_torch_fcn(spec: dict, crop_offsets: dict):
-    """A ``torch.nn.Module`` for ``spec`` (``FCN.spec()``), cropping at ``crop_offsets``.
+    """The PyTorch network for ``spec`` (``FCN.spec()``): ``torch_fcn`` of the minifcn model
+    the spec describes, with minifcn's initial weights until a state_dict is loaded.
 
-    ``forward(x (N, 3, H, W)) -> scores (N, num_classes, H, W)``, x mean-subtracted as for
-    minifcn. Weights are PyTorch's defaults until a state_dict is loaded.
+    ``crop_offsets`` (as stored beside the spec) must be the ones the geometry gives for that
+    spec; otherwise the file and this version of minifcn disagree and ExportError says so.
     """
-    torch = require("torch")
-    nn = torch.nn
-    cfg = get_config(spec["config"])
-    head, c = spec["model"], spec["num_classes"]
-    if head not in HEADS:
-        raise ExportError(f"unknown model {head!r}; expected one of {', '.join(HEADS)}")
-    offsets = {k: int(v) for k, v in crop_offsets.items()}
-    at_once = head == "fcn8s" and spec.get("at_once", False)
-
-    class TorchFCN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = []  # (name, is_skip_source) in forward order
-            in_ch = 3
-            for block, (width, n) in enumerate(zip(cfg.widths, cfg.convs_per_block), 1):
-                for i in range(1, n + 1):
-                    pad = cfg.first_padding if (block, i) == (1, 1) else 1
-                    self._add(f"conv{block}_{i}", nn.Conv2d(in_ch, width, 3, padding=pad))
-                    self._add(f"relu{block}_{i}", nn.ReLU(inplace=True))
-                    in_ch = width
-                self._add(f"pool{block}", nn.MaxPool2d(2, stride=2, ceil_mode=True))
-            fc = cfg.fc_channels
-            self._add("fc6", nn.Conv2d(in_ch, fc, cfg.fc6_kernel))
-            self._add("relu6", nn.ReLU(inplace=True))
-            self._add("drop6", nn.Dropout2d())
-            self._add("fc7", nn.Conv2d(fc, fc, 1))
-            self._add("relu7", nn.ReLU(inplace=True))
-            self._add("drop7", nn.Dropout2d())
-            self.score_fr = nn.Conv2d(fc, c, 1)
-            up = {"fcn32s": [("upscore", 64, 32)], "fcn16s": [("upscore2", 4, 2)]}
-            up["fcn16s"].append(("upscore16", 32, 16))
-            up["fcn8s"] = [("upscore2", 4, 2), ("upscore_pool4", 4, 2), ("upscore8", 16, 8)]
-            if head != "fcn32s":
-                self.score_pool4 = nn.Conv2d(cfg.widths[3], c, 1)
-            if head == "fcn8s":
-                self.score_pool3 = nn.Conv2d(cfg.widths[2], c, 1)
-            for name, k, s in up[head]:
-                layer = nn.ConvTranspose2d(c, c, k, stride=s, bias=False)
-                layer.weight.requires_grad_(not spec.get("freeze_upsampling", False))
-                setattr(self, name, layer)
-
-        def _add(self, name, module):
-            setattr(self, name, module)
-            self.backbone.append(name)
-
-        def forward(self, x):
-            h, skips = x * cfg.input_scale if cfg.input_scale != 1.0 else x, {}
-            for name in self.backbone:
-                h = getattr(self, name)(h)
-                if name in ("pool3", "pool4"):
-                    skips[name] = h
-            h = self.score_fr(h)
-            if head == "fcn32s":
-                return _crop(self.upscore(h), offsets["score"], x)
-            h = self.upscore2(h)
-            pool4 = skips["pool4"] * 0.01 if at_once else skips["pool4"]
-            h = h + _crop(self.score_pool4(pool4), offsets["score_pool4c"], h)
-            if head == "fcn16s":
-                return _crop(self.upscore16(h), offsets["score"], x)
-            h = self.upscore_pool4(h)
-            pool3 = skips["pool3"] * 0.0001 if at_once else skips["pool3"]
-            h = h + _crop(self.score_pool3(pool3), offsets["score_pool3c"], h)
-            return _crop(self.upscore8(h), offsets["score"], x)
-
-    return TorchFCN()
-
-
-def _crop(x, offset: int, ref):
-    h, w = ref.shape[2:]
-    return x[:, :, offset : offset + h, offset : offset + w]
+    try:
+        model = model_from_spec(spec)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ExportError(f"cannot build a network from the spec {spec!r}: {err}") from None
+    given = {k: int(v) for k, v in crop_offsets.items()}
+    if given != model.crop_offsets:
+        raise ExportError(
+            f"crop offsets {given} differ from the {model.crop_offsets} the geometry gives for "
+            f"this {spec['model']}"
+        )
+    return torch_fcn(model)
 
 
 def load_torch_fcn(path):
