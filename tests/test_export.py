@@ -28,7 +28,7 @@ from minifcn.models import build_model  # noqa: E402
 from minifcn.models.checkpoint import save_checkpoint  # noqa: E402
 from minifcn.models.config import VGGConfig  # noqa: E402
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+EXPORT_DOC = Path(__file__).resolve().parents[1] / "docs" / "export.md"
 
 # The paper's geometry (padding 100, 7x7 fc6, crop offsets 19 / 5, 27 / 5, 9, 31) on narrow
 # layers, so that every model and size runs in milliseconds; one test uses the real thing.
@@ -217,8 +217,9 @@ def test_safetensors_round_trip_without_torch(tmp_path):
     np.testing.assert_array_equal(other.eval()(x), model(x))
 
 
-# (model, config) -> the README's crop offsets: an independent statement of the geometry.
-README_OFFSETS = {
+# (model, config) -> the crop offsets of docs/architecture.md: an independent statement
+# of the geometry.
+DOC_OFFSETS = {
     ("fcn32s", "mini"): {"score": 9},
     ("fcn16s", "mini"): {"score_pool4c": 1, "score": 17},
     ("fcn8s", "mini"): {"score_pool4c": 1, "score_pool3c": 1, "score": 21},
@@ -228,19 +229,19 @@ README_OFFSETS = {
 }
 
 
-@pytest.mark.parametrize("name,config", list(README_OFFSETS))
+@pytest.mark.parametrize("name,config", list(DOC_OFFSETS))
 def test_pytorch_fcn_loads_the_safetensors_file(tmp_path, name, config):
     torch = pytest.importorskip("torch")
     from minifcn.export.torch_fcn import build_torch_fcn, load_torch_fcn
 
     model = randomize(build_model(name, 5, CONFIGS[config], at_once=True) if name == "fcn8s"
                       else build_model(name, 5, CONFIGS[config]))  # fmt: skip
-    assert model.crop_offsets == README_OFFSETS[(name, config)]
+    assert model.crop_offsets == DOC_OFFSETS[(name, config)]
     save_checkpoint(tmp_path / "m.npz", model)
     path = export_main(["--checkpoint", str(tmp_path / "m.npz"), "-o", str(tmp_path / "m.st"),
                         "--format", "safetensors"])  # fmt: skip
     net = load_torch_fcn(path)
-    plain = build_torch_fcn(model.spec(), README_OFFSETS[(name, config)])
+    plain = build_torch_fcn(model.spec(), DOC_OFFSETS[(name, config)])
     plain.load_state_dict(
         {k: torch.from_numpy(v) for k, v in st_numpy.load_file(str(path)).items()}
     )
@@ -315,17 +316,14 @@ def test_command_error_is_one_line_without_traceback(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "no.npz" in lines[0], lines
 
 
-# ------------------------------------------------------------------- the README snippet
-def readme_snippet() -> str:
-    """The Python block of the README's "Taking a model elsewhere" section that runs the
-    exported model on an image."""
-    text = README.read_text()
-    section = text.split("## Taking a model elsewhere", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+# --------------------------------------------------------- the export page's snippet
+def export_doc_snippet() -> str:
+    """The Python block of docs/export.md that runs the exported model on an image."""
+    blocks = re.findall(r"```python\n(.*?)```", EXPORT_DOC.read_text(), re.S)
     return next(b for b in blocks if "segment_image_onnx" in b)
 
 
-def test_readme_snippet_gives_the_mask_of_minifcn_predict(checkpoint, tmp_path, monkeypatch):
+def test_export_doc_snippet_gives_the_mask_of_minifcn_predict(checkpoint, tmp_path, monkeypatch):
     from minifcn.commands.predict import main as predict_main
     from minifcn.data.palette import colorize
 
@@ -339,7 +337,7 @@ def test_readme_snippet_gives_the_mask_of_minifcn_predict(checkpoint, tmp_path, 
             old.unlink()
         predict_main(["--checkpoint", str(checkpoint), "image.png", "-o", "mask.png"])
         scope = {}
-        exec(readme_snippet(), scope)  # noqa: S102 - the README's code, as a reader runs it
+        exec(export_doc_snippet(), scope)  # noqa: S102 - the page's code, as a reader runs it
         mask = scope["mask"]
         assert mask.shape == (h, w)
         assert len(np.unique(mask)) > 1  # a real test: several classes in the mask
