@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from minifcn.commands.explain import explain, geometry_table
+from minifcn.analysis.geometry import explain, geometry_table
 from minifcn.commands.train import train
 from minifcn.course.teaching import check_crop_offsets, class_legend, grade, softmax
 from minifcn.data import ShapesDataset, colorize

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from minifcn.analysis.geometry import explain
 from minifcn.backend import as_numpy
-from minifcn.commands.explain import explain
 from minifcn.commands.explain import main as explain_main
 from minifcn.models import FCN8s, FCN16s, FCN32s, build_model
 from minifcn.models.checkpoint import load_model, save_checkpoint

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minifcn.commands.oracle import (
+from minifcn.analysis.oracle import (
     _hat_matrix,
     boundary_band,
     boundary_labels,

@@ -18,31 +18,31 @@ path on the GPU only). It is the default.
 * ``pool.py``: max pooling over non-overlapping windows as strided views (both).
 * ``shared.py``: what both share: the 1x1 shortcut and the batch-major products.
 
-A layer asks ``ops_for(x)`` which functions to run. Each accelerated module has
-functions with the same names, arguments and results as the plain ones in the
-layer files (conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d,
+Each accelerated module implements ``minifcn.dispatch.LayerOps`` (the nine
+functions conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d,
 conv_transpose2d_backward, max_pool2d, max_pool2d_backward, softmax_xent,
-softmax_xent_backward); only the saved state each forward returns for its
-backward differs, and the layer keeps it with the functions that made it.
+softmax_xent_backward, with the plain functions' arguments and results; only the
+cached state each forward returns for its backward differs). Importing this
+package registers them with ``minifcn.dispatch``, which the layers ask; the
+package ``minifcn`` imports it, so it is registered whenever minifcn is used.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..backend import accelerated, cuda_kernels_enabled, get_array_module
+from ..dispatch import register_accelerated
 
 
-def ops_for(x):
-    """The accelerated functions for ``x``'s device, or None for the plain path."""
-    if not accelerated():
-        return None
-    if get_array_module(x) is np:
-        from . import cpu
+def _cpu():
+    from . import cpu
 
-        return cpu
-    if not cuda_kernels_enabled():
-        return None
+    return cpu
+
+
+def _gpu():
     from . import gpu
 
     return gpu
+
+
+register_accelerated("cpu", _cpu)
+register_accelerated("gpu", _gpu)

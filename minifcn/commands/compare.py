@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minifcn.commands.oracle import boundary_labels, model_grid, oracle_prediction
+from minifcn.analysis.oracle import boundary_labels, model_grid, oracle_prediction
 from minifcn.data.shapes import ShapesDataset
 from minifcn.inference.engine import evaluate
 from minifcn.models.checkpoint import load_checkpoint, load_model

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from minifcn.commands.oracle import label_edges
+from minifcn.analysis.oracle import label_edges
 
 # ----------------------------------------------------------------------------- helpers
 

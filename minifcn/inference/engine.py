@@ -143,7 +143,7 @@ def receptive_margin(model) -> int:
     """Pixels of context a score needs on each side: half the receptive field of
     the coarsest blob (from ``explain.geometry_table``), rounded up to the
     network's stride."""
-    from minifcn.commands.explain import geometry_table
+    from minifcn.analysis.geometry import geometry_table
 
     rows = geometry_table(model)
     jump = max(r["jump"] for r in rows)

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..accel import ops_for
+from ..dispatch import ops_for
 from .checks import check_float, check_nchw
 from .im2col import col2im, conv_output_size, im2col
 from .init import as_generator, kaiming_normal
@@ -83,7 +83,7 @@ def conv2d_weight_grad(col, dy):
     return (dy.reshape(n, o, -1) @ col.transpose(0, 2, 1)).sum(axis=0)
 
 
-# The functions a Conv2d runs on the plain path; minifcn.accel has the same names.
+# The plain functions of a Conv2d (minifcn.dispatch chooses between them and their twins).
 PLAIN = SimpleNamespace(
     conv2d=conv2d, conv2d_input_grad=conv2d_input_grad, conv2d_weight_grad=conv2d_weight_grad
 )
@@ -148,7 +148,7 @@ class Conv2d(Module):
                 f"{x.shape[2] + 2 * p}x{x.shape[3] + 2 * p} (input {tuple(x.shape)}, padding {p})"
             )
         self._cache = None  # the previous call's patches can go (accel reuses their memory)
-        ops = ops_for(x) or PLAIN
+        ops = ops_for(x, PLAIN)
         y, col = ops.conv2d(x, self.weight.data, self.stride, p)
         if self.bias is not None:
             y += self.bias.data.reshape(1, -1, 1, 1)

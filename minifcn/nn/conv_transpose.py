@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..accel import ops_for
+from ..dispatch import ops_for
 from .checks import check_float, check_nchw
 from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad
 from .init import as_generator, bilinear_weight, kaiming_normal
@@ -51,7 +51,7 @@ def conv_transpose2d_backward(x, dy, weight, stride: int, padding: int, weight_g
     return dx, dw
 
 
-# The functions a ConvTranspose2d runs on the plain path; minifcn.accel has the same names.
+# The plain functions of a ConvTranspose2d (minifcn.dispatch chooses between them and their twins).
 PLAIN = SimpleNamespace(
     conv_transpose2d=conv_transpose2d, conv_transpose2d_backward=conv_transpose2d_backward
 )
@@ -121,7 +121,7 @@ class ConvTranspose2d(Module):
                 f"ConvTranspose2d: input {tuple(x.shape)} gives an empty output with "
                 f"kernel {self.kernel_size}, stride {self.stride}, padding {self.padding}"
             )
-        ops = ops_for(x) or PLAIN
+        ops = ops_for(x, PLAIN)
         y, saved = ops.conv_transpose2d(x, self.weight.data, self.stride, self.padding)
         if self.bias is not None:
             y += self.bias.data.reshape(1, -1, 1, 1)

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import NamedTuple
 
 from ..backend import get_array_module
+from ..dispatch import ops_for
 from .checks import check_nchw
 from .module import Module
 
 
+def crop2d(x, oy: int, ox: int, h: int, w: int):
+    """x (N, C, H, W) -> its window (N, C, h, w) whose top-left corner is (oy, ox)."""
+    return x[:, :, oy : oy + h, ox : ox + w]
+
+
+def crop2d_backward(dy, x_shape, oy: int, ox: int):
+    """dy (N, C, h, w) -> dx (N, C, H, W): dy inside the window, zeros elsewhere."""
+    xp = get_array_module(dy)
+    dx = xp.zeros(x_shape, dtype=dy.dtype)
+    dx[:, :, oy : oy + dy.shape[2], ox : ox + dy.shape[3]] = dy
+    return dx
+
+
+# The plain functions of a Crop (minifcn.dispatch lets the course plug in its own).
+PLAIN = SimpleNamespace(crop2d=crop2d, crop2d_backward=crop2d_backward)
+
+
 class CropCache(NamedTuple):
+    ops: object  # the functions that ran forward
     x_shape: tuple  # (N, C, H, W) of the input
 
 
@@ -38,15 +58,13 @@ class Crop(Module):
                 f"Crop: cannot cut {h}x{w} at offset {self.offset} from an input of spatial size "
                 f"{x.shape[2]}x{x.shape[3]}"
             )
-        self._cache = CropCache(tuple(x.shape))
-        return x[:, :, oy : oy + h, ox : ox + w]
+        ops = ops_for(x, PLAIN)
+        self._cache = CropCache(ops, tuple(x.shape))
+        return ops.crop2d(x, oy, ox, h, w)
 
     def backward(self, dy):
-        xp = get_array_module(dy)
-        dx = xp.zeros(self.saved().x_shape, dtype=dy.dtype)
-        oy, ox = self.offset
-        dx[:, :, oy : oy + dy.shape[2], ox : ox + dy.shape[3]] = dy
-        return dx
+        ops, x_shape = self.saved()
+        return ops.crop2d_backward(dy, x_shape, *self.offset)
 
     def extra_repr(self) -> str:
         return f"offset={self.offset}"

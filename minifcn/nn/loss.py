@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import NamedTuple
 
-from ..accel import ops_for
 from ..backend import as_numpy, get_array_module
+from ..dispatch import ops_for
 from .checks import check_float, check_nchw
 from .module import Module
 
@@ -45,7 +45,7 @@ def softmax_xent_backward(probs, labels, ignore_index: int, scale: float):
     return (probs - one_hot) * weight
 
 
-# The functions the loss runs on the plain path; minifcn.accel has the same names.
+# The plain functions of the loss (minifcn.dispatch chooses between them and their twins).
 PLAIN = SimpleNamespace(softmax_xent=softmax_xent, softmax_xent_backward=softmax_xent_backward)
 
 
@@ -104,7 +104,7 @@ class SoftmaxCrossEntropy(Module):
         xp = get_array_module(scores)
         valid = labels != self.ignore_index
         bad = valid & ((labels < 0) | (labels >= c))
-        ops = ops_for(scores) or PLAIN
+        ops = ops_for(scores, PLAIN)
         pixel_loss, saved = ops.softmax_xent(scores, labels, self.ignore_index, valid & ~bad)
         # One copy to the host for the three numbers it needs.
         totals = xp.stack(

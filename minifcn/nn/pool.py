@@ -6,8 +6,8 @@ import math
 from types import SimpleNamespace
 from typing import NamedTuple
 
-from ..accel import ops_for
 from ..backend import get_array_module
+from ..dispatch import ops_for
 from .checks import check_float, check_nchw, check_positive_int
 from .module import Module
 
@@ -70,7 +70,7 @@ def max_pool2d_backward(dy, arg, x_shape, k: int, s: int, p: int):
     return dimg[:, :, p : p + h, p : p + w]
 
 
-# The functions a MaxPool2d runs on the plain path; minifcn.accel has the same names.
+# The plain functions of a MaxPool2d (minifcn.dispatch chooses between them and their twins).
 PLAIN = SimpleNamespace(max_pool2d=max_pool2d, max_pool2d_backward=max_pool2d_backward)
 
 
@@ -116,7 +116,7 @@ class MaxPool2d(Module):
         out_h, out_w = self.output_size(x.shape[2]), self.output_size(x.shape[3])
         if out_h < 1 or out_w < 1:
             raise ValueError(f"MaxPool2d: kernel {k} is larger than the padded input {x.shape}")
-        ops = ops_for(x) or PLAIN
+        ops = ops_for(x, PLAIN)
         y, arg = ops.max_pool2d(x, k, s, p, out_h, out_w)
         self._cache = PoolCache(ops, x.shape, arg)
         return y
