@@ -90,19 +90,16 @@ class FCN(Module):
             if ref is None:
                 raise ValueError(f"{name}: a crop needs a reference blob")
             offset = crop_offset(self._maps[src], self._maps[ref], name)
-            layer = Crop(offset)
+            layer = Crop(offset)  # its map takes src onto ref's map
             self.crop_offsets[name] = offset
-            self._maps[name] = self._maps[ref]
         elif isinstance(layer, Fuse):
             if ref is None or self._maps[src] != self._maps[ref]:
                 raise ValueError(
                     f"{name}: summands are not aligned ({self._maps[src]}, {self._maps.get(ref)})"
                 )
-            self._maps[name] = self._maps[src]
-        else:
-            if ref is not None:
-                raise ValueError(f"{name}: only Crop and Fuse take a reference blob")
-            self._maps[name] = self._maps[src].then(layer_map(layer))
+        elif ref is not None:
+            raise ValueError(f"{name}: only Crop and Fuse take a reference blob")
+        self._maps[name] = self._maps[src].then(layer_map(layer))
         setattr(self, name, layer)
         self._steps.append((name, name, src) if ref is None else (name, name, src, ref))
 

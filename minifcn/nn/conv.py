@@ -30,6 +30,7 @@ from ..dispatch import ops_for
 from .checks import check_float, check_nchw
 from .im2col import col2im, conv_output_size, im2col
 from .init import as_generator, kaiming_normal
+from .coords import CoordMap
 from .module import Module
 from .parameter import Parameter
 
@@ -137,6 +138,10 @@ class Conv2d(Module):
     def output_size(self, size: int) -> int:
         """Output length along one axis for an input of ``size``."""
         return conv_output_size(size, self.kernel_size, self.stride, self.padding)
+
+    def coord_map(self) -> CoordMap:
+        """Output pixel -> the centre of its input window (``CoordMap.window``)."""
+        return CoordMap.window(self.kernel_size, self.stride, self.padding)
 
     def forward(self, x):
         check_nchw(x, "Conv2d", self.in_channels)

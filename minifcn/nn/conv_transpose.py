@@ -20,6 +20,7 @@ from ..dispatch import ops_for
 from .checks import check_float, check_nchw
 from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad
 from .init import as_generator, bilinear_weight, kaiming_normal
+from .coords import CoordMap
 from .module import Module
 from .parameter import Parameter
 
@@ -111,6 +112,10 @@ class ConvTranspose2d(Module):
 
     def output_size(self, size: int) -> int:
         return transposed_output_size(size, self.kernel_size, self.stride, self.padding)
+
+    def coord_map(self) -> CoordMap:
+        """The inverse of the map of a conv with the same kernel, stride and padding."""
+        return CoordMap.window(self.kernel_size, self.stride, self.padding).inverse()
 
     def forward(self, x):
         check_nchw(x, "ConvTranspose2d", self.in_channels)

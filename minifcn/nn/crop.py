@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from types import SimpleNamespace
 from typing import NamedTuple
 
 from ..backend import get_array_module
 from ..dispatch import ops_for
 from .checks import check_nchw
+from .coords import CoordMap
 from .module import Module
 
 
@@ -65,6 +67,14 @@ class Crop(Module):
     def backward(self, dy):
         ops, x_shape = self.saved()
         return ops.crop2d_backward(dy, x_shape, *self.offset)
+
+    def coord_map(self) -> CoordMap:
+        """Output pixel y -> input pixel y + offset (one offset for both axes)."""
+        oy, ox = self.offset
+        if oy != ox:
+            raise ValueError(f"Crop: offset {self.offset} differs between the axes; a "
+                             "coordinate map holds one offset for both")  # fmt: skip
+        return CoordMap(shift=Fraction(oy))
 
     def extra_repr(self) -> str:
         return f"offset={self.offset}"

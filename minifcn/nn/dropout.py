@@ -7,6 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import get_array_module
+from .coords import CoordMap
 from .module import Module
 
 
@@ -46,6 +47,10 @@ class Dropout(Module):
     def backward(self, dy):
         mask = self.saved().mask
         return dy if mask is None else dy * mask
+
+    def coord_map(self) -> CoordMap:
+        """Pointwise: every output pixel is the input pixel at the same place."""
+        return CoordMap()
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

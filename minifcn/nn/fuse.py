@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .coords import CoordMap
 from .module import Module
 
 
@@ -18,3 +19,7 @@ class Fuse(Module):
 
     def backward(self, dy):
         return dy, dy
+
+    def coord_map(self) -> CoordMap:
+        """Pointwise: output pixel = the same pixel of both summands (which must be aligned)."""
+        return CoordMap()

@@ -45,6 +45,18 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         return cache
 
+    def coord_map(self):
+        """Where this layer's output pixels sit in its input: a ``coords.CoordMap``.
+
+        Layers that keep, shift or resample a spatial grid define it; one that has
+        none (Flatten, Linear, or a new layer type not yet given one) raises here,
+        so the geometry never assumes the identity for a layer it does not know.
+        """
+        raise TypeError(
+            f"{type(self).__name__} has no coordinate map; define {type(self).__name__}"
+            ".coord_map() to use it in a network whose geometry is computed"
+        )
+
     # ----------------------------------------------------------------- traversal
     def children(self):
         """(name, module) pairs of direct sub-modules, in assignment order."""

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from ..backend import get_array_module
 from ..dispatch import ops_for
 from .checks import check_float, check_nchw, check_positive_int
+from .coords import CoordMap
 from .module import Module
 
 
@@ -108,6 +109,10 @@ class MaxPool2d(Module):
 
     def output_size(self, size: int) -> int:
         return pool_output_size(size, self.kernel_size, self.stride, self.padding, self.ceil_mode)
+
+    def coord_map(self) -> CoordMap:
+        """Output pixel -> the centre of its input window (``CoordMap.window``)."""
+        return CoordMap.window(self.kernel_size, self.stride, self.padding)
 
     def forward(self, x):
         check_nchw(x, "MaxPool2d")

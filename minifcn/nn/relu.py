@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .coords import CoordMap
 from .module import Module
 
 
@@ -27,3 +28,7 @@ class ReLU(Module):
 
     def backward(self, dy):
         return dy * self.saved().mask
+
+    def coord_map(self) -> CoordMap:
+        """Pointwise: every output pixel is the input pixel at the same place."""
+        return CoordMap()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .coords import CoordMap
 from .module import Module
 
 
@@ -16,6 +17,10 @@ class Scale(Module):
 
     def backward(self, dy):
         return dy * dy.dtype.type(self.factor)
+
+    def coord_map(self) -> CoordMap:
+        """Pointwise: every output pixel is the input pixel at the same place."""
+        return CoordMap()
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}"
