@@ -4,8 +4,21 @@ from fractions import Fraction
 
 import pytest
 
+from minifcn.models import FCN32s
 from minifcn.models.geometry import CoordMap, crop_offset, layer_map
-from minifcn.nn import Conv2d, ConvTranspose2d, Crop, MaxPool2d, ReLU
+from minifcn.nn import (
+    Conv2d,
+    ConvTranspose2d,
+    Crop,
+    Dropout,
+    Flatten,
+    Fuse,
+    Linear,
+    MaxPool2d,
+    Module,
+    ReLU,
+    Scale,
+)
 
 
 def test_conv_and_pool_map_an_output_pixel_to_the_centre_of_its_window():
@@ -27,7 +40,22 @@ def test_transposed_conv_map_is_the_inverse_of_the_conv_map():
 
 def test_layers_that_do_not_move_pixels_have_the_identity_map():
     assert layer_map(ReLU()) == CoordMap(Fraction(1), Fraction(0))
-    assert layer_map(Crop(3)) == CoordMap()
+    for layer in (Dropout(0.5), Scale(0.01), Fuse()):
+        assert layer_map(layer) == CoordMap(), type(layer).__name__
+
+
+def test_a_crop_shifts_by_its_offset_and_takes_its_input_onto_the_reference():
+    assert layer_map(Crop(3)) == CoordMap(Fraction(1), Fraction(3))  # x_in = x_out + 3
+    big, ref = CoordMap(Fraction(8), Fraction(-40)), CoordMap(Fraction(8), Fraction(0))
+    assert big.then(layer_map(Crop(crop_offset(big, ref)))) == ref
+    with pytest.raises(ValueError, match=r"offset \(1, 2\) differs between the axes"):
+        layer_map(Crop((1, 2)))
+
+
+def test_a_layer_without_a_coordinate_map_raises_instead_of_passing_for_the_identity():
+    for layer in (Flatten(), Linear(2, 2), Module()):
+        with pytest.raises(TypeError, match=f"{type(layer).__name__} has no coordinate map"):
+            layer_map(layer)
 
 
 def test_then_composes_maps_in_order():
@@ -76,3 +104,13 @@ def test_crop_offset_refuses_maps_that_cannot_be_aligned(big, ref, message):
     with pytest.raises(ValueError, match=message) as err:
         crop_offset(big, ref, name="score_pool4c")
     assert str(err.value).startswith("score_pool4c: ")
+
+
+def test_a_network_with_a_layer_of_unknown_geometry_is_refused_when_built():
+    class FlatHead(FCN32s):
+        def head(self, rng):
+            return [("score_fr", self._score(self.config.fc_channels, rng), "drop7"),
+                    ("flat", Flatten(), "score_fr")]  # fmt: skip
+
+    with pytest.raises(TypeError, match="Flatten has no coordinate map"):
+        FlatHead(3, "mini")
