@@ -28,9 +28,9 @@ import numpy as np
 
 from ..dispatch import ops_for
 from .checks import check_float, check_nchw
+from .coords import CoordMap
 from .im2col import col2im, conv_output_size, im2col
 from .init import as_generator, kaiming_normal
-from .coords import CoordMap
 from .module import Module
 from .parameter import Parameter
 

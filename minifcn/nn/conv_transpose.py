@@ -19,8 +19,8 @@ import numpy as np
 from ..dispatch import ops_for
 from .checks import check_float, check_nchw
 from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad
-from .init import as_generator, bilinear_weight, kaiming_normal
 from .coords import CoordMap
+from .init import as_generator, bilinear_weight, kaiming_normal
 from .module import Module
 from .parameter import Parameter
 
