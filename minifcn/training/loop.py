@@ -1,0 +1,111 @@
+"""The training loop: batches, forward, loss, backward, step; validate; save.
+
+Read this file first. ``run_epochs`` is the whole of training once ``set_up``
+(``setup.py``) has built the ``Run``: for each epoch, ``train_epoch`` takes the
+optimiser steps, ``validate`` scores the weights on the validation set, and
+``save_epoch`` (``saving.py``) commits last.npz, best.npz and the metrics as one
+unit. Resuming (``resume.py``) only restores a ``RunState``; the loop itself does
+not know whether it started fresh.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data import iterate_batches
+from ..inference.engine import batch_to_device, evaluate, predict_scores
+from ..models.checkpoint import NonFiniteWeights
+from .report import report_epoch
+from .saving import kept_message, save_epoch, weights_finite
+from .state import METRIC_KEYS, NonFiniteLoss, Run
+
+
+def run_epochs(run: Run) -> None:
+    args, s = run.args, run.state
+    t_start = time.perf_counter() - s.wall_time
+    while run.state.epoch < args.epochs:
+        s = run.state
+        bar = tqdm(
+            total=run.steps_per_epoch,
+            initial=s.step_in_epoch,
+            desc=f"epoch {s.epoch + 1}/{args.epochs}",
+            leave=False,
+            disable=args.no_progress,
+            dynamic_ncols=True,
+        )
+        # Overflow is expected when a run diverges: the guards below report it in one line.
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                rate = train_epoch(run, bar)
+            finally:
+                bar.close()
+            row, result = validate(run, rate, t_start)
+        improved = save_epoch(run, row)
+        report_epoch(run, row, result, improved)
+
+
+def train_epoch(run: Run, bar) -> float:
+    """The remaining steps of epoch ``state.epoch + 1``; returns training images/s."""
+    args, s, model = run.args, run.state, run.model
+    if hasattr(run.train_set, "set_epoch"):
+        run.train_set.set_epoch(s.epoch)
+    model.train()
+    order_rng = np.random.default_rng([args.seed, s.epoch])
+    batches = iterate_batches(
+        run.train_set, args.batch_size, shuffle=True, rng=order_rng, start=s.step_in_epoch
+    )
+    t_epoch, seen = time.perf_counter(), 0
+    for images, labels in batches:
+        run.opt.lr = run.schedule(s.iteration)
+        x, y = batch_to_device(
+            images, labels, run.train_set.num_classes, run.train_set.ignore_index, args.device
+        )
+        loss = run.loss_fn(model(x), y)
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(
+                f"loss became {loss} at epoch {s.epoch + 1}, step {s.step_in_epoch + 1} "
+                f"(lr {run.opt.lr:g}); try a lower --lr. {kept_message(run)}"
+            )
+        model.zero_grad()
+        model.backward(run.loss_fn.backward(), input_grad=False)  # no image gradient
+        run.opt.step()
+        s.iteration += 1
+        run.step_rng = model.rng_state()
+        s.step_in_epoch += 1
+        s.loss_sum += loss * len(images)
+        s.loss_count += len(images)
+        seen += len(images)
+        rate = seen / max(time.perf_counter() - t_epoch, 1e-9)
+        bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.1f}")
+        bar.update(1)
+    return seen / max(time.perf_counter() - t_epoch, 1e-9)
+
+
+def validate(run: Run, train_rate: float, t_start: float) -> tuple[dict, dict]:
+    """Validation metrics of the current weights as a history row (and the full result).
+
+    NonFiniteWeights when the weights, or the scores they give, are not finite.
+    """
+    args, model = run.args, run.model
+    batch = args.batch_size if args.dataset == "shapes" else 1
+    if not weights_finite(model):
+        raise NonFiniteWeights("the weights became NaN or infinite")
+    probe = next(iterate_batches(run.val_set, batch))[0]
+    model.eval()
+    if not np.isfinite(predict_scores(model, probe, args.device)).all():
+        raise NonFiniteWeights("the weights give NaN or infinite scores")
+    result = evaluate(model, run.val_set, batch_size=batch, device=args.device)
+    s = run.state
+    row = {
+        "epoch": s.epoch + 1,
+        "train_loss": s.loss_sum / max(s.loss_count, 1),
+        **{k: float(result[k]) for k in METRIC_KEYS},
+        "lr": float(run.opt.lr),
+        "images_per_s": train_rate,
+        "wall_time": time.perf_counter() - t_start,
+    }
+    return row, result
