@@ -8,6 +8,7 @@ from minifcn.backend import as_numpy, to_device
 from minifcn.data import iterate_batches
 from minifcn.data.transforms import normalize
 from minifcn.inference.metrics import SegmentationMetrics
+from minifcn.nn import Conv2d, ConvTranspose2d, Crop, Dropout, Fuse, MaxPool2d, ReLU, Scale
 
 
 def predict_scores(model, images, device: str = "cpu"):
@@ -33,7 +34,7 @@ def predict_labels(model, images, device: str = "cpu") -> np.ndarray:
 def _device_scores(model, images, device: str):
     """The model's scores for ``images``, left on ``device``, cropped to (N, C, H, W)."""
     n, _, h, w = images.shape
-    ph, pw = _next_supported(model, h), _next_supported(model, w)
+    ph, pw = next_supported_side(model, h), next_supported_side(model, w)
     if (ph, pw) != (h, w):
         padded = np.zeros((n, 3, ph, pw), dtype=images.dtype)
         padded[:, :, :h, :w] = as_numpy(images)
@@ -42,7 +43,10 @@ def _device_scores(model, images, device: str):
     return scores[:, :, :h, :w]
 
 
-def _next_supported(model, side: int) -> int:
+def next_supported_side(model, side: int) -> int:
+    """The smallest side >= ``side`` the model can segment (``side`` itself for the paper
+    backbone); the image is padded up to it. ValueError, naming the supported sizes, when
+    none is within 64 pixels."""
     for s in range(side, side + 64):
         if model.supports(s):
             return s
@@ -123,15 +127,18 @@ def forward_bytes(model, height: int, width: int, batch: int = 1) -> int:
     im2col buffer (C * k * k * out_h * out_w * 4 bytes) of a convolution, doubled
     for the temporaries (a measured NumPy peak is about 1.5 times the sum).
     """
-    from minifcn.nn import Conv2d
-
     sizes_h, sizes_w = model.blob_sizes(height), model.blob_sizes(width)
     channels = {"data": 3}
     total = 3 * height * width
     col = 0
     for out, layer, src, *_ in model.graph():
         module = getattr(model, layer)
-        channels[out] = getattr(module, "out_channels", channels[src])
+        rule = BLOB_CHANNELS.get(type(module))
+        if rule is None:
+            raise TypeError(
+                f"forward_bytes: no channel rule for {layer}'s type {type(module).__name__}"
+            )
+        channels[out] = rule(module, channels[src])
         total += channels[out] * sizes_h[out] * sizes_w[out]
         if isinstance(module, Conv2d) and module.kernel_size > 1:
             k = module.kernel_size
@@ -139,9 +146,36 @@ def forward_bytes(model, height: int, width: int, batch: int = 1) -> int:
     return 2 * 4 * batch * (total + col)
 
 
+def padded_forward_bytes(model, height: int, width: int, batch: int = 1) -> int:
+    """``forward_bytes`` at the sizes the image is padded up to (``next_supported_side``)."""
+    h, w = next_supported_side(model, height), next_supported_side(model, width)
+    return forward_bytes(model, h, w, batch)
+
+
+def _out_channels(layer, channels_in: int) -> int:
+    return layer.out_channels
+
+
+def _same_channels(layer, channels_in: int) -> int:
+    return channels_in
+
+
+# layer type -> the channels of its output blob, from the layer and its input's channels.
+BLOB_CHANNELS = {
+    Conv2d: _out_channels,
+    ConvTranspose2d: _out_channels,
+    MaxPool2d: _same_channels,
+    ReLU: _same_channels,
+    Dropout: _same_channels,
+    Scale: _same_channels,
+    Crop: _same_channels,
+    Fuse: _same_channels,
+}
+
+
 def receptive_margin(model) -> int:
     """Pixels of context a score needs on each side: half the receptive field of
-    the coarsest blob (from ``explain.geometry_table``), rounded up to the
+    the coarsest blob (from ``analysis.geometry.geometry_table``), rounded up to the
     network's stride."""
     from minifcn.analysis.geometry import geometry_table
 
@@ -164,7 +198,7 @@ def tile_size_for(model, max_bytes: int, limit: int = 4096) -> int:
     best = 0
     side = step
     while side <= limit:
-        full = _next_supported(model, side + 2 * margin)
+        full = next_supported_side(model, side + 2 * margin)
         if forward_bytes(model, full, full) > max_bytes:
             break
         best = side
