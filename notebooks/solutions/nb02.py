@@ -27,3 +27,21 @@ def maxpool_backward(dy, x, kernel_size, stride):
                 for b in range(c):
                     dx[a, b, top + wi[a, b], left + wj[a, b]] += dy[a, b, r, s]
     return dx
+
+
+def fc_as_conv(weight, bias, in_channels, k, order):
+    """A fully connected layer on a flattened (in_channels, k, k) map, as a k x k convolution.
+
+    weight (F, k*k*C) in the (out, in) layout of minifcn's Linear, bias (F,) ->
+    (conv_weight (F, C, k, k), conv_bias (F,)). ``order`` is how the map was flattened:
+    "chw" (minifcn's Flatten, index c*k*k + i*k + j) or "hwc" (VGG16's fc6 as stored
+    in the npz, index (i*k + j)*C + c).
+    """
+    f = weight.shape[0]
+    if order == "chw":
+        conv_weight = weight.reshape(f, in_channels, k, k)
+    elif order == "hwc":
+        conv_weight = weight.reshape(f, k, k, in_channels).transpose(0, 3, 1, 2)
+    else:
+        raise ValueError(f"order must be 'chw' or 'hwc', got {order!r}")
+    return conv_weight.copy(), bias.copy()
