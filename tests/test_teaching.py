@@ -407,7 +407,7 @@ def crop_offsets_by_building_models(first_padding):
 def crop_offsets_by_explain(first_padding):
     from dataclasses import replace
 
-    from minifcn.commands.explain import geometry_table
+    from minifcn.analysis.geometry import geometry_table
     from minifcn.models import PAPER, FCN8s
 
     config = replace(PAPER, widths=(1,) * 5, fc_channels=1, first_padding=first_padding)

@@ -86,6 +86,8 @@ _POOL = [
     "minifcn.accel.pool:max_pool2d_backward",
 ]
 _CROP = [
+    "minifcn.nn.crop:crop2d",
+    "minifcn.nn.crop:crop2d_backward",
     "minifcn.nn.crop:Crop.forward",
     "minifcn.nn.crop:Crop.backward",
     "minifcn.nn.fuse:Fuse.forward",
@@ -99,7 +101,7 @@ BLOCKED = {
     "crop and fuse": _CROP,
     "crop offsets": [
         "minifcn.models.geometry:crop_offset",
-        "minifcn.commands.explain:geometry_table",
+        "minifcn.analysis.geometry:geometry_table",
     ],
     "the segmentation scores": [
         "minifcn.inference.metrics:scores_from_confusion",
