@@ -39,7 +39,8 @@ QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller si
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minifcn.course.teaching import best_time, check_conv_backward, check_conv_forward, grade
+from minifcn.course.graders import check_conv_backward, check_conv_forward, grade
+from minifcn.course.teaching import best_time
 from minifcn.data import ShapesDataset
 from minifcn.nn import Conv2d, col2im, im2col
 from minifcn.nn.gradcheck import gradcheck, numerical_gradient, rel_error

@@ -40,14 +40,8 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minifcn.course.teaching import (
-    best_time,
-    check_maxpool_backward,
-    class_legend,
-    distinct_values,
-    grade,
-    softmax,
-)
+from minifcn.course.graders import check_maxpool_backward, distinct_values, grade
+from minifcn.course.teaching import best_time, class_legend, softmax
 from minifcn.data import CLASS_NAMES, ShapesDataset, colorize
 from minifcn.models.spatial_map import convolutionalize, window_stride
 from minifcn.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy

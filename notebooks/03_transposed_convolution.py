@@ -41,7 +41,7 @@ QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller si
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minifcn.course.teaching import check_bilinear_kernel, check_transposed_conv, grade
+from minifcn.course.graders import check_bilinear_kernel, check_transposed_conv, grade
 from minifcn.data import ShapesDataset
 from minifcn.nn import Conv2d, ConvTranspose2d, bilinear_kernel
 from minifcn.nn.gradcheck import gradcheck, rel_error

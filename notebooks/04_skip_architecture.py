@@ -47,7 +47,8 @@ from IPython.display import Markdown, display
 
 from minifcn.analysis.geometry import explain, geometry_table
 from minifcn.commands.train import train
-from minifcn.course.teaching import check_crop_offsets, class_legend, grade, softmax
+from minifcn.course.graders import check_crop_offsets, grade
+from minifcn.course.teaching import class_legend, softmax
 from minifcn.data import ShapesDataset, colorize
 from minifcn.inference.engine import evaluate, predict_scores
 from minifcn.models import PAPER, FCN8s, FCN16s, FCN32s

@@ -58,7 +58,8 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from minifcn.commands.train import train
-from minifcn.course.teaching import check_segmentation_scores, class_legend, grade, near_boundary
+from minifcn.course.graders import check_segmentation_scores, grade
+from minifcn.course.teaching import class_legend, near_boundary
 from minifcn.data import CLASS_NAMES, ShapesDataset, colorize
 from minifcn.inference.engine import evaluate, predict_scores
 from minifcn.models.checkpoint import load_model

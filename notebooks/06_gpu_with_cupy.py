@@ -48,7 +48,7 @@ import numpy as np
 import minifcn
 from minifcn.backend import as_numpy, cupy_module, gpu_available, synchronize, to_device
 from minifcn.commands.bench import timeit
-from minifcn.course.teaching import check_softmax_any_device, grade
+from minifcn.course.graders import check_softmax_any_device, grade
 from minifcn.data import ShapesDataset, iterate_batches
 from minifcn.models import FCN8s, model_from_spec
 from minifcn.nn import SoftmaxCrossEntropy

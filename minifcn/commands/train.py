@@ -6,6 +6,7 @@
     python -m minifcn.train --dataset voc --data-root ~/data/VOCdevkit/VOC2012 \\
         --config paper --vgg16 vgg16_weights.npz --optimizer sgd --lr 1e-4 --device gpu
     python -m minifcn.train --out runs/fcn8s_shapes --resume   # continue exactly
+    python -m minifcn.train --recipe paper --model fcn32s      # the paper's solver
 
 The run folder gets metrics.csv / metrics.json (one row per epoch), best.npz and
 last.npz, curves.png and predictions.png.
@@ -28,6 +29,7 @@ from minifcn.commands.args import ensure_device, finite_float, nonnegative_int, 
 from minifcn.data import DataError
 from minifcn.models.checkpoint import NonFiniteWeights
 from minifcn.training.loop import run_epochs
+from minifcn.training.recipe import RECIPES
 from minifcn.training.report import describe, finish
 from minifcn.training.runfolder import RunFolderError, best_row, is_better
 from minifcn.training.saving import kept_message, save_interrupted
@@ -72,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"default {DEFAULT_EPOCHS} (with --resume: the run's own; a different value "
         "changes the learning-rate schedule's length)",
+    )
+    p.add_argument(
+        "--recipe",
+        default="default",
+        choices=list(RECIPES),
+        help="paper: the reference solver (summed loss; SGD, lr 1e-10/1e-12/1e-14 for "
+        "fcn32s/16s/8s, momentum 0.99, weight decay 5e-4, batch 1, fixed bilinear "
+        "upsampling); typed flags win. See minifcn/training/recipe.py",
     )
     p.add_argument("--batch-size", type=positive_int, default=2)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])

@@ -24,6 +24,11 @@ def describe(run: Run) -> None:
         f"{run.train_set.num_classes} classes; {args.optimizer} lr {run.schedule(0):g}, "
         f"batch {args.batch_size}, {args.epochs} epochs, device {args.device}"
     )
+    if getattr(args, "recipe", "default") == "paper":
+        print(
+            f"recipe paper: summed loss, momentum {args.momentum:g}, weight decay "
+            f"{args.weight_decay:g}, upsampling {'fixed' if args.freeze_upsampling else 'learned'}"
+        )
 
 
 def report_epoch(run: Run, row: dict, result: dict, improved: bool) -> None:

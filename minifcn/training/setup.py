@@ -15,6 +15,7 @@ from ..models.checkpoint import load_model
 from ..models.pretrained import load_vgg16_npz
 from ..nn import SoftmaxCrossEntropy
 from ..optim import SGD, Adam, ConstantLR, PolyLR, StepLR
+from .recipe import apply_recipe, loss_reduction
 from .resume import find_resume_point, merge_resume_args, resume
 from .runfolder import RunFolder, RunFolderError
 from .state import DEFAULT_EPOCHS, Run, RunError, RunState
@@ -214,6 +215,7 @@ def _set_up_in(folder: RunFolder, args, given: set, defaults) -> Run:
                 f"the run already finished {state.epoch} epochs; --epochs {args.epochs} is fewer"
             )
     else:
+        apply_recipe(args, given)
         args.epochs = args.epochs or DEFAULT_EPOCHS
         cfg_name = args.config or ("mini" if args.dataset == "shapes" else "paper")
         # Saved as the run's own values, so that --resume can compare typed flags with them.
@@ -239,7 +241,9 @@ def _set_up_in(folder: RunFolder, args, given: set, defaults) -> Run:
         model=model,
         opt=opt,
         schedule=schedule,
-        loss_fn=SoftmaxCrossEntropy(ignore_index=train_set.ignore_index),
+        loss_fn=SoftmaxCrossEntropy(
+            ignore_index=train_set.ignore_index, reduction=loss_reduction(args)
+        ),
         steps_per_epoch=steps_per_epoch,
         state=state,
     )
