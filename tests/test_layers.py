@@ -410,7 +410,7 @@ def test_the_conv_path_cases_reach_both_accelerated_forms():
             make, shape = PATH_CASES[name]
             layer = make()
             layer(np.zeros(shape))
-            assert isinstance(layer.saved().col, kind), name
+            assert isinstance(layer.cached().col, kind), name
 
 
 def test_accelerated_conv_in_bands_of_rows_matches_the_plain_path(rng, monkeypatch):
@@ -758,7 +758,7 @@ def test_accelerated_conv_keeps_float32(rng, name):
         y = layer(x.astype(np.float32))
         dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
         fast = [y, layer.backward(dy)] + [p.grad for p in layer.parameters()]
-        dw = cpu.conv2d_weight_grad(layer.saved().col, dy)
+        dw = cpu.conv2d_weight_grad(layer.cached().col, dy)
         assert dw.shape == (layer.weight.data.shape[0], x.shape[1] * 9) and dw.dtype == np.float32
     for a, b in zip(ref, fast):
         assert b.dtype == np.float32

@@ -83,11 +83,11 @@ def test_call_passes_keyword_arguments_and_eval_sets_a_false_flag():
     assert Tiny().eval().conv1.training is False
 
 
-def test_saved_before_forward_names_the_module():
+def test_cached_before_forward_names_the_module():
     with pytest.raises(RuntimeError, match=r"^Module.backward called before forward$"):
-        Module().saved()  # no _cache attribute at all
+        Module().cached()  # no _cache attribute at all
     with pytest.raises(RuntimeError, match=r"^Conv2d.backward called before forward$"):
-        Conv2d(1, 1, 1).saved()
+        Conv2d(1, 1, 1).cached()
 
 
 def test_repr_nests_children_with_their_names():

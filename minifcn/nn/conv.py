@@ -166,7 +166,7 @@ class Conv2d(Module):
         ``input_grad=False``: dx is not wanted (the layer reads the image), so it is
         not computed and None is returned.
         """
-        ops, x_shape, col = self.saved()
+        ops, x_shape, col = self.cached()
         if self.weight.requires_grad:
             self.weight.grad += ops.conv2d_weight_grad(col, dy).reshape(self.weight.shape)
         if self.bias is not None and self.bias.requires_grad:

@@ -135,7 +135,7 @@ class ConvTranspose2d(Module):
 
     def backward(self, dy):
         """dy (N, O, out_h, out_w) -> dx (N, I, H, W); adds into weight.grad (unless frozen)."""
-        ops, saved = self.saved()
+        ops, saved = self.cached()
         dx, dw = ops.conv_transpose2d_backward(
             saved, dy, self.weight.data, self.stride, self.padding, self.weight.requires_grad
         )

@@ -65,7 +65,7 @@ class Crop(Module):
         return ops.crop2d(x, oy, ox, h, w)
 
     def backward(self, dy):
-        ops, x_shape = self.saved()
+        ops, x_shape = self.cached()
         return ops.crop2d_backward(dy, x_shape, *self.offset)
 
     def coord_map(self) -> CoordMap:

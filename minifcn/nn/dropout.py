@@ -45,7 +45,7 @@ class Dropout(Module):
         return x * mask
 
     def backward(self, dy):
-        mask = self.saved().mask
+        mask = self.cached().mask
         return dy if mask is None else dy * mask
 
     def coord_map(self) -> CoordMap:

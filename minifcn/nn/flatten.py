@@ -23,4 +23,4 @@ class Flatten(Module):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy):
-        return dy.reshape(self.saved().x_shape)
+        return dy.reshape(self.cached().x_shape)

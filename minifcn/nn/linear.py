@@ -45,7 +45,7 @@ class Linear(Module):
 
     def backward(self, dy):
         """dy (N, out_features) -> dx (N, in_features); adds into weight.grad and bias.grad."""
-        x = self.saved().x
+        x = self.cached().x
         if self.weight.requires_grad:
             self.weight.grad += dy.T @ x
         if self.bias is not None and self.bias.requires_grad:

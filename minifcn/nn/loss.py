@@ -127,7 +127,7 @@ class SoftmaxCrossEntropy(Module):
 
     def backward(self, dloss: float = 1.0):
         """dloss (a float) -> dscores (N, C, H, W), same dtype as the scores."""
-        ops, saved, labels, divisor = self.saved()
+        ops, saved, labels, divisor = self.cached()
         return ops.softmax_xent_backward(saved, labels, self.ignore_index, dloss / divisor)
 
     def extra_repr(self) -> str:

@@ -33,7 +33,7 @@ class Module:
     def backward(self, *args, **kwargs):
         raise NotImplementedError
 
-    def saved(self):
+    def cached(self):
         """What the last ``forward`` kept for ``backward`` (the layer's ``_cache``).
 
         Every layer with state keeps it in one attribute, ``_cache``, set to None

@@ -128,7 +128,7 @@ class MaxPool2d(Module):
 
     def backward(self, dy):
         """dy (N, C, out_h, out_w) -> dx (N, C, H, W)."""
-        ops, x_shape, arg = self.saved()
+        ops, x_shape, arg = self.cached()
         k, s, p = self.kernel_size, self.stride, self.padding
         return ops.max_pool2d_backward(dy, arg, x_shape, k, s, p)
 

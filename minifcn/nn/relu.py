@@ -27,7 +27,7 @@ class ReLU(Module):
         return x * mask
 
     def backward(self, dy):
-        return dy * self.saved().mask
+        return dy * self.cached().mask
 
     def coord_map(self) -> CoordMap:
         """Pointwise: every output pixel is the input pixel at the same place."""

@@ -125,7 +125,7 @@ def resume(run: Run, name: str, weights: dict, meta: dict, extra: dict) -> None:
     s = run.state
     if s.step_in_epoch >= run.steps_per_epoch and s.step_in_epoch:
         s.step_in_epoch = run.steps_per_epoch  # stopped at validation: only that is left
-    run.saved = s.where()
+    run.on_disk = s.where()
     repair_folder(run, name)
     print(f"resuming {run.out} at {s.where()} (from {name})")
 

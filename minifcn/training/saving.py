@@ -54,10 +54,10 @@ def weights_finite(model) -> bool:
 
 
 def kept_message(run: Run) -> str:
-    if run.saved is None:
+    if run.on_disk is None:
         return "Nothing was saved (no checkpoint was written before this)."
     return (
-        f"The last good checkpoint {run.out / 'last.npz'} ({run.saved}, finite weights) was kept."
+        f"The last good checkpoint {run.out / 'last.npz'} ({run.on_disk}, finite weights) was kept."
     )
 
 
@@ -88,7 +88,7 @@ def save_epoch(run: Run, row: dict) -> bool:
                 f"cannot save epoch {new.epoch} in {run.out}: {err.strerror or err}. "
                 f"{kept_message(run)}"
             ) from None
-        run.state, run.saved = new, new.where()
+        run.state, run.on_disk = new, new.where()
     return improved
 
 
@@ -101,9 +101,9 @@ def save_interrupted(run: Run) -> str:
     meta, extra = checkpoint_meta(run, run.state, rng_state=run.step_rng)
     with interrupts_deferred(reraise=False):
         run.folder.commit({"last.npz": checkpoint_writer(run.model, meta, extra)})
-        run.saved = run.state.where()
+        run.on_disk = run.state.where()
     return (
-        f"saved {run.out / 'last.npz'} at {run.saved}; continue with "
+        f"saved {run.out / 'last.npz'} at {run.on_disk}; continue with "
         f"python -m minifcn.train --out {run.out} --resume"
     )
 

@@ -70,7 +70,7 @@ class Run:
     steps_per_epoch: int
     state: RunState
     step_rng: dict = field(default_factory=dict)  # dropout state after the last finished step
-    saved: str | None = None  # what last.npz on disk holds ("end of epoch 2"), if any
+    on_disk: str | None = None  # where last.npz on disk stands ("end of epoch 2"), if any
     warned_collapse: bool = False
 
     @property
