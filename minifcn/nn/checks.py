@@ -24,7 +24,7 @@ def check_float(x, layer: str) -> None:
         raise ValueError(f"{layer}: expected a floating-point input, got dtype {x.dtype}")
 
 
-def check_positive_int(value, name: str, layer: str, minimum: int = 1) -> int:
+def check_int_at_least(value, minimum: int, name: str, layer: str) -> int:
     """``value`` as an int, or ValueError unless it is an integer >= ``minimum``."""
     if isinstance(value, bool) or int(value) != value or value < minimum:
         raise ValueError(f"{layer}: {name} must be an integer >= {minimum}, got {value!r}")

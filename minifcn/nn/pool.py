@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from ..backend import get_array_module
 from ..dispatch import ops_for
-from .checks import check_float, check_nchw, check_positive_int
+from .checks import check_float, check_int_at_least, check_nchw
 from .coords import CoordMap
 from .module import Module
 
@@ -95,10 +95,10 @@ class MaxPool2d(Module):
     def __init__(
         self, kernel_size: int, stride: int | None = None, padding: int = 0, ceil_mode: bool = False
     ):
-        self.kernel_size = check_positive_int(kernel_size, "kernel_size", "MaxPool2d")
+        self.kernel_size = check_int_at_least(kernel_size, 1, "kernel_size", "MaxPool2d")
         stride = kernel_size if stride is None else stride
-        self.stride = check_positive_int(stride, "stride", "MaxPool2d")
-        self.padding = check_positive_int(padding, "padding", "MaxPool2d", minimum=0)
+        self.stride = check_int_at_least(stride, 1, "stride", "MaxPool2d")
+        self.padding = check_int_at_least(padding, 0, "padding", "MaxPool2d")
         self.ceil_mode = ceil_mode
         if padding * 2 > kernel_size:
             raise ValueError(
