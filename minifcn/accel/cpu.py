@@ -19,11 +19,11 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
       Bands of a few MiB stay in cache between the copies and the product.
       The partial sums z are kh times the output, so the form loses when the
       convolution widens the channels much (per output pixel it moves about
-      6C + 6O values against im2col's 18C, for 3x3): conv1_1 of VGG16 (3 -> 64)
-      is 2x faster as im2col. The limit O <= 4C is measured on the whole
-      training step: with O <= C (channel-doubling layers as im2col, slightly
-      faster alone) the default training took 4:31 and 5:01, with O <= 4C 4:04
-      twice.
+      6C + 6O values against im2col's 18C, for 3x3): so conv1_1 of VGG16 (3 -> 64)
+      stays im2col. The limit O <= 4C is chosen on the whole training step, not
+      on layers alone: the channel-doubling layers (O = 2C) can be faster alone
+      as im2col, yet the step is slower with them there (``python -m
+      minifcn.bench`` times the layers and the step).
     * Small maps, O > 4C and other strides: the patches are stored as (C, kh, kw, N,
       out_h, out_w), so that the whole batch is ONE matrix product (O, K) @
       (K, N*P), which BLAS runs much faster than N small ones (on a small map the
@@ -43,7 +43,7 @@ Loss (``softmax_xent``, ``softmax_xent_backward``)
     pixels), in place in the exp buffer; backward only scales it.
 Buffers: temporaries of megabytes come from ``BUFFERS``, which hands out an
     array again once nothing refers to it any more; that saves the page faults
-    of fresh memory (about a third of the time of a product that fills it).
+    of fresh memory, which a product filling a new array pays for every page.
 """
 
 from __future__ import annotations

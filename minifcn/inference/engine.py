@@ -128,7 +128,7 @@ def forward_bytes(model, height: int, width: int, batch: int = 1) -> int:
     Every layer keeps its input for backward, so the blobs add up: the sum over
     the network's blobs of N * channels * h * w * 4 bytes, plus the largest
     im2col buffer (C * k * k * out_h * out_w * 4 bytes) of a convolution, doubled
-    for the temporaries (a measured NumPy peak is about 1.5 times the sum).
+    for the temporaries, so that the estimate errs on the large side.
     """
     sizes_h, sizes_w = model.blob_sizes(height), model.blob_sizes(width)
     channels = {"data": 3}
