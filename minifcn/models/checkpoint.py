@@ -5,6 +5,12 @@ name, plus a JSON string under ``__meta__`` (model spec, epoch, ...) and any
 extra arrays (optimiser state) under ``__extra__/<name>``. Files are written by
 ``minifcn.storage`` (temporary file, fsync, rename).
 
+Loading allocates only what the file holds: ``minifcn.storage.npz`` checks every
+array's declared shape against its bytes and a memory budget before reading, and
+``check_spec`` checks the model spec's sizes (classes, widths, convolutions per
+block, fc6) against the arrays before the model is built, so a small file whose
+spec declares 1,500 classes is refused instead of building a 1,500-class model.
+
 Weights are never saved when any of them is NaN or infinite
 (``NonFiniteWeights``), and ``load_model`` refuses such a file, so a diverged
 run cannot leave poisoned weights behind that evaluate or predict would use.
@@ -16,6 +22,7 @@ from pathlib import Path
 
 from ..storage.atomic import write_atomic
 from ..storage.npz import EXTRA_PREFIX, _npz_writer, load_npz, nonfinite_arrays
+from .config import get_config
 from .fcn import model_from_spec
 
 RUN_FORMAT = "minifcn-run"  # meta["format"] of a checkpoint written by minifcn.train
@@ -106,6 +113,44 @@ def load_run_checkpoint(path) -> tuple[dict, dict, dict]:
     return state, meta, extra
 
 
+def check_spec(path, spec: dict, state: dict) -> None:
+    """ValueError naming ``path`` unless every size ``spec`` declares is one the arrays
+    in ``state`` hold: the class count (``score_fr``), every backbone convolution the
+    configuration implies with its width, and fc6/fc7. Called before the model is
+    built, so the model allocates no more than the file holds."""
+    try:
+        num_classes = spec["num_classes"]
+        cfg = get_config(spec["config"])
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes {num_classes!r} is not a positive integer")
+        counts = [int(n) for n in cfg.convs_per_block]
+        widths = [int(w) for w in cfg.widths]
+        if len(counts) != len(widths) or not 0 < sum(counts) <= 64 or min(counts) < 1:
+            raise ValueError(f"convs_per_block {cfg.convs_per_block!r} is not a VGG backbone")
+        if not 0 <= int(cfg.first_padding) <= 1000:
+            raise ValueError(f"first_padding {cfg.first_padding!r} is outside 0..1000")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{path}: its model spec is not usable ({err})") from None
+    expect = {}
+    previous = 3
+    for b, (n, w) in enumerate(zip(counts, widths), 1):
+        for i in range(1, n + 1):
+            expect[f"conv{b}_{i}.weight"] = (w, previous, 3, 3)
+            previous = w
+    k, fc = int(cfg.fc6_kernel), int(cfg.fc_channels)
+    expect["fc6.weight"] = (fc, previous, k, k)
+    expect["fc7.weight"] = (fc, fc, 1, 1)
+    expect["score_fr.weight"] = (num_classes, fc, 1, 1)
+    for name, shape in expect.items():
+        held = state.get(name)
+        if held is None or tuple(held.shape) != shape:
+            what = "no such array" if held is None else f"shape {tuple(held.shape)}"
+            raise ValueError(
+                f"{path}: its model spec ({spec.get('model')}, {num_classes} classes, "
+                f"{cfg.name!r} backbone) needs {name} of shape {shape}, the file holds {what}"
+            )
+
+
 def load_model(path, expect: str | None = None):
     """Rebuild the model stored in a checkpoint and load its weights.
 
@@ -119,6 +164,7 @@ def load_model(path, expect: str | None = None):
     if expect is not None and spec["model"] != expect:
         raise ValueError(f"{path} holds a {spec['model']} checkpoint, but {expect} was asked for")
     check_finite(path, state)
+    check_spec(path, spec, state)
     try:
         model = model_from_spec(spec)
         model.load_state_dict(state)
