@@ -11,6 +11,10 @@ import importlib
 import pkgutil
 import sys
 
+from minifcn.commands.args import check_environment
+
+check_environment()  # before any command imports matplotlib, which fails on a bad MPLBACKEND
+
 NOT_COMMANDS = {"args"}  # helper modules of the commands
 
 

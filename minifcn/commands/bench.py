@@ -41,6 +41,7 @@ import numpy as np
 
 from minifcn import backend
 from minifcn.accel.cpu import keep_freed_memory
+from minifcn.commands.args import bounded_int
 from minifcn.export.torch_fcn import torch_fcn
 from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
 
@@ -418,7 +419,9 @@ def parse_args(argv=None):
         prog="python -m minifcn.bench", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--repeat", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument(
+        "--repeat", type=bounded_int(1, 1000), default=5, help="timed runs per figure (median)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--compare", choices=("torch",), help="also time PyTorch")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
@@ -430,7 +433,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--paper-step",
-        type=int,
+        type=bounded_int(1, 2048),
         metavar="SIZE",
         default=None,
         help="also time forward+backward of the paper-configuration FCN-8s (VGG16) on one "
@@ -580,9 +583,13 @@ def main(argv=None) -> dict:
         table=table,
     )
     if args.json:
-        from minifcn.storage.atomic import write_text_atomic
+        from minifcn.commands.args import write_failed
+        from minifcn.storage.atomic import write_text_new
 
-        write_text_atomic(args.json, json.dumps(result, indent=2))
+        try:
+            write_text_new(args.json, json.dumps(result, indent=2))
+        except OSError as err:
+            raise write_failed(args.json, err) from None
         print(f"\nwrote {args.json}")
     return result
 

@@ -22,9 +22,20 @@ from pathlib import Path
 import numpy as np
 
 from minifcn.analysis.oracle import boundary_labels, model_grid, oracle_prediction
+from minifcn.commands.args import (
+    bounded_int,
+    check_fits,
+    check_new_file,
+    json_safe,
+    nonnegative_int,
+    positive_int,
+    shapes_bytes,
+    write_failed,
+)
 from minifcn.data.shapes import ShapesDataset
 from minifcn.inference.engine import evaluate
 from minifcn.models.checkpoint import load_checkpoint, load_model
+from minifcn.storage.atomic import write_new_atomic, write_text_new
 
 MODEL_NAMES = {"fcn32s": "FCN-32s", "fcn16s": "FCN-16s", "fcn8s": "FCN-8s"}
 
@@ -91,13 +102,32 @@ class _EdgeLabels:
         return self.dataset[i][0], self.labels[i].astype(np.int64)
 
 
+def load_runs(paths, val: ShapesDataset) -> list[tuple]:
+    """(path, model, meta) of every run, all loaded before any is scored. ValueError
+    naming the run when one cannot be read, or was not trained on shapes with
+    ``val``'s classes: its scores would be meaningless numbers, not a comparison."""
+    loaded = []
+    for path in paths:
+        ckpt = _checkpoint_path(path)
+        try:
+            model, meta = load_model(ckpt)
+        except FileNotFoundError as err:
+            raise ValueError(f"{path}: {err}") from None
+        dataset = meta.get("dataset", "shapes")
+        if dataset != "shapes" or model.num_classes != val.num_classes:
+            raise ValueError(
+                f"{ckpt} holds a {model.name} for {model.num_classes} classes of {dataset}; "
+                f"compare scores runs on shapes ({val.num_classes} classes) only"
+            )
+        loaded.append((path, model, meta))
+    return loaded
+
+
 def compare(paths, val: ShapesDataset, band: int = 3, oracle_steps: int = 100) -> list[dict]:
     """One dict per run: name, model, training, epochs, metrics, oracle figures, predictions."""
     edge_val = _EdgeLabels(val, boundary_labels(val.labels, band, val.ignore_index))
     oracles, rows = {}, []
-    for path in paths:
-        ckpt = _checkpoint_path(path)
-        model, meta = load_model(ckpt)
+    for path, model, meta in load_runs(paths, val):
         full = evaluate(model, val, batch_size=20)
         edge = evaluate(model, edge_val, batch_size=20)
         key = (model.name, model.config)
@@ -197,7 +227,7 @@ def save_figure(rows, val, path, n: int = 6) -> None:
             axes[i, j].axis("off")
             if i == 0:
                 axes[i, j].set_title(titles[j], fontsize=9)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    write_new_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
 
 
 def main(argv=None) -> list[dict]:
@@ -206,23 +236,45 @@ def main(argv=None) -> list[dict]:
         description="Compare trained runs on the shapes validation set, with the oracle.",
     )
     p.add_argument("runs", nargs="+", help="run folders (their best.npz) or checkpoint files")
-    p.add_argument("--val-size", type=int, default=None, help="validation images (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="the shapes seed the runs used")
-    p.add_argument("--band", type=int, default=3, help="edge band width (pixels) for edge IU")
+    p.add_argument(
+        "--val-size", type=positive_int, default=None, help="validation images (default 200)"
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="the shapes seed the runs used")
+    p.add_argument(
+        "--band", type=bounded_int(1, 1000), default=3, help="edge band width (pixels) for edge IU"
+    )
     p.add_argument("--figure", default=None, help="also write this PNG of predictions")
     p.add_argument("--json", default=None, help="also write the table as JSON")
     args = p.parse_args(argv)
+    if args.val_size:
+        check_fits(shapes_bytes(args.val_size), f"--val-size {args.val_size}")
+    if args.figure:  # both checked before any work, and never overwritten
+        check_new_file(args.figure, "--figure", suffixes=(".png",))
+    if args.json:
+        check_new_file(args.json, "--json")
     val = ShapesDataset("val", size=args.val_size, seed=args.seed)
-    rows = compare(args.runs, val, args.band)
+    try:
+        rows = compare(args.runs, val, args.band)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     print(f"{val!r}")
     print(format_table(rows, val.class_names, args.band))
-    if args.figure:
-        save_figure(rows, val, args.figure)
-        print(f"wrote {args.figure}")
-    if args.json:
-        clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-        Path(args.json).write_text(json.dumps(clean, indent=1))
+    for path, write in (
+        (args.figure, lambda: save_figure(rows, val, args.figure)),
+        (args.json, lambda: write_text_new(args.json, _json_text(rows))),
+    ):
+        if path:
+            try:
+                write()
+            except OSError as err:
+                raise write_failed(path, err) from None
+            print(f"wrote {path}")
     return rows
+
+
+def _json_text(rows) -> str:
+    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    return json.dumps(json_safe(clean), indent=1, allow_nan=False)
 
 
 if __name__ == "__main__":

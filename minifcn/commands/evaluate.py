@@ -13,38 +13,29 @@ import json
 from tqdm import tqdm
 
 from minifcn.commands.args import (
+    check_fits,
     check_new_file,
     ensure_device,
+    json_safe,
+    memory_gib,
     nonnegative_int,
-    positive_float,
     positive_int,
+    shapes_bytes,
+    show_progress,
+    write_failed,
 )
 from minifcn.data import DataError, build_dataset
-from minifcn.inference.engine import (
-    _next_supported,
-    evaluate,
-    forward_bytes,
-    network_stride,
-    predict_labels,
-    receptive_margin,
-    segment_tiled,
-    tile_size_for,
-)
+from minifcn.inference.engine import evaluate, plan_tiles, predict_labels, segment_tiled
 from minifcn.models.checkpoint import load_model
-from minifcn.storage.atomic import write_text_atomic
+from minifcn.storage.atomic import write_text_new
 
 
-def tile_or_exit(model, budget: int, gib: float) -> int:
-    """The tile side that fits ``budget`` bytes, or SystemExit saying what to raise."""
-    tile = tile_size_for(model, budget)
-    if tile == 0:
-        side = _next_supported(model, network_stride(model) + 2 * receptive_margin(model))
-        need = forward_bytes(model, side, side) / 2**30
-        raise SystemExit(
-            f"error: not even a small tile of this {model.name} fits in --max-memory {gib:g} "
-            f"GiB; a tile needs about {need:.1f} GiB: raise --max-memory"
-        )
-    return tile
+def tiles_or_exit(model, h: int, w: int, budget: int, tile=None, batch: int = 1):
+    """``plan_tiles``, with its refusal as the one-line SystemExit."""
+    try:
+        return plan_tiles(model, h, w, budget, tile, batch)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def main(argv=None) -> dict:
@@ -67,9 +58,16 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument(
         "--max-memory",
-        type=positive_float,
+        type=memory_gib,
         default=2.0,
         help="GiB one forward pass may use; larger images are segmented in tiles",
+    )
+    p.add_argument(
+        "--tile",
+        type=positive_int,
+        default=None,
+        help="segment every image in tiles of this side (default: only images that need "
+        "more than --max-memory)",
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--json", default=None, help="also write the scores to this file")
@@ -77,6 +75,8 @@ def main(argv=None) -> dict:
     ensure_device(args.device)
     if args.json:
         check_new_file(args.json, "--json")
+    if args.size:
+        check_fits(shapes_bytes(args.size), f"--size {args.size}")
     try:
         model, meta = load_model(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
@@ -104,9 +104,10 @@ def main(argv=None) -> dict:
 
     def predict(model, images, device):
         n, _, h, w = images.shape
-        if forward_bytes(model, _next_supported(model, h), _next_supported(model, w), n) <= budget:
+        tile = tiles_or_exit(model, h, w, budget, args.tile, n)
+        if tile is None:
             return predict_labels(model, images, device)
-        return segment_tiled(model, images, device, tile_or_exit(model, budget, args.max_memory))
+        return segment_tiled(model, images, device, tile)
 
     try:
         result = evaluate(
@@ -114,7 +115,9 @@ def main(argv=None) -> dict:
             dataset,
             batch,
             args.device,
-            progress=lambda it: tqdm(it, desc=f"evaluating {name} {args.split}", leave=False),
+            progress=lambda it: tqdm(
+                it, desc=f"evaluating {name} {args.split}", leave=False, disable=not show_progress()
+            ),
             predict=predict,
         )
     except (DataError, FileNotFoundError) as err:
@@ -125,9 +128,13 @@ def main(argv=None) -> dict:
     )
     print(result["metrics"].format_table())
     scores = {k: result[k] for k in ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")}
-    scores["per_class_iu"] = [None if v != v else float(v) for v in result["per_class_iu"]]
-    if args.json:
-        write_text_atomic(args.json, json.dumps(scores, indent=1))
+    scores["per_class_iu"] = [float(v) for v in result["per_class_iu"]]
+    if args.json:  # NaN (no labelled pixel of a class) is written as null: JSON has no NaN
+        try:
+            write_text_new(args.json, json.dumps(json_safe(scores), indent=1, allow_nan=False))
+        except OSError as err:
+            raise write_failed(args.json, err) from None
+        print(f"wrote {args.json}")
     return scores
 
 

@@ -13,16 +13,28 @@ from __future__ import annotations
 import argparse
 
 from minifcn.analysis.geometry import explain
+from minifcn.commands.args import bounded_int
 from minifcn.models import build_model
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m minifcn.explain", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--model", default="fcn8s", choices=["fcn32s", "fcn16s", "fcn8s"])
     parser.add_argument("--config", default="paper", choices=["paper", "mini"])
-    parser.add_argument("--size", type=int, default=None, help="also show blob sizes for this side")
+    parser.add_argument(
+        "--size",
+        type=bounded_int(1, 1_000_000),
+        default=None,
+        help="also show blob sizes for this side",
+    )
     args = parser.parse_args(argv)
-    print(explain(build_model(args.model, 21, args.config), args.size))
+    try:
+        text = explain(build_model(args.model, 21, args.config), args.size)
+    except ValueError as err:  # a side the network cannot take: the model says why
+        raise SystemExit(f"error: --size {args.size}: {err}") from None
+    print(text)
 
 
 if __name__ == "__main__":

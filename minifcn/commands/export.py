@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,9 @@ from minifcn.export.onnx_graph import OPSET, save_onnx
 from minifcn.export.runtime import compare_onnx
 from minifcn.export.weights import load_safetensors, save_safetensors
 from minifcn.models.checkpoint import load_model
+from minifcn.storage.atomic import describe_os_error, fsync_dir, temp_path
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def export(checkpoint, fmt, output=None, force=False, input_size=None, check=True, log=print):
@@ -46,9 +48,14 @@ def export(checkpoint, fmt, output=None, force=False, input_size=None, check=Tru
     if input_size is not None and fmt != "onnx":
         raise ExportError("--input-size applies to --format onnx only")
     out = Path(output) if output else Path(checkpoint).with_suffix("." + fmt)
+    if out.suffix.lower() != "." + fmt:
+        raise ExportError(
+            f"-o {out} does not end in .{fmt}, but --format {fmt} writes {fmt.upper()} data; "
+            f"give -o a .{fmt} name or choose the format that matches"
+        )
     if out.is_dir():
         raise ExportError(f"{out} is a folder; give a file name")
-    if out.exists() and not force:
+    if os.path.lexists(out) and not force:
         raise ExportError(f"{out} exists; pass --force to overwrite it")
     require("onnx" if fmt == "onnx" else "safetensors")
     try:
@@ -64,10 +71,10 @@ def export(checkpoint, fmt, output=None, force=False, input_size=None, check=Tru
     model.eval()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-        os.close(fd)
+        tmp = temp_path(out)  # claimed with O_EXCL; the umask gives its permissions
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666))
     except OSError as err:
-        raise ExportError(f"cannot write to {out.parent}: {err.strerror or err}") from None
+        raise ExportError(f"cannot write to {out.parent}: {describe_os_error(err)}") from None
     try:
         if fmt == "onnx":
             save_onnx(model, tmp, input_size, meta)
@@ -80,7 +87,13 @@ def export(checkpoint, fmt, output=None, force=False, input_size=None, check=Tru
                 _check_safetensors(model, tmp, log)
         _place(tmp, out, force)
     except OSError as err:  # a full disk, a vanished folder
-        raise ExportError(f"cannot write {out}: {err.strerror or err}") from None
+        raise ExportError(
+            f"cannot write {out}: {describe_os_error(err)}; nothing written"
+        ) from None
+    except Exception as err:  # the writers' own errors (safetensors: a full disk, too)
+        if isinstance(err, ExportError):
+            raise
+        raise ExportError(f"cannot write {out}: {err}; nothing written") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     return out
@@ -114,13 +127,19 @@ def _check_safetensors(model, path, log) -> None:
 def _place(tmp, out: Path, force: bool) -> None:
     """Move the finished temporary file to ``out``, never over an existing file unless
     ``force`` (a hard link fails when ``out`` appeared in the meantime)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the writers do not fsync: the file is on disk before it has its name
+    finally:
+        os.close(fd)
     if force:
         os.replace(tmp, out)
-        return
-    try:
-        os.link(tmp, out)
-    except FileExistsError:
-        raise ExportError(f"{out} exists; pass --force to overwrite it") from None
+    else:
+        try:
+            os.link(tmp, out, follow_symlinks=False)
+        except FileExistsError:
+            raise ExportError(f"{out} exists; pass --force to overwrite it") from None
+    fsync_dir(out.parent)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -150,7 +169,7 @@ def main(argv=None) -> Path:
     args = p.parse_args(argv)
     fmt = args.format
     if fmt is None:
-        suffix = Path(args.output).suffix.lstrip(".") if args.output else ""
+        suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
         fmt = suffix if suffix in FORMATS else "onnx"
     try:
         size = _parse_size(args.input_size) if args.input_size else None

@@ -23,6 +23,10 @@ from __future__ import annotations
 import argparse
 
 from minifcn.analysis.oracle import format_oracle_table, model_grid, oracle_table
+from minifcn.commands.args import bounded_int, check_fits, nonnegative_int, positive_int
+
+MODELS = ("fcn32s", "fcn16s", "fcn8s")
+CHUNK = 50  # images the oracle fits at once (analysis.oracle.oracle_table)
 
 
 def main(argv=None) -> None:
@@ -33,20 +37,37 @@ def main(argv=None) -> None:
         prog="python -m minifcn.oracle",
         description="Mean IU of the best scores on a network's output grid, upsampled bilinearly.",
     )
-    p.add_argument("--models", nargs="*", default=["fcn32s", "fcn16s", "fcn8s"])
+    p.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     p.add_argument("--config", default="mini", choices=["mini", "paper"])
-    p.add_argument("--strides", type=int, nargs="*", default=[], help="also plain grids")
+    p.add_argument(
+        "--strides", type=bounded_int(1, 4096), nargs="*", default=[], help="also plain grids"
+    )
     p.add_argument("--split", default="val", choices=["train", "val"])
-    p.add_argument("--size", type=int, default=None, help="images (default: the split's)")
-    p.add_argument("--image-size", type=int, default=None, help="shapes image side")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--band", type=int, default=3, help="edge band width for the edge IU")
-    p.add_argument("--steps", type=int, default=100, help="Adam steps fitting the scores")
+    p.add_argument("--size", type=positive_int, default=None, help="images (default: the split's)")
+    p.add_argument(
+        "--image-size", type=bounded_int(16, 4096), default=None, help="shapes image side"
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument(
+        "--band", type=bounded_int(1, 1000), default=3, help="edge band width for the edge IU"
+    )
+    p.add_argument(
+        "--steps", type=bounded_int(0, 100_000), default=100, help="Adam steps fitting the scores"
+    )
     args = p.parse_args(argv)
+    side = args.image_size or 96
+    n = args.size or 200
+    # The shapes split, and the oracle's float32 arrays at full resolution for one chunk
+    # of images (targets, scores, probabilities, gradient: about eight per class).
+    check_fits(n * side * side * 4 + min(n, CHUNK) * 5 * side * side * 4 * 8, "this oracle")
     ds = ShapesDataset(args.split, size=args.size, image_size=args.image_size, seed=args.seed)
     grids = []
     for name in args.models:
-        stride, centres = model_grid(build_model(name, ds.num_classes, args.config), ds.image_size)
+        model = build_model(name, ds.num_classes, args.config)
+        try:
+            stride, centres = model_grid(model, ds.image_size)
+        except ValueError as err:
+            raise SystemExit(f"error: --image-size {ds.image_size}: {err}") from None
         grids.append((name, stride, centres))
     grids += [(f"stride {s}", s, None) for s in args.strides]
     rows = oracle_table(ds.labels, grids, ds.num_classes, ds.ignore_index, args.band, args.steps)

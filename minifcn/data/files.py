@@ -16,6 +16,9 @@ from PIL import Image
 from .transforms import VGG_MEAN_RGB, SegmentationTransform
 
 _LABEL_MODES = ("P", "L", "I", "I;16")
+# What Pillow raises for an image file it cannot or will not decode: damaged data, and
+# images whose declared size exceeds its decompression-bomb limit (Image.MAX_IMAGE_PIXELS).
+_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class DataError(ValueError):
@@ -37,8 +40,8 @@ def read_image(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot decode image {path}: {err}") from err
+    except _UNREADABLE as err:
+        raise DataError(f"cannot decode image {path}: {err}") from None
 
 
 def read_label(path: Path) -> np.ndarray:
@@ -58,8 +61,10 @@ def read_label(path: Path) -> np.ndarray:
             label = np.asarray(im)
     except FileNotFoundError:
         raise FileNotFoundError(f"label file not found: {path}") from None
-    except (OSError, SyntaxError) as err:
-        raise DataError(f"cannot decode label image {path}: {err}") from err
+    except DataError:
+        raise
+    except _UNREADABLE as err:
+        raise DataError(f"cannot decode label image {path}: {err}") from None
     if label.dtype != np.uint8:
         if label.size and (label.min() < 0 or label.max() > 255):
             raise DataError(f"label image {path} has value {label.max()} above 255")
@@ -107,7 +112,7 @@ def image_header(path: Path, label: bool = False) -> tuple[int, int]:
             mode, fmt = im.mode, im.format
     except FileNotFoundError:
         raise DataError(f"{what} file not found: {path}") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except _UNREADABLE as err:
         raise DataError(f"cannot read {what} {path}: {err}") from None
     if label and mode not in _LABEL_MODES:
         raise DataError(
@@ -117,6 +122,38 @@ def image_header(path: Path, label: bool = False) -> tuple[int, int]:
     if _looks_truncated(path, fmt):
         raise DataError(f"{what} {path} is truncated (its {fmt} end marker is missing)")
     return height, width
+
+
+def read_split_file(path: Path) -> list[str]:
+    """The image ids a split file lists, one per line (blank lines skipped).
+
+    The file is UTF-8, with or without a byte-order mark (Windows editors add one).
+    DataError naming the file and line for text that is not UTF-8, an id listed
+    twice, or an id that is not a plain file name (``/``, ``\\``, ``..``), which
+    would read files outside the dataset's folders.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"split file {path} is not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
+    ids, seen = [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        name = line.strip()
+        if not name:
+            continue
+        if any(c in name for c in "/\\\0") or name in (".", ".."):
+            raise DataError(f"split file {path}, line {number}: {name!r} is not an image id")
+        if name in seen:
+            raise DataError(
+                f"split file {path} lists {name!r} twice (lines {seen[name]} and {number}); "
+                "each image may appear once"
+            )
+        seen[name] = number
+        ids.append(name)
+    return ids
 
 
 def require_dir(path: Path, what: str) -> Path:

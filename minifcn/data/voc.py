@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import SegmentationFiles, require_dir
+from .files import SegmentationFiles, read_split_file, require_dir
 
 VOC_CLASS_NAMES = (
     "background",
@@ -87,7 +87,7 @@ class VOCSegmentation(SegmentationFiles):
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not split_file.is_file():
             raise FileNotFoundError(f"VOC split file not found: {split_file}")
-        ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+        ids = read_split_file(split_file)
         if not ids:
             raise ValueError(f"VOC split file {split_file} lists no image ids")
         image_dir = require_dir(self.root / "JPEGImages", "VOC image folder")

@@ -194,18 +194,54 @@ def network_stride(model) -> int:
     return int(max(m.scale for m in model.coordinate_maps().values()))
 
 
-def tile_size_for(model, max_bytes: int, limit: int = 4096) -> int:
+def tile_size_for(model, max_bytes: int, limit: int = 4096, batch: int = 1) -> int:
     """The largest square tile side (a multiple of the network stride) whose forward
-    pass, with its margins, fits in ``max_bytes``; 0 when not even one stride does."""
-    step, margin = network_stride(model), receptive_margin(model)
+    pass over ``batch`` images, with its margins, fits in ``max_bytes``; 0 when not even
+    one stride does."""
+    step = network_stride(model)
     best = 0
     side = step
     while side <= limit:
-        full = next_supported_side(model, side + 2 * margin)
-        if forward_bytes(model, full, full) > max_bytes:
+        if tile_bytes(model, side, batch) > max_bytes:
             break
         best = side
         side += step
+    return best
+
+
+def tile_bytes(model, tile: int, batch: int = 1) -> int:
+    """Memory (``forward_bytes``) of one pass of ``segment_tiled`` with tiles of ``tile``
+    pixels (rounded down to the stride, as it does) and their context margins."""
+    step = network_stride(model)
+    side = max(step, tile // step * step) + 2 * receptive_margin(model)
+    return padded_forward_bytes(model, side, side, batch)
+
+
+def plan_tiles(model, height: int, width: int, max_bytes: int, tile=None, batch: int = 1):
+    """How to segment ``batch`` images of ``height`` x ``width`` within ``max_bytes``:
+    None for one whole-image pass (it fits, and no ``tile`` is forced), else the tile
+    side for ``segment_tiled``. ValueError (its message says what to change) when a
+    forced ``tile`` does not fit ``max_bytes`` or not even the smallest tile does."""
+    gib = max_bytes / 2**30
+    if tile is not None:
+        need = tile_bytes(model, tile, batch)
+        if need > max_bytes:
+            best = tile_size_for(model, max_bytes, batch=batch)
+            hint = f"use --tile {best} or less" if best else "raise --max-memory"
+            raise ValueError(
+                f"--tile {tile} needs about {need / 2**30:.2f} GiB per pass (with its context "
+                f"margins), more than --max-memory {gib:g} GiB: {hint}"
+            )
+        return tile
+    if padded_forward_bytes(model, height, width, batch) <= max_bytes:
+        return None
+    best = tile_size_for(model, max_bytes, batch=batch)
+    if best == 0:
+        need = tile_bytes(model, network_stride(model), batch) / 2**30
+        raise ValueError(
+            f"not even a small tile of this {model.name} fits in --max-memory {gib:g} GiB; "
+            f"a tile needs about {need:.1f} GiB: raise --max-memory"
+        )
     return best
 
 
