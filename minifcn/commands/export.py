@@ -48,10 +48,11 @@ def export(checkpoint, fmt, output=None, force=False, input_size=None, check=Tru
     if input_size is not None and fmt != "onnx":
         raise ExportError("--input-size applies to --format onnx only")
     out = Path(output) if output else Path(checkpoint).with_suffix("." + fmt)
-    if out.suffix.lower() != "." + fmt:
+    named = out.suffix.lower().lstrip(".")
+    if named in FORMATS and named != fmt:  # the name promises the other format
         raise ExportError(
-            f"-o {out} does not end in .{fmt}, but --format {fmt} writes {fmt.upper()} data; "
-            f"give -o a .{fmt} name or choose the format that matches"
+            f"-o {out} names a .{named} file, but --format {fmt} writes {fmt} data; give -o "
+            f"a .{fmt} name or use --format {named}"
         )
     if out.is_dir():
         raise ExportError(f"{out} is a folder; give a file name")
