@@ -8,9 +8,22 @@ Same names, arguments and results as the plain functions in ``minifcn/nn/``.
   pixel sums the entries copied from it: no atomics, deterministic).
 * Transposed convolution: the convolution's functions with the roles swapped,
   as on the plain path, on these kernels.
-* Max pooling: ``pool.py``'s strided views.
-* Loss: one kernel computes each pixel's log-sum-exp and loss; backward
-  recomputes the softmax from the stored log-sum-exp in one elementwise kernel.
+* Max pooling: one kernel finds each window's maximum and its offset; the
+  backward is a gather (a thread per input pixel adds what the windows it won
+  receive).
+* Loss: one kernel computes each pixel's log-sum-exp and loss, a second sums
+  them in chunks with the counted and out-of-range pixels, so one copy to the
+  host brings everything the layer needs; backward recomputes the softmax from
+  the stored log-sum-exp in one elementwise kernel.
+
+Beyond the shared contract (``LayerOps``) this module offers fused forms that
+a layer uses when its accelerated module has them: ``conv2d_bias`` (the product's
+regrouping by image and the bias in one pass) with ``conv2d_backward`` (both
+parameter gradients from one product, as the patch matrix carries a row of
+ones), ``relu`` / ``relu_backward`` (one kernel each way) and
+``softmax_xent_totals``. On a GPU each array operation is a kernel launch with a
+fixed cost of microseconds, so a small network's step is bounded by the number of
+launches, not by arithmetic: these exist to issue fewer.
 """
 
 from __future__ import annotations
@@ -20,12 +33,18 @@ from typing import NamedTuple
 from ..backend import cupy_module
 from ..nn.im2col import conv_output_size
 from .cuda_kernels import (
+    accumulate_wb_gpu,
+    bias_nop_gpu,
     col2im_gpu,
     im2col_gpu,
+    max_pool_backward_gpu,
+    max_pool_gpu,
+    relu_backward_gpu,
+    relu_gpu,
     softmax_xent_backward_gpu,
     softmax_xent_forward_gpu,
+    xent_partials_gpu,
 )
-from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerated pooling)
 from .shared import channels_first, pointwise, pointwise_input_grad, weight_grad_product
 
 
@@ -45,6 +64,55 @@ def conv2d(x, weight, stride: int, padding: int):
     col = col.reshape(c * kh * kw, n * out_h * out_w)
     y = cp.ascontiguousarray((w2 @ col).reshape(o, n, -1).transpose(1, 0, 2))
     return y.reshape(n, o, out_h, out_w), col
+
+
+def conv2d_bias(x, weight, bias, stride: int, padding: int):
+    """``conv2d`` plus the bias (O,): y, and the patches with a row of ones (K + 1, N*P)
+    (x as (N, K, P) on the 1x1 shortcut) for ``conv2d_backward``."""
+    cp = cupy_module()
+    n, c, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    if pointwise(kh, kw, stride, padding):
+        y, col = conv2d(x, weight, stride, padding)
+        y += bias.reshape(1, -1, 1, 1)
+        return y, col
+    out_h = conv_output_size(h, kh, stride, padding)
+    out_w = conv_output_size(w, kw, stride, padding)
+    k, pixels = c * kh * kw, out_h * out_w
+    col = cp.empty((k + 1, n * pixels), dtype=x.dtype)
+    im2col_gpu(x, kh, kw, stride, padding, col, layout="cn", out_size=(out_h, out_w))
+    y = bias_nop_gpu(weight.reshape(o, -1) @ col[:k], bias, n, pixels)
+    return y.reshape(n, o, out_h, out_w), col
+
+
+def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, padding, input_grad):
+    """The whole backward of a convolution with bias after ``conv2d_bias``: adds into
+    ``weight_grad`` (O, C, kh, kw) and ``bias_grad`` (O,) (either may be None, frozen)
+    and returns dx (N, C, h, w), or None without ``input_grad``.
+
+    Both parameter gradients come from one product, dy (O, N*P) @ col^T (N*P, K + 1),
+    whose last column (from the row of ones) is the bias gradient, and one kernel
+    adds them in."""
+    o = dy.shape[1]
+    if col.ndim == 3:  # the 1x1 shortcut
+        if weight_grad is not None:
+            weight_grad += weight_grad_product(col, dy).reshape(weight_grad.shape)
+        if bias_grad is not None:
+            bias_grad += dy.sum(axis=(0, 2, 3))
+        return pointwise_input_grad(dy, weight, h, w) if input_grad else None
+    dy_t = channels_first(dy)  # (O, N*P)
+    if weight_grad is not None and bias_grad is not None:
+        accumulate_wb_gpu(dy_t @ col.T, weight_grad.reshape(o, -1), bias_grad)
+    elif weight_grad is not None:
+        weight_grad += (dy_t @ col[:-1].T).reshape(weight_grad.shape)
+    elif bias_grad is not None:
+        bias_grad += dy_t.sum(axis=1)
+    if not input_grad:
+        return None
+    n, _, out_h, out_w = dy.shape
+    _, c, kh, kw = weight.shape
+    dcol = (weight.reshape(o, -1).T @ dy_t).reshape(c, kh, kw, n, out_h, out_w)
+    return col2im_gpu(dcol, h, w, stride, padding, layout="cn")
 
 
 def conv2d_weight_grad(col, dy):
@@ -78,6 +146,26 @@ def conv_transpose2d_backward(x, dy, weight, stride: int, padding: int, weight_g
     return dx, dw
 
 
+def max_pool2d(x, k: int, s: int, p: int, out_h: int, out_w: int):
+    """As ``nn.pool.max_pool2d``, in one kernel; arg is int32."""
+    return max_pool_gpu(x, k, s, p, out_h, out_w)
+
+
+def max_pool2d_backward(dy, arg, x_shape, k: int, s: int, p: int):
+    """As ``nn.pool.max_pool2d_backward``, as a gather (one kernel)."""
+    return max_pool_backward_gpu(dy, arg, x_shape, k, s, p)
+
+
+def relu(x):
+    """y = max(x, 0) as ``nn.relu.relu`` (x * (x > 0)), and the mask for backward."""
+    return relu_gpu(x)
+
+
+def relu_backward(dy, mask):
+    """dx = dy where x > 0, else 0."""
+    return relu_backward_gpu(dy, mask)
+
+
 class XentSaved(NamedTuple):
     scores: object  # (N, C, H, W)
     lse: object  # (N, H, W), log-sum-exp over classes
@@ -85,8 +173,19 @@ class XentSaved(NamedTuple):
 
 def softmax_xent(scores, labels, ignore_index: int, counted):
     """As ``nn.loss.softmax_xent``; the kernel checks the labels itself (``counted`` unused)."""
-    lse, pixel_loss = softmax_xent_forward_gpu(scores, labels, ignore_index)
+    lse, pixel_loss, _ = softmax_xent_forward_gpu(scores, labels, ignore_index)
     return pixel_loss, XentSaved(scores, lse)
+
+
+def softmax_xent_totals(scores, labels, ignore_index: int):
+    """The loss's forward with its sums on the device, in two kernels.
+
+    Returns (partial, saved): partial (chunks, 3) float64 holds each chunk of pixels'
+    loss sum, counted pixels and out-of-range labels (the layer copies it to the host
+    once and adds the rows up there, in float64: deterministic), saved as
+    ``softmax_xent``'s."""
+    lse, pixel_loss, status = softmax_xent_forward_gpu(scores, labels, ignore_index)
+    return xent_partials_gpu(pixel_loss, status), XentSaved(scores, lse)
 
 
 def softmax_xent_backward(saved, labels, ignore_index: int, scale: float):

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import math
 
-from ..backend import as_numpy, get_array_module
+import numpy as np
+
+from ..backend import as_numpy, cuda_kernels_enabled, get_array_module
+from .packed import Packing, packable
 
 
 class Optimizer:
     """Base class. Subclasses implement ``step()`` and keep per-parameter state in
     ``self.state[i]`` (a dict of arrays on the parameter's device and Python scalars),
     where ``i`` is the parameter's position in ``self.params``.
+
+    Two ways to step, with the same arithmetic: on NumPy (and with
+    ``MINIFCN_CUDA_KERNELS=0``) a loop over the parameters, a few array operations
+    each, the code to read; on the GPU one fused kernel over flat buffers (see
+    ``packed.py``): every parameter, gradient and state array becomes a view of one
+    buffer, ``step`` is one launch and ``zero_grad`` one fill, whatever the number of
+    parameters. Subclasses name their state arrays in ``state_arrays``.
 
     Args:
         params: an iterable of ``Parameter`` (e.g. ``model.parameters()``).
@@ -22,6 +32,7 @@ class Optimizer:
     """
 
     hyperparameters: tuple[str, ...] = ("lr", "weight_decay")
+    state_arrays: tuple[str, ...] = ()  # the per-parameter state arrays the fused step packs
 
     def __init__(self, params, lr: float, weight_decay: float = 0.0):
         self.params = list(params)
@@ -37,6 +48,30 @@ class Optimizer:
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.state: dict[int, dict] = {}
+        self._packing: Packing | None = None
+
+    def packing(self) -> Packing | None:
+        """The flat buffers of the fused GPU step, packed on first use and again when
+        an array was replaced; None for the per-parameter loop (NumPy arrays, the
+        plain path, or parameters of mixed dtypes)."""
+        first = self.params[0].data
+        if get_array_module(first) is np or not cuda_kernels_enabled():
+            self._packing = None
+        elif not packable(self.params):
+            self._packing = None
+        elif (
+            self._packing is None
+            or set(self._packing.buffers) != set(self.state_arrays)
+            or not self._packing.holds(self.params, self.state)
+        ):
+            self._packing = Packing(self.params, self.state, self.state_arrays)
+        return self._packing
+
+    def hyper_table(self, rows: list, dtype):
+        """The per-parameter values a fused kernel reads, as one device array (one copy
+        to the device a step: nothing that changes per step is a kernel argument)."""
+        xp = get_array_module(self.params[0].data)
+        return xp.asarray(np.asarray(rows, dtype=np.float64).astype(dtype))
 
     def trainable(self):
         """(index, parameter) for every parameter that is not frozen."""
@@ -54,7 +89,11 @@ class Optimizer:
         raise NotImplementedError
 
     def zero_grad(self) -> None:
-        """Set every parameter's gradient to 0."""
+        """Set every parameter's gradient to 0 (one fill of the packed buffer on the GPU)."""
+        packing = self.packing()
+        if packing is not None:
+            packing.grad.fill(0)
+            return
         for p in self.params:
             p.grad[...] = 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..accel.cuda_kernels import sgd_gpu
 from .optimizer import Optimizer
 
 
@@ -25,7 +26,15 @@ class SGD(Optimizer):
             raise ValueError(f"momentum must be finite and >= 0, got {momentum}")
         self.momentum = float(momentum)
 
+    @property
+    def state_arrays(self) -> tuple[str, ...]:
+        return ("momentum_buffer",) if self.momentum else ()
+
     def step(self) -> None:
+        packing = self.packing()
+        if packing is not None:
+            self._fused_step(packing)
+            return
         for i, p in self.trainable():
             g = self.gradient(p)
             if self.momentum:
@@ -38,3 +47,22 @@ class SGD(Optimizer):
                     buf += g
                 g = state["momentum_buffer"]
             p.data -= self.lr * g
+
+    def _fused_step(self, packing) -> None:
+        """The same update for every parameter in one kernel (``minifcn_sgd``); each
+        parameter's row: active, lr, decay, momentum, whether its buffer holds a value."""
+        rows = []
+        for i, p in enumerate(self.params):
+            if not p.requires_grad:
+                rows.append([0.0] * 5)
+                continue
+            started = 0.0
+            if self.momentum:
+                state = self.state.setdefault(i, {})
+                started = float("momentum_buffer" in state)
+                state["momentum_buffer"] = packing.state_views["momentum_buffer"][i]
+            decay = self.weight_decay if p.data.ndim > 1 else 0.0
+            rows.append([1.0, self.lr, decay, self.momentum, started])
+        hyper = self.hyper_table(rows, packing.data.dtype)
+        buffer = packing.buffers["momentum_buffer"] if self.momentum else packing.grad
+        sgd_gpu(packing.data, packing.grad, buffer, packing.ends, hyper)

@@ -14,6 +14,16 @@ Tests install it as minifcn's ``cupy`` module when no real GPU is present
 * Every host->device and device->host copy, and every blocking sync
   (``float()``, ``int()``, ``bool()``, ``.get()``, ``.item()``, ``asnumpy``,
   ``repr``, a stream synchronize), is recorded in ``stats`` with its call site.
+* Every device operation is counted as a *launch* in ``stats`` (``stats.launches``),
+  by category: ``elementwise`` (an operator or ufunc, ``where``, ``clip``...),
+  ``reduction`` (``sum``, ``max``...), ``gemm`` (``@``, ``matmul``, ``dot``),
+  ``copy`` (``copy``, ``astype``, a non-view ``reshape``, ``ascontiguousarray`` of a
+  non-contiguous array, ``setitem``, ``concatenate``, a gather through an advanced
+  index, and every host<->device transfer), ``fill`` (``zeros``, ``full``,
+  ``arange``...) and ``kernel`` (a ``RawKernel`` launch). Views (basic slicing, a
+  ``reshape`` or ``transpose`` that shares memory) and ``empty`` launch nothing, as
+  on CuPy. On a GPU each launch costs microseconds of overhead whatever its size,
+  so a small network's step is bounded by how many it issues.
 * ``RawKernel`` compiles the kernel's **exact source** as host C++ (g++) with a
   small prelude that defines ``__global__``, ``blockIdx``, ``threadIdx``,
   ``blockDim`` and ``gridDim``, and runs every (block, thread) of the launch in
@@ -35,6 +45,7 @@ import hashlib
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import traceback
 import types
@@ -66,9 +77,28 @@ class Stats:
     """Everything the stand-in saw cross between host and device."""
 
     events: list = field(default_factory=list)
+    counting: bool = True  # whether device operations are recorded as launches
 
     def reset(self) -> None:
         self.events.clear()
+
+    @property
+    def launches(self) -> list:
+        return [e for e in self.events if e.kind == "launch"]
+
+    def launches_by_category(self) -> dict:
+        """{category: count} over ``LAUNCH_KINDS``."""
+        counts = dict.fromkeys(LAUNCH_KINDS, 0)
+        for e in self.launches:
+            counts[e.what.split()[0]] += 1
+        return counts
+
+    def launches_by_site(self) -> dict:
+        """{call site: count}, most first (what to fuse next)."""
+        counts: dict = {}
+        for e in self.launches:
+            counts[e.site] = counts.get(e.site, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     @property
     def syncs(self) -> list:
@@ -97,6 +127,29 @@ def _site(frames) -> str:
     return "?"
 
 
+def _fast_stack() -> tuple:
+    """(site, function names outermost first) without reading source lines (cheap)."""
+    frame, names, site = sys._getframe(2), [], None
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        if site is None:
+            path = frame.f_code.co_filename
+            if not path.startswith((_HERE, _NUMPY_DIR, _BACKEND)):
+                site = f"{Path(path).name}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back
+    return site or "?", tuple(reversed(names))
+
+
+LAUNCH_KINDS = ("elementwise", "reduction", "gemm", "copy", "fill", "kernel")
+
+
+def _launch(category: str, what: str) -> None:
+    """Count one device operation (a kernel launch on a real GPU)."""
+    if stats.counting:
+        site, stack = _fast_stack()
+        stats.events.append(Event("launch", f"{category} {what}", 0, site, stack))
+
+
 def _record(kind: str, what: str, nbytes: int = 0) -> None:
     frames = traceback.extract_stack()[:-1]
     stack = tuple(f.name for f in frames)
@@ -104,9 +157,10 @@ def _record(kind: str, what: str, nbytes: int = 0) -> None:
 
 
 def _sync_to_host(a: ndarray, what: str) -> np.ndarray:
-    """A blocking device->host copy of ``a`` (one sync, one d2h transfer)."""
+    """A blocking device->host copy of ``a`` (one sync, one d2h transfer, one copy launch)."""
     _record("sync", what)
     _record("d2h", what, a._a.nbytes)
+    _launch("copy", "d2h")
     return a._a
 
 
@@ -155,6 +209,7 @@ def _index(key):
     if isinstance(key, (np.ndarray, list)):
         host = np.asarray(key)
         _record("h2d", "index", host.nbytes)
+        _launch("copy", "h2d index")
         return host
     return key
 
@@ -166,14 +221,18 @@ def _is_basic(key) -> bool:
 
 def _binary(op):
     def method(self, other):
-        return _wrap(op(self._a, _operand(other)))
+        result = _wrap(op(self._a, _operand(other)))
+        _launch("gemm" if op is np.matmul else "elementwise", op.__name__)
+        return result
 
     return method
 
 
 def _rbinary(op):
     def method(self, other):
-        return _wrap(op(_operand(other), self._a))
+        result = _wrap(op(_operand(other), self._a))
+        _launch("gemm" if op is np.matmul else "elementwise", op.__name__)
+        return result
 
     return method
 
@@ -181,9 +240,51 @@ def _rbinary(op):
 def _inplace(op):
     def method(self, other):
         op(self._a, _operand(other), out=self._a)
+        _launch("elementwise", op.__name__)
         return self
 
     return method
+
+
+def _is_view(result, source) -> bool:
+    """Whether ``result`` (NumPy) shares ``source``'s memory: a view, no launch."""
+    return isinstance(result, np.ndarray) and np.may_share_memory(result, source)
+
+
+# How ndarray methods and module functions count (anything not listed is elementwise).
+_VIEWS = {  # a view when NumPy returns one, a copy otherwise
+    "reshape", "transpose", "ravel", "squeeze", "swapaxes", "view", "expand_dims",
+    "broadcast_to", "moveaxis", "flip", "rot90", "diag",
+}  # fmt: skip
+_REDUCTIONS = {
+    "sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin", "all", "any", "prod",
+    "var", "std", "count_nonzero", "cumsum", "allclose", "array_equal", "bincount",
+    "nonzero", "unique", "argsort", "sort",
+}  # fmt: skip
+_GEMMS = {"matmul", "dot", "tensordot", "einsum", "outer"}
+_COPIES = {
+    "copy", "flatten", "astype", "ascontiguousarray", "concatenate", "stack", "pad", "take",
+    "repeat", "take_along_axis",
+}  # fmt: skip
+_FILLS = {
+    "zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "arange", "linspace",
+    "eye", "fill",
+}  # fmt: skip
+
+
+def _count(name: str, result, sources) -> None:
+    """Count the launch (if any) a method or function ``name`` that gave ``result`` made."""
+    if name in _VIEWS or name in ("ascontiguousarray", "astype"):
+        if any(_is_view(result, s) for s in sources if isinstance(s, np.ndarray)):
+            return  # a view, or ascontiguousarray / astype(copy=False) of what was already so
+    category = (
+        "copy" if name in _VIEWS or name in _COPIES
+        else "reduction" if name in _REDUCTIONS
+        else "gemm" if name in _GEMMS
+        else "fill" if name in _FILLS
+        else "elementwise"
+    )  # fmt: skip
+    _launch(category, name)
 
 
 _METHODS = {  # ndarray methods CuPy has and minifcn may call; results stay on the device
@@ -263,11 +364,16 @@ class ndarray:  # noqa: N801 - CuPy's name
 
     # ---- indexing
     def __getitem__(self, key):
-        return _wrap(self._a[_index(key)])
+        basic = _is_basic(key)
+        result = _wrap(self._a[_index(key)])
+        if not basic:
+            _launch("copy", "gather")  # an advanced index copies
+        return result
 
     def __setitem__(self, key, value):
         basic = _is_basic(key)
         key = _index(key)
+        _launch("copy" if isinstance(value, ndarray) else "fill", "setitem")
         if isinstance(value, ndarray):
             self._a[key] = value._a
         elif isinstance(value, (np.ndarray, list, tuple)):
@@ -277,6 +383,7 @@ class ndarray:  # noqa: N801 - CuPy's name
                     f"non-scalar {type(value).__module__}.ndarray cannot be used for fill"
                 )
             _record("h2d", "setitem", host.nbytes)
+            _launch("copy", "h2d setitem")
             self._a[key] = host
         elif isinstance(value, _PY_SCALARS) or isinstance(value, np.generic):
             self._a[key] = value
@@ -292,6 +399,7 @@ class ndarray:  # noqa: N801 - CuPy's name
         def call(*args, **kwargs):
             out = kwargs.get("out")
             result = method(*_operand(list(args)), **{k: _operand(v) for k, v in kwargs.items()})
+            _count(name, result, (self._a,))
             return out if isinstance(out, ndarray) else _wrap(result)
 
         return call
@@ -306,6 +414,8 @@ class ndarray:  # noqa: N801 - CuPy's name
         if out:
             kwargs["out"] = tuple(_operand(o) for o in out)
         result = getattr(ufunc, method)(*inputs, **kwargs)
+        category = "elementwise" if method == "__call__" else "reduction"
+        _launch("gemm" if ufunc is np.matmul else category, ufunc.__name__)
         if out:
             return out[0] if len(out) == 1 else out
         return _wrap(result)
@@ -327,15 +437,19 @@ class ndarray:  # noqa: N801 - CuPy's name
     __eq__, __ne__ = _binary(np.equal), _binary(np.not_equal)
 
     def __neg__(self):
+        _launch("elementwise", "negative")
         return ndarray(-self._a)
 
     def __pos__(self):
+        _launch("elementwise", "positive")
         return ndarray(+self._a)
 
     def __abs__(self):
+        _launch("elementwise", "absolute")
         return ndarray(abs(self._a))
 
     def __invert__(self):
+        _launch("elementwise", "invert")
         return ndarray(~self._a)
 
 
@@ -354,6 +468,7 @@ for _name, _op in _OPERATORS.items():
 def _host_to_device(obj, dtype, what: str) -> ndarray:
     host = np.array(obj, dtype=dtype, copy=True)
     _record("h2d", what, host.nbytes)
+    _launch("copy", f"h2d {what}")
     return ndarray(host)
 
 
@@ -365,7 +480,9 @@ def asarray(a, dtype=None, order=None, blocking=False):
 
 def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, blocking=False):
     if isinstance(obj, ndarray):
-        return ndarray(np.array(obj._a, dtype=dtype, copy=copy, ndmin=ndmin))
+        result = np.array(obj._a, dtype=dtype, copy=copy, ndmin=ndmin)
+        _count("astype", result, (obj._a,))
+        return ndarray(result)
     return _host_to_device(obj, dtype, "array")
 
 
@@ -419,6 +536,10 @@ def _device_function(name):
         args = _operand(list(args))
         kwargs = {k: _operand(v) for k, v in kwargs.items()}
         result = fn(*args, **kwargs)
+        sources = [a for a in args if isinstance(a, np.ndarray)]
+        if name in _COPIES and args and isinstance(args[0], (list, tuple)):  # concatenate, stack
+            sources = []
+        _count(name, result, sources)
         return out if out is not None else _wrap(result)
 
     call.__name__ = name
@@ -648,6 +769,7 @@ class RawKernel:
             pointers[k] = ctypes.addressof(cell) if is_pointer else cell.ctypes.data
         g = (ctypes.c_uint * 3)(*_dims(grid))
         b = (ctypes.c_uint * 3)(*_dims(block))
+        _launch("kernel", self.name)
         kernel.launch(g, b, pointers)
 
 
