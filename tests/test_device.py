@@ -21,7 +21,7 @@ from minifcn.commands.train import train
 from minifcn.inference.engine import batch_to_device
 from minifcn.models import FCN8s, FCN16s, FCN32s
 from minifcn.models.checkpoint import load_checkpoint, load_model, save_checkpoint
-from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
+from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, ReLU, SoftmaxCrossEntropy
 from minifcn.optim import SGD, Adam
 
 pytestmark = pytest.mark.gpu  # all of it runs with `pytest -m gpu` (minifcn.commands.gpucheck)
@@ -359,6 +359,182 @@ def test_evaluate_and_predict_on_the_device_match_the_cpu(cpu_run, tmp_path):
     np.testing.assert_array_equal(
         np.asarray(Image.open(tmp_path / "c.png")), np.asarray(Image.open(tmp_path / "g.png"))
     )
+
+
+# ------------------------------------------------------------------ launches per step
+@standin_only
+def test_standin_counts_operations_but_not_views(standin):
+    xp = standin.module
+    a = xp.ones((4, 6), dtype=np.float32)  # a fill
+    b = a.reshape(6, 4).T[1:]  # views: nothing launched
+    a += 1  # elementwise
+    c = xp.ascontiguousarray(b)  # a copy, b being a transposed view
+    xp.ascontiguousarray(c)  # already contiguous: nothing
+    (c @ a.T).sum()  # a product (a.T is a view), then a reduction
+    xp.RawKernel(PROBE_KERNEL, "minifcn_probe")((1,), (4,), (c, np.int32(c.size)))
+    c[0] = a[0]  # a copy into a slice
+    assert standin.stats.launches_by_category() == {
+        "elementwise": 1, "reduction": 1, "gemm": 1, "copy": 2, "fill": 1, "kernel": 1,
+    }  # fmt: skip
+    assert standin.stats.launches[0].site.startswith("test_device.py:")
+
+
+def _default_training_step(standin, optimizer: str):
+    """Launches and syncs of one step of ``python -m minifcn.train`` (mini FCN-8s on
+    shapes, 96x96, its optimiser defaults) on the device, the second step (state in place)."""
+    from types import SimpleNamespace
+
+    from minifcn.commands.train import parse_args
+    from minifcn.data.shapes import CLASS_NAMES
+    from minifcn.training.setup import make_optimizer
+
+    args = vars(parse_args([]))
+    assert (args["model"], args["dataset"], args["batch_size"]) == ("fcn8s", "shapes", 2)
+    classes = len(CLASS_NAMES)
+    model = FCN8s(classes, "mini", rng=0).to("gpu")  # the backbone shapes trains by default
+    model.train()
+    opt, schedule = make_optimizer(SimpleNamespace(**{**args, "optimizer": optimizer}), model, 9)
+    loss_fn = SoftmaxCrossEntropy()
+    images = np.random.default_rng(0).standard_normal((2, 3, 96, 96)).astype(np.float32)
+    labels = np.random.default_rng(1).integers(0, classes, (2, 96, 96))
+    for iteration in range(2):
+        standin.stats.reset()
+        opt.lr = schedule(iteration)
+        x, y = batch_to_device(images, labels, classes, 255, "gpu")
+        loss_fn(model(x), y)
+        opt.zero_grad()
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+    return standin.stats
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_default_training_step_issues_at_most_250_device_operations(standin, optimizer):
+    stats = _default_training_step(standin, optimizer)
+    launches = len(stats.launches)
+    where = "\n".join(f"  {n:4d} {site}" for site, n in list(stats.launches_by_site().items())[:12])
+    assert launches <= 250, f"{launches} launches in one {optimizer} step; most at:\n{where}"
+    assert len(stats.syncs) <= 1, stats.describe()
+    stepping = [e.what for e in stats.launches if e.within("_fused_step")]
+    assert stepping == ["copy h2d asarray", f"kernel minifcn_{optimizer}"]  # table, kernel
+    zeroing = [e for e in stats.launches if e.within("zero_grad")]
+    assert len(zeroing) == 1
+
+
+# ------------------------------------------------------------------ fused kernels = plain path
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: Adam(ps, lr=1e-2, weight_decay=1e-3),
+        lambda ps: SGD(ps, lr=1e-2, momentum=0.9, weight_decay=5e-4),
+        lambda ps: SGD(ps, lr=1e-2),
+    ],
+    ids=["adam", "sgd-momentum", "sgd-plain"],
+)
+def test_the_fused_optimiser_step_matches_the_per_parameter_loop(make, monkeypatch):
+    """Same network, gradients and frozen parameter on the device, stepped by the fused
+    kernel and by the loop (MINIFCN_CUDA_KERNELS=0); the lr changes every step, and
+    state_dict / load_state_dict in the middle repacks."""
+    runs = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("MINIFCN_CUDA_KERNELS", switch)
+        model = FCN32s(3, "mini", rng=2).to("gpu")
+        model.conv1_2.bias.requires_grad = False
+        params = list(model.parameters())
+        opt = make(params)
+        grads = np.random.default_rng(3)
+        for t in range(4):
+            opt.lr = 1e-2 / (t + 1)
+            opt.zero_grad()
+            for p in params:
+                p.grad += cp.asarray(grads.standard_normal(p.shape).astype(np.float32))
+            opt.step()
+            if t == 1:
+                state = opt.state_dict()
+                opt = make(params)
+                opt.load_state_dict(state)
+        assert (opt.packing() is not None) == (switch == "1")
+        runs.append([as_numpy(p.data) for p in params])
+    exact = not REAL_GPU  # a GPU may contract a * b + c into one rounding (FMA)
+    for fused, loop in zip(*runs):
+        if exact:
+            np.testing.assert_array_equal(fused, loop)
+        else:
+            close(fused, loop, rtol=1e-6, atol=1e-7)
+    frozen = [i for i, p in enumerate(params) if not p.requires_grad]
+    fresh = [as_numpy(p.data) for p in FCN32s(3, "mini", rng=2).parameters()]
+    for i in frozen:
+        np.testing.assert_array_equal(runs[0][i], fresh[i])
+
+
+@pytest.mark.gpu
+def test_packed_parameters_follow_a_model_moved_after_the_optimiser_was_made():
+    model = Conv2d(2, 3, 3, 1, 1, rng=0).to("gpu")
+    opt = Adam(list(model.parameters()), lr=1e-2)
+    opt.zero_grad()
+    opt.step()
+    packing = opt.packing()
+    assert all(p.data is v for p, v in zip(model.parameters(), packing.data_views))
+    model.to("cpu").to("gpu")  # new arrays: the optimiser must notice and pack them
+    model.weight.grad += cp.asarray(np.float32(1.0))
+    before = as_numpy(model.weight.data)
+    opt.step()
+    assert opt.packing() is not packing
+    assert (as_numpy(model.weight.data) < before).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("frozen", ["none", "weight", "bias"])
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (7, 2, 3), (1, 1, 0)])
+def test_the_fused_conv_bias_paths_match_the_plain_path(rng, monkeypatch, frozen, k, s, p):
+    x = rng.standard_normal((2, 3, 9, 8))
+    results = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("MINIFCN_CUDA_KERNELS", switch)
+        layer = Conv2d(3, 4, k, s, p, rng=0).astype(np.float64).to("gpu")
+        layer.bias.data += cp.asarray(np.linspace(-1, 1, 4))
+        if frozen != "none":
+            getattr(layer, frozen).requires_grad = False
+        for q in layer.parameters():
+            q.grad += cp.asarray(np.float64(0.5))  # backward adds into what is there
+        y = layer(cp.asarray(x))
+        dx = layer.backward(cp.asarray(np.random.default_rng(5).standard_normal(y.shape)))
+        results.append([y, dx, layer.weight.grad, layer.bias.grad])
+    for a, b in zip(*results):
+        close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_the_relu_kernels_match_the_plain_path(rng, monkeypatch):
+    x = rng.standard_normal((2, 3, 5, 7))
+    x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
+    results = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("MINIFCN_CUDA_KERNELS", switch)
+        layer = ReLU()
+        y = layer(cp.asarray(x)[:, :, 1:])  # a view, as a crop gives
+        dx = layer.backward(cp.asarray(np.random.default_rng(5).standard_normal(y.shape)))
+        results.append([as_numpy(y), as_numpy(dx)])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("k,s,p,ceil", [(2, 2, 0, True), (3, 2, 1, True), (3, 1, 1, False)])
+def test_the_max_pool_kernels_match_the_plain_path(rng, monkeypatch, k, s, p, ceil):
+    """Overlapping windows send several gradients to one pixel: the gather adds them."""
+    x = rng.permutation(np.arange(2 * 3 * 7 * 9) * 0.5 - 40).reshape(2, 3, 7, 9)  # no ties
+    x[0, 0, :2, :2] = 1.0  # but here a tie: the first offset in row-major order wins
+    results = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("MINIFCN_CUDA_KERNELS", switch)
+        layer = MaxPool2d(k, s, p, ceil_mode=ceil)
+        y = layer(cp.asarray(x))
+        dx = layer.backward(cp.asarray(np.random.default_rng(5).standard_normal(y.shape)))
+        results.append([as_numpy(y), as_numpy(dx)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-15, atol=1e-15)
 
 
 # ------------------------------------------------------------------ the sync budget

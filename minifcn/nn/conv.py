@@ -96,6 +96,7 @@ class ConvCache(NamedTuple):
     ops: object  # the functions that ran forward (PLAIN or an accelerated module)
     x_shape: tuple  # (N, C, H, W)
     col: object  # the patches, in the layout ``ops`` uses
+    fused: bool = False  # whether ops.conv2d_bias ran (then ops.conv2d_backward follows)
 
 
 class Conv2d(Module):
@@ -154,10 +155,16 @@ class Conv2d(Module):
             )
         self._cache = None  # the previous call's patches can go (accel reuses their memory)
         ops = ops_for(x, PLAIN)
-        y, col = ops.conv2d(x, self.weight.data, self.stride, p)
-        if self.bias is not None:
-            y += self.bias.data.reshape(1, -1, 1, 1)
-        self._cache = ConvCache(ops, x.shape, col)
+        # An accelerated path may offer the convolution and its bias as one fused step
+        # (conv2d_bias, with conv2d_backward for its backward); same values.
+        fused = self.bias is not None and hasattr(ops, "conv2d_bias")
+        if fused:
+            y, col = ops.conv2d_bias(x, self.weight.data, self.bias.data, self.stride, p)
+        else:
+            y, col = ops.conv2d(x, self.weight.data, self.stride, p)
+            if self.bias is not None:
+                y += self.bias.data.reshape(1, -1, 1, 1)
+        self._cache = ConvCache(ops, x.shape, col, fused)
         return y
 
     def backward(self, dy, input_grad: bool = True):
@@ -166,7 +173,14 @@ class Conv2d(Module):
         ``input_grad=False``: dx is not wanted (the layer reads the image), so it is
         not computed and None is returned.
         """
-        ops, x_shape, col = self.cached()
+        ops, x_shape, col, fused = self.cached()
+        if fused:
+            return ops.conv2d_backward(
+                col, dy, self.weight.data,
+                self.weight.grad if self.weight.requires_grad else None,
+                self.bias.grad if self.bias.requires_grad else None,
+                *x_shape[2:], self.stride, self.padding, input_grad,
+            )  # fmt: skip
         if self.weight.requires_grad:
             self.weight.grad += ops.conv2d_weight_grad(col, dy).reshape(self.weight.shape)
         if self.bias is not None and self.bias.requires_grad:

@@ -102,20 +102,25 @@ class SoftmaxCrossEntropy(Module):
                 f"{type(scores).__module__} scores and {type(labels).__module__} labels"
             )
         xp = get_array_module(scores)
-        valid = labels != self.ignore_index
-        bad = valid & ((labels < 0) | (labels >= c))
         ops = ops_for(scores, PLAIN)
-        pixel_loss, saved = ops.softmax_xent(scores, labels, self.ignore_index, valid & ~bad)
-        # One copy to the host for the three numbers it needs.
-        totals = xp.stack(
-            [
-                pixel_loss.sum(dtype=xp.float64),
-                valid.sum(dtype=xp.float64),
-                bad.sum(dtype=xp.float64),
-            ]
-        )
-        loss_sum, count, n_bad = (float(v) for v in as_numpy(totals))
+        if hasattr(ops, "softmax_xent_totals"):  # an accelerated path that sums on the device
+            partial, saved = ops.softmax_xent_totals(scores, labels, self.ignore_index)
+            loss_sum, count, n_bad = as_numpy(partial).sum(axis=0).tolist()
+        else:
+            valid = labels != self.ignore_index
+            bad = valid & ((labels < 0) | (labels >= c))
+            pixel_loss, saved = ops.softmax_xent(scores, labels, self.ignore_index, valid & ~bad)
+            # One copy to the host for the three numbers it needs.
+            totals = xp.stack(
+                [
+                    pixel_loss.sum(dtype=xp.float64),
+                    valid.sum(dtype=xp.float64),
+                    bad.sum(dtype=xp.float64),
+                ]
+            )
+            loss_sum, count, n_bad = (float(v) for v in as_numpy(totals))
         if n_bad:
+            bad = (labels != self.ignore_index) & ((labels < 0) | (labels >= c))
             value = int(as_numpy(labels[bad].ravel()[:1])[0])
             raise ValueError(
                 f"SoftmaxCrossEntropy: label value {value} is out of range for {c} classes "

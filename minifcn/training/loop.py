@@ -70,7 +70,7 @@ def train_epoch(run: Run, bar) -> float:
                 f"loss became {loss} at epoch {s.epoch + 1}, step {s.step_in_epoch + 1} "
                 f"(lr {run.opt.lr:g}); try a lower --lr. {kept_message(run)}"
             )
-        model.zero_grad()
+        run.opt.zero_grad()  # one fill of the packed gradients on the GPU
         model.backward(run.loss_fn.backward(), input_grad=False)  # no image gradient
         run.opt.step()
         s.iteration += 1
