@@ -19,8 +19,8 @@ from minifcn.export.common import (
     FORMATS,
     INSTALL_HINT,
     ExportError,
-    check_finite,
     default_size,
+    refuse_nonfinite,
     require,
 )
 from minifcn.export.onnx_graph import OPSET, save_onnx
@@ -66,7 +66,7 @@ def export(checkpoint, fmt, output=None, force=False, input_size=None, check=Tru
     except (KeyError, TypeError, json.JSONDecodeError) as err:
         raise ExportError(f"{checkpoint} is not a usable minifcn checkpoint ({err!r})") from None
     try:
-        check_finite(model)
+        refuse_nonfinite(model)
     except ExportError as err:
         raise ExportError(f"{checkpoint}: {err}; export an earlier checkpoint") from None
     model.eval()

@@ -53,7 +53,7 @@ safetensors (``weights.py``)
 they are imported only by the functions that need them, and torch only by ``torch_fcn``.
 """
 
-from .common import FORMATS, INSTALL_HINT, ExportError, check_finite
+from .common import FORMATS, INSTALL_HINT, ExportError, refuse_nonfinite
 from .onnx_graph import IR_VERSION, OPSET, save_onnx, to_onnx
 from .runtime import compare_onnx, onnx_session, predict_onnx, segment_image_onnx
 from .weights import load_safetensors, save_safetensors
@@ -64,7 +64,7 @@ __all__ = [
     "IR_VERSION",
     "OPSET",
     "ExportError",
-    "check_finite",
+    "refuse_nonfinite",
     "compare_onnx",
     "load_safetensors",
     "onnx_session",

@@ -8,6 +8,7 @@ from functools import reduce
 import numpy as np
 
 from ..backend import as_numpy
+from ..storage.npz import nonfinite_arrays
 
 FORMATS = ("onnx", "safetensors")
 INSTALL_HINT = "pip install 'minifcn[export]'"
@@ -26,13 +27,14 @@ def require(name: str):
         raise ExportError(f"the {top} package is not installed; {INSTALL_HINT}") from None
 
 
-def check_finite(model) -> None:
-    """Raise ExportError naming the first parameter with a NaN or infinite value."""
-    for name, p in model.named_parameters():
-        data = as_numpy(p.data)
-        if not np.isfinite(data).all():
-            nan, inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
-            raise ExportError(f"parameter {name} has non-finite values ({nan} NaN, {inf} inf)")
+def refuse_nonfinite(model) -> None:
+    """Raise ExportError naming the first parameter with a NaN or infinite value
+    (``storage.npz.nonfinite_arrays`` finds it)."""
+    bad = nonfinite_arrays(model)
+    if bad:
+        data = as_numpy(dict(model.named_parameters())[bad[0]].data)
+        nan, inf = int(np.isnan(data).sum()), int(np.isinf(data).sum())
+        raise ExportError(f"parameter {bad[0]} has non-finite values ({nan} NaN, {inf} inf)")
 
 
 def layer(model, name: str):

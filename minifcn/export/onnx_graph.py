@@ -15,7 +15,7 @@ import numpy as np
 from ..backend import as_numpy
 from ..data.transforms import VGG_MEAN_RGB
 from ..nn import Conv2d, ConvTranspose2d, Crop, Dropout, Fuse, MaxPool2d, ReLU, Scale
-from .common import ExportError, check_finite, layer, ranges, require
+from .common import ExportError, layer, ranges, refuse_nonfinite, require
 
 OPSET = 17
 IR_VERSION = 8
@@ -127,7 +127,7 @@ def to_onnx(
     onnx = require("onnx")
     from onnx import helper
 
-    check_finite(model)
+    refuse_nonfinite(model)
     if input_size is not None:
         for side in input_size:
             model.blob_sizes(int(side))  # ValueError naming the supported sizes

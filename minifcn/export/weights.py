@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from .common import check_finite, require
+from .common import refuse_nonfinite, require
 
 
 def safetensors_metadata(model, meta: dict | None = None) -> dict:
@@ -25,7 +25,7 @@ def safetensors_metadata(model, meta: dict | None = None) -> dict:
 def save_safetensors(model, path, meta: dict | None = None):
     """Write ``model.state_dict()`` to ``path`` with the safetensors NumPy API."""
     st = require("safetensors.numpy")
-    check_finite(model)
+    refuse_nonfinite(model)
     state = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in model.state_dict().items()}
     st.save_file(state, str(path), metadata=safetensors_metadata(model, meta))
     return path

@@ -21,29 +21,27 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
+from ..backend import get_array_module
 from .atomic import write_atomic
 
 META_KEY = "__meta__"
 EXTRA_PREFIX = "__extra__/"
 
 
-def nonfinite_arrays(arrays: dict) -> list[str]:
-    """Names of the floating-point arrays in ``arrays`` that hold NaN or inf."""
+def nonfinite_arrays(arrays) -> list[str]:
+    """Names of the floating-point arrays that hold NaN or inf: the one finiteness check.
+
+    ``arrays``: name -> NumPy or CuPy array, or a ``Module`` (its parameters, read where
+    they live: a GPU model's weights are checked on the GPU, not copied to the host).
+    """
+    if hasattr(arrays, "named_parameters"):
+        arrays = {name: p.data for name, p in arrays.named_parameters()}
     bad = []
     for name, v in arrays.items():
         v = np.asarray(v) if not hasattr(v, "dtype") else v
-        if v.dtype.kind in "fc" and not bool(_all_finite(v)):
+        if v.dtype.kind in "fc" and not bool(get_array_module(v).isfinite(v).all()):
             bad.append(name)
     return bad
-
-
-def _all_finite(v):
-    mod = type(v).__module__.split(".")[0]
-    if mod == "cupy":
-        import cupy
-
-        return cupy.isfinite(v).all().item()
-    return np.isfinite(v).all()
 
 
 def _npz_writer(arrays: dict, meta: dict | None):

@@ -19,8 +19,9 @@ from tqdm import tqdm
 from ..data import iterate_batches
 from ..inference.engine import batch_to_device, evaluate, predict_scores
 from ..models.checkpoint import NonFiniteWeights
+from ..storage.npz import nonfinite_arrays
 from .report import report_epoch
-from .saving import kept_message, save_epoch, weights_finite
+from .saving import kept_message, save_epoch
 from .state import METRIC_KEYS, NonFiniteLoss, Run
 
 
@@ -92,7 +93,7 @@ def validate(run: Run, train_rate: float, t_start: float) -> tuple[dict, dict]:
     """
     args, model = run.args, run.model
     batch = args.batch_size if args.dataset == "shapes" else 1
-    if not weights_finite(model):
+    if nonfinite_arrays(model):
         raise NonFiniteWeights("the weights became NaN or infinite")
     probe = next(iterate_batches(run.val_set, batch))[0]
     model.eval()

@@ -49,10 +49,6 @@ def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def weights_finite(model) -> bool:
-    return not nonfinite_arrays(dict(model.state_dict()))
-
-
 def kept_message(run: Run) -> str:
     if run.on_disk is None:
         return "Nothing was saved (no checkpoint was written before this)."
@@ -94,7 +90,7 @@ def save_epoch(run: Run, row: dict) -> bool:
 
 def save_interrupted(run: Run) -> str:
     """Save last.npz mid-epoch (Ctrl-C, bad data); returns what to tell the user."""
-    if not weights_finite(run.model):
+    if nonfinite_arrays(run.model):
         return f"the weights had become non-finite, so nothing was saved. {kept_message(run)}"
     # The unfinished step is dropped: weights are those after the last finished step,
     # and the dropout generators are rewound to where that step began.
