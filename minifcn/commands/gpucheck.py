@@ -127,14 +127,35 @@ def main(argv=None) -> dict:
         from minifcn.commands.args import check_new_file
 
         check_new_file(args.json, "--json")
-    from minifcn import backend
-
     report: dict = {"checks": {}}
     t_all = time.perf_counter()
+    check_start_up(report)
+    if not args.skip_tests:
+        check_device_tests(report)
+    t = _step("3. benchmark on the GPU")
+    bench = run_bench(args.repeat, args.paper_size)
+    bench.pop("table", None)
+    report["bench"] = bench
+    print(f"({time.perf_counter() - t:.0f} s)")
+    check_training(report, args.train_size)
+    report["seconds"] = time.perf_counter() - t_all
+    print(summary_text(report, args.cpu_step_ms))
+    if args.json:
+        from minifcn.storage.atomic import write_text_atomic
 
-    t = _step("1. start-up check")
+        write_text_atomic(args.json, json.dumps(report, indent=2, default=str))
+    failed = [k for k, ok in report["checks"].items() if not ok]
+    if failed:
+        raise SystemExit(f"gpucheck: FAILED: {', '.join(failed)}")
+    return report
+
+
+def check_start_up(report: dict) -> None:
+    """Step 1: the GPU path starts (CuPy, a compiled probe kernel); the device's name."""
+    from minifcn import backend
     from minifcn.commands.args import ensure_device
 
+    t = _step("1. start-up check")
     ensure_device("gpu")
     cp = backend.cupy_module()
     props = cp.cuda.runtime.getDeviceProperties(0)
@@ -148,44 +169,32 @@ def main(argv=None) -> dict:
     )
     report["checks"]["start-up"] = True
 
-    if not args.skip_tests:
-        t = _step("2. device tests: pytest -m gpu (custom kernels)")
-        report["tests"] = run_tests({})
-        print(report["tests"]["summary"], f"({time.perf_counter() - t:.0f} s)")
-        for line in report["tests"].get("failures", []) + report["tests"].get("skipped", []):
-            print("  " + line)
-        t = _step("2b. device tests with MINIFCN_CUDA_KERNELS=0 (plain CuPy path)")
-        report["tests_plain"] = run_tests({"MINIFCN_CUDA_KERNELS": "0"})
-        print(report["tests_plain"]["summary"], f"({time.perf_counter() - t:.0f} s)")
-        for line in report["tests_plain"].get("failures", []):
-            print("  " + line)
-        report["checks"]["tests"] = bool(report["tests"]["ok"] and report["tests_plain"]["ok"])
 
-    t = _step("3. benchmark on the GPU")
-    bench = run_bench(args.repeat, args.paper_size)
-    bench.pop("table", None)
-    report["bench"] = bench
-    print(f"({time.perf_counter() - t:.0f} s)")
+def check_device_tests(report: dict) -> None:
+    """Step 2: the device tests, with the custom kernels and on the plain CuPy path."""
+    t = _step("2. device tests: pytest -m gpu (custom kernels)")
+    report["tests"] = run_tests({})
+    print(report["tests"]["summary"], f"({time.perf_counter() - t:.0f} s)")
+    for line in report["tests"].get("failures", []) + report["tests"].get("skipped", []):
+        print("  " + line)
+    t = _step("2b. device tests with MINIFCN_CUDA_KERNELS=0 (plain CuPy path)")
+    report["tests_plain"] = run_tests({"MINIFCN_CUDA_KERNELS": "0"})
+    print(report["tests_plain"]["summary"], f"({time.perf_counter() - t:.0f} s)")
+    for line in report["tests_plain"].get("failures", []):
+        print("  " + line)
+    report["checks"]["tests"] = bool(report["tests"]["ok"] and report["tests_plain"]["ok"])
 
+
+def check_training(report: dict, train_size: int) -> None:
+    """Step 4: train, resume and evaluate on the GPU; a failure is reported, not raised."""
     t = _step("4. training on the GPU: 1 epoch, resumed for a 2nd, then evaluate --device gpu")
     try:
-        report["training"] = run_training(args.train_size)
+        report["training"] = run_training(train_size)
         report["checks"]["training"] = True
     except (Exception, SystemExit) as err:  # report it in the summary, keep going
         report["training"] = dict(error=f"{type(err).__name__}: {err}")
         report["checks"]["training"] = False
     print(f"({time.perf_counter() - t:.0f} s)")
-
-    report["seconds"] = time.perf_counter() - t_all
-    print(summary_text(report, args.cpu_step_ms))
-    if args.json:
-        from minifcn.storage.atomic import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(report, indent=2, default=str))
-    failed = [k for k, ok in report["checks"].items() if not ok]
-    if failed:
-        raise SystemExit(f"gpucheck: FAILED: {', '.join(failed)}")
-    return report
 
 
 def summary_text(report: dict, cpu_step_ms: float | None = None) -> str:
