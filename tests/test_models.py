@@ -418,3 +418,18 @@ def test_backward_errors_name_the_model_and_reject_a_gradient_without_a_shape():
     model(np.zeros((1, 3, 20, 19), dtype=np.float32))
     with pytest.raises(ValueError, match=r"^FCN8s\.backward: the gradient has shape \(\)"):
         model.backward([0.0])
+
+
+def test_every_layer_type_of_the_networks_is_known_to_each_consumer_of_graph():
+    # A new layer type needs its coordinate map (on the layer), its ONNX form, its PyTorch
+    # counterpart and its memory rule; the three tables list the same types.
+    from minifcn.export.onnx_graph import ONNX_LAYERS
+    from minifcn.export.torch_fcn import TORCH_LAYERS
+    from minifcn.inference.engine import BLOB_CHANNELS
+
+    used = set()
+    for name in ("fcn32s", "fcn16s", "fcn8s"):
+        for config in ("mini", NARROW_PAPER):
+            model = build_model(name, 3, config)
+            used |= {type(getattr(model, layer)) for _, layer, *_ in model.graph()}
+    assert set(ONNX_LAYERS) == set(TORCH_LAYERS) == set(BLOB_CHANNELS) == used
