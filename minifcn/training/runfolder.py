@@ -132,7 +132,7 @@ class RunFolder:
         self.created = created  # this run made the folder
         self.made_parents: list[Path] = []  # ... and these parents of it, innermost first
         self.made_names: list[str] = []  # the lock file and marker this run added
-        self.saved = False  # something was committed
+        self.committed = False  # something was committed
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -178,7 +178,7 @@ class RunFolder:
         this run created, if they are empty then."""
         if self._lock_fd is None and not self.made_names:
             return
-        if not self.saved:
+        if not self.committed:
             for name in self.made_names:
                 p = self.path / name
                 if is_plain_file(p):
@@ -248,7 +248,7 @@ class RunFolder:
                 raise
             for tmp, target in temps:
                 os.replace(tmp, target)
-            self.saved = True
+            self.committed = True
             fsync_dir(self.path)
 
 
