@@ -27,7 +27,7 @@ from minifcn.export.onnx_graph import OPSET, save_onnx
 from minifcn.export.runtime import compare_onnx
 from minifcn.export.weights import load_safetensors, save_safetensors
 from minifcn.models.checkpoint import load_model
-from minifcn.storage.atomic import describe_os_error, fsync_dir, temp_path
+from minifcn.storage.atomic import current_umask, describe_os_error, fsync_dir, temp_path
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -88,13 +88,14 @@ def export(checkpoint, fmt, output=None, force=False, input_size=None, check=Tru
                 _check_safetensors(model, tmp, log)
         _place(tmp, out, force)
     except OSError as err:  # a full disk, a vanished folder
-        raise ExportError(
-            f"cannot write {out}: {describe_os_error(err)}; nothing written"
-        ) from None
-    except Exception as err:  # the writers' own errors (safetensors: a full disk, too)
-        if isinstance(err, ExportError):
+        reason = describe_os_error(err)
+        raise ExportError(f"cannot write {out}: {reason}; nothing was written") from None
+    except Exception as err:  # safetensors reports its I/O errors (a full disk) as its own
+        if type(err).__name__ != "SafetensorError":
             raise
-        raise ExportError(f"cannot write {out}: {err}; nothing written") from None
+        full = any(f"os error {n})" in str(err) for n in (27, 28, 122))  # EFBIG ENOSPC EDQUOT
+        reason = "the disk is full (or the file-size limit is reached)" if full else str(err)
+        raise ExportError(f"cannot write {out}: {reason}; nothing was written") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     return out
@@ -128,9 +129,11 @@ def _check_safetensors(model, path, log) -> None:
 def _place(tmp, out: Path, force: bool) -> None:
     """Move the finished temporary file to ``out``, never over an existing file unless
     ``force`` (a hard link fails when ``out`` appeared in the meantime)."""
-    fd = os.open(tmp, os.O_RDONLY)
+    fd = os.open(tmp, os.O_RDONLY | _NOFOLLOW)
     try:
         os.fsync(fd)  # the writers do not fsync: the file is on disk before it has its name
+        # The writers may make their own file (safetensors: mode 0600): the umask decides.
+        os.fchmod(fd, 0o666 & ~current_umask())
     finally:
         os.close(fd)
     if force:
