@@ -364,3 +364,15 @@ def test_overlay_blends_image_and_colours():
     np.testing.assert_array_equal(overlay(image, label, alpha=0.0), image)
     with pytest.raises(ValueError):
         overlay(image, np.zeros((3, 3), dtype=np.int64))
+
+
+def test_a_cut_short_image_is_found_from_its_header_and_end(tmp_path):
+    from minifcn.data.files import DataError, image_header
+
+    path = tmp_path / "noise.jpg"
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    assert image_header(path) == (64, 64)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(DataError, match="noise.jpg is truncated"):
+        image_header(path)

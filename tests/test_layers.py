@@ -439,10 +439,53 @@ def test_max_pool_ties_send_the_gradient_to_the_first_offset_in_row_major_order(
     assert MaxPool2d(2).output_size(7) == 3  # ceil_mode is off unless asked for
 
 
-# ------------------------------------------------- plain-path cases found by mutation testing
-# Each test below pins a behaviour that a mutmut survivor changed without any test failing
-# (issue 10): constructor defaults and dtypes, argument checks, edge sizes (a 1x1 output,
-# a crop flush with the edge), bias gradients, per-pixel loss shifts.
+@pytest.mark.parametrize(
+    "name", ["conv3x3 large map", "conv3x3 p4 (padding > k - 1)", "conv3x3 s2 large map"]
+)
+def test_accelerated_conv_keeps_float32(rng, name):
+    from minifcn.accel import cpu
+
+    make, shape = PATH_CASES[name]
+    x = rng.standard_normal(shape)
+    with plain_path():
+        ref = _run_layer(np, make, x)  # float64
+    with plain_path(False):
+        layer = make().astype(np.float32)
+        y = layer(x.astype(np.float32))
+        dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+        fast = [y, layer.backward(dy)] + [p.grad for p in layer.parameters()]
+        dw = cpu.conv2d_weight_grad(layer.cached().col, dy)
+        assert dw.shape == (layer.weight.data.shape[0], x.shape[1] * 9) and dw.dtype == np.float32
+    for a, b in zip(ref, fast):
+        assert b.dtype == np.float32
+        close(b, a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "k,s,p,shape",
+    [
+        (3, 3, 1, (1, 2, 9, 9)),  # the padded canvas, not the last window, sets dx's extent
+        (3, 2, 0, (1, 2, 3, 4)),  # a single output row
+    ],
+)
+def test_accelerated_conv_gradients_at_strides_that_leave_pixels_unread(rng, k, s, p, shape):
+    x = rng.standard_normal(shape)
+
+    def make():
+        return Conv2d(shape[1], 3, k, s, p, rng=0)
+
+    with plain_path():
+        plain = _run_layer(np, make, x)
+    with plain_path(False):
+        fast = _run_layer(np, make, x)
+    for a, b in zip(plain, fast):
+        assert a.shape == b.shape
+        close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------ constructor defaults, argument checks and edge sizes
+# Constructor defaults and dtypes, argument checks, edge sizes (a 1x1 output, a crop flush
+# with the edge), bias gradients, per-pixel loss shifts.
 
 
 def test_conv_layers_default_to_pytorch_settings_float32_and_he_init():
@@ -693,6 +736,18 @@ def test_crop_flush_with_the_bottom_right_edge_and_one_pixel_too_far_on_each_sid
             Crop(offset)(x, ref)
 
 
+def test_max_pool_and_loss_reject_bad_arguments_and_empty_batches():
+    for kw in ({"stride": 0}, {"padding": -1}, {"stride": 1.5}):
+        with pytest.raises(ValueError, match="MaxPool2d: (stride|padding) must be an integer"):
+            MaxPool2d(2, **kw)
+    loss = SoftmaxCrossEntropy()
+    with pytest.raises(ValueError, match="non-empty batch"):
+        loss(np.zeros((0, 3, 4, 4), np.float32), np.zeros((0, 4, 4), np.int64))
+    with pytest.raises(ValueError, match="floating-point"):
+        loss(np.zeros((1, 3, 4, 4), np.int64), np.zeros((1, 4, 4), np.int64))
+
+
+# ---------------------------------------------- the accelerated path's memory setting
 def test_keep_freed_memory_takes_effect_on_glibc_and_not_on_the_plain_path():
     import platform
 
@@ -741,47 +796,3 @@ def test_keep_freed_memory_is_false_without_mallopt(monkeypatch):
     monkeypatch.setattr(ctypes, "CDLL", lambda name: types.SimpleNamespace())  # no mallopt
     with plain_path(False):
         assert cpu.keep_freed_memory() is False
-
-
-@pytest.mark.parametrize(
-    "name", ["conv3x3 large map", "conv3x3 p4 (padding > k - 1)", "conv3x3 s2 large map"]
-)
-def test_accelerated_conv_keeps_float32(rng, name):
-    from minifcn.accel import cpu
-
-    make, shape = PATH_CASES[name]
-    x = rng.standard_normal(shape)
-    with plain_path():
-        ref = _run_layer(np, make, x)  # float64
-    with plain_path(False):
-        layer = make().astype(np.float32)
-        y = layer(x.astype(np.float32))
-        dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
-        fast = [y, layer.backward(dy)] + [p.grad for p in layer.parameters()]
-        dw = cpu.conv2d_weight_grad(layer.cached().col, dy)
-        assert dw.shape == (layer.weight.data.shape[0], x.shape[1] * 9) and dw.dtype == np.float32
-    for a, b in zip(ref, fast):
-        assert b.dtype == np.float32
-        close(b, a, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize(
-    "k,s,p,shape",
-    [
-        (3, 3, 1, (1, 2, 9, 9)),  # the padded canvas, not the last window, sets dx's extent
-        (3, 2, 0, (1, 2, 3, 4)),  # a single output row
-    ],
-)
-def test_accelerated_conv_gradients_at_strides_that_leave_pixels_unread(rng, k, s, p, shape):
-    x = rng.standard_normal(shape)
-
-    def make():
-        return Conv2d(shape[1], 3, k, s, p, rng=0)
-
-    with plain_path():
-        plain = _run_layer(np, make, x)
-    with plain_path(False):
-        fast = _run_layer(np, make, x)
-    for a, b in zip(plain, fast):
-        assert a.shape == b.shape
-        close(a, b, rtol=1e-12, atol=1e-12)

@@ -170,7 +170,7 @@ def test_format_table_shows_undefined_entries_as_a_dash():
     assert SegmentationMetrics(2).class_names == ("class_0", "class_1")
 
 
-# ------------------------------------------------- cases found by mutation testing (issue 10)
+# ------------------------------ edge cases: one pixel, undefined scores, defaults, messages
 
 
 def test_a_single_pixel_set_scores_one_everywhere():

@@ -376,6 +376,10 @@ def test_forward_rejects_non_arrays_and_empty_batches():
         model([[[[0.0] * 64] * 64] * 3])
     with pytest.raises(ValueError, match=r"empty batch \(N = 0\)"):
         model(np.zeros((0, 3, 64, 64), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"empty batch \(N = 0\)"):
+        FCN8s(5, "mini")(np.zeros((0, 3, 64, 64), np.float32))
+    with pytest.raises(TypeError, match="expected a NumPy or CuPy array"):
+        FCN8s(5, "mini")([[0.0]])
 
 
 def test_supports_agrees_with_blob_sizes():

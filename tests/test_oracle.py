@@ -84,7 +84,8 @@ def test_model_grid_follows_the_geometry():
 
 
 def test_the_mini_fcn32s_has_a_grid_not_a_single_cell():
-    # Issue 12: on the default 96x96 shapes images FCN-32s must get several score cells.
+    # On the default 96x96 shapes images FCN-32s gets several score cells, not one: the mini
+    # backbone pads conv1_1 by 26 for that (models/config.py).
     _, centres = model_grid(FCN32s(5, "mini"), 96)
     inside = [c for c in centres if 0 <= c < 96]
     assert len(inside) >= 3
