@@ -54,9 +54,6 @@ def next_supported_side(model, side: int) -> int:
     return side
 
 
-_next_supported = next_supported_side  # the old private name, until no command imports it
-
-
 def evaluate(
     model, dataset, batch_size: int = 1, device: str = "cpu", progress=None, predict=None
 ) -> dict:
