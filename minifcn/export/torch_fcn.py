@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from types import SimpleNamespace
 
 from ..backend import as_numpy
 from ..models.fcn import model_from_spec
@@ -29,7 +30,7 @@ from .common import ExportError, require
 
 
 @lru_cache(maxsize=1)
-def _torch_steps():
+def _torch_modules():
     """The PyTorch modules minifcn's Scale, Crop and Fuse become (torch has none of them),
     and the network that runs a graph. Defined on first use: torch is imported only here."""
     torch = require("torch")
@@ -78,7 +79,7 @@ def _torch_steps():
                         del blobs[blob]
             return blobs[self.steps[-1][0]]
 
-    return TorchScale, TorchCrop, TorchFuse, TorchFCN
+    return SimpleNamespace(Scale=TorchScale, Crop=TorchCrop, Fuse=TorchFuse, FCN=TorchFCN)
 
 
 def _conv(tnn, m):
@@ -103,9 +104,9 @@ TORCH_LAYERS = {
     MaxPool2d: _max_pool,
     ReLU: lambda tnn, m: tnn.ReLU(),
     Dropout: lambda tnn, m: tnn.Dropout(m.p),
-    Scale: lambda tnn, m: _torch_steps()[0](m.factor),
-    Crop: lambda tnn, m: _torch_steps()[1](m.offset),
-    Fuse: lambda tnn, m: _torch_steps()[2](),
+    Scale: lambda tnn, m: _torch_modules().Scale(m.factor),
+    Crop: lambda tnn, m: _torch_modules().Crop(m.offset),
+    Fuse: lambda tnn, m: _torch_modules().Fuse(),
 }
 
 
@@ -137,10 +138,9 @@ def torch_fcn(model, device="cpu", copy_weights: bool = True):
     from ``model``, in its dtype, unless ``copy_weights=False`` (then PyTorch's initial
     weights, float32); on ``device`` (a torch device or its name).
     """
-    _, _, _, TorchFCN = _torch_steps()
     steps = model.graph()
     layers = {layer: torch_layer(getattr(model, layer), copy_weights) for _, layer, *_ in steps}
-    return TorchFCN(steps, layers).to(device)
+    return _torch_modules().FCN(steps, layers).to(device)
 
 
 def build_torch_fcn(spec: dict, crop_offsets: dict):
