@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .transforms import VGG_MEAN_RGB, SegmentationTransform
+from .transforms import VGG_MEAN_RGB, SegmentationTransform, pad_to
 
 _LABEL_MODES = ("P", "L", "I", "I;16")
 # What Pillow raises for an image file it cannot or will not decode: damaged data, and
@@ -26,6 +26,19 @@ class DataError(ValueError):
 
     The message names the file. Raised when an item is read (and by ``check_files``).
     """
+
+
+class DataProblems(DataError):
+    """Everything wrong with a dataset folder, found at once: ``problems`` holds one
+    line per problem, and the message lists them all."""
+
+    def __init__(self, problems: list[str], where):
+        self.problems = list(problems)
+        lines = "\n".join(f"error: {p}" for p in self.problems)
+        super().__init__(
+            f"{len(self.problems)} problem(s) with the data in {where}, found before any "
+            f"training (nothing was written):\n{lines}"
+        )
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -156,6 +169,28 @@ def read_split_file(path: Path) -> list[str]:
     return ids
 
 
+def rgb_mask_advice(path: Path) -> str:
+    """What to tell the owner of an RGB(A) mask ``path``: how to turn it into class ids."""
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    if grey:
+        how = (
+            "its three channels are equal, so its grey values are the ids: convert it with "
+            "PIL.Image.open(path).convert('L').save(path)"
+        )
+    else:
+        n = len(np.unique(rgb.reshape(-1, 3), axis=0))
+        how = (
+            f"it holds {n} colours: map each colour to its class id and save the ids as a "
+            "greyscale ('L') or palette ('P') PNG"
+        )
+    return (
+        f"mask {path} is an {im.mode} image; a mask holds one class id per pixel, not a "
+        f"colour ({how})"
+    )
+
+
 def require_dir(path: Path, what: str) -> Path:
     """``path`` if it is a directory, else FileNotFoundError saying what was expected."""
     path = Path(path)
@@ -178,6 +213,9 @@ class SegmentationFiles:
 
     class_names: tuple[str, ...] = ()
     ignore_index = 255
+    # side -> the side the network takes (``sizes.fit_sizes`` sets it): each item is
+    # padded at the bottom/right, the label with the ignore value, up to that size.
+    fit_side = None
 
     def __init__(
         self,
@@ -258,6 +296,14 @@ class SegmentationFiles:
                 )
         return problems
 
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of every image, from the file headers (read once, then kept).
+
+        DataError naming the first file whose header cannot be read."""
+        if getattr(self, "_sizes", None) is None:
+            self._sizes = [image_header(image) for image, _ in self.pairs]
+        return self._sizes
+
     def raw_image(self, i: int) -> np.ndarray:
         """The untransformed RGB image of item ``i``, uint8 (H, W, 3)."""
         return read_image(self.pairs[self._index(i)][0])
@@ -266,7 +312,13 @@ class SegmentationFiles:
         i = self._index(i)
         image, label = self.read(i)
         rng = np.random.default_rng((self.seed, self.epoch, i))
-        return self.transform(image, label, rng)
+        image, label = self.transform(image, label, rng)
+        if self.fit_side is not None:
+            h, w = label.shape
+            image, label = pad_to(
+                image, label, self.fit_side(h), self.fit_side(w), self.ignore_index
+            )
+        return image, label
 
     def __repr__(self) -> str:
         return (
