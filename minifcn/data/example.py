@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .labelme import rasterize
-from .palette import PALETTE
+from .palette import mask_image
 from .shapes import CLASS_NAMES, _background, _object_colour, make_shapes
 
 LAYOUTS = ("folder", "folder-split", "labelme")
@@ -56,9 +56,7 @@ def folder_example(out: Path, n: int, seed: int, split_folders: bool = False) ->
         (base / "masks").mkdir(parents=True, exist_ok=True)
         name = f"shapes_{i:03d}"
         Image.fromarray(image).save(base / "images" / f"{name}.jpg", quality=92)
-        mask = Image.fromarray(label, mode="L").convert("P")
-        mask.putpalette(PALETTE.ravel().tolist())
-        mask.save(base / "masks" / f"{name}.png")
+        mask_image(label).save(base / "masks" / f"{name}.png")
     (out / "classes.txt").write_text("\n".join(CLASS_NAMES) + "\n", encoding="utf-8")
 
 

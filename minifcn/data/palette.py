@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from ..backend import as_numpy
 
@@ -60,3 +61,18 @@ def overlay(image, label, alpha: float = 0.5, ignore_index: int = 255) -> np.nda
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+
+
+def mask_image(label, ignore_index: int = 255):
+    """A class-id map (H, W) as a palette PNG image: the pixel values are the class ids
+    (what the folder dataset reads back), shown in the PASCAL VOC colours, the ignore
+    value in white. More than 256 ids do not fit a palette: then an RGB picture."""
+    label = np.asarray(as_numpy(label))
+    if label.size and (label.min() < 0 or label.max() > 255):
+        return Image.fromarray(colorize(label, ignore_index))
+    palette = PALETTE.copy()
+    if 0 <= ignore_index <= 255:
+        palette[ignore_index] = IGNORE_COLOUR
+    im = Image.fromarray(label.astype(np.uint8))  # mode "L"; putpalette makes it "P"
+    im.putpalette(palette.ravel().tolist())
+    return im
