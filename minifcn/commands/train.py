@@ -7,6 +7,7 @@
         --config paper --vgg16 vgg16_weights.npz --optimizer sgd --lr 1e-4 --device gpu
     python -m minifcn.train --out runs/fcn8s_shapes --resume   # continue exactly
     python -m minifcn.train --recipe paper --model fcn32s      # the paper's solver
+    python -m minifcn.train --dataset folder --data-root my_data   # your own (docs/your-data.md)
 
 The run folder gets metrics.csv / metrics.json (one row per epoch), best.npz and
 last.npz, curves.png and predictions.png.
@@ -25,8 +26,15 @@ import argparse
 import sys
 
 from minifcn.accel.cpu import keep_freed_memory
-from minifcn.commands.args import ensure_device, finite_float, nonnegative_int, positive_int
+from minifcn.commands.args import (
+    ensure_device,
+    finite_float,
+    fraction,
+    nonnegative_int,
+    positive_int,
+)
 from minifcn.data import DataError
+from minifcn.data.registry import DATASETS, DEFAULT_VAL_FRACTION, datasets_help
 from minifcn.models.checkpoint import NonFiniteWeights
 from minifcn.training.loop import run_epochs
 from minifcn.training.recipe import RECIPES
@@ -55,17 +63,44 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         default=None,
         choices=["mini", "paper"],
-        help="backbone (default: mini for shapes, paper for voc/ade20k)",
+        help="backbone (default: the dataset's: "
+        + ", ".join(f"{s.config} for {s.name}" for s in DATASETS.values())
+        + ")",
     )
-    p.add_argument("--dataset", default="shapes", choices=["shapes", "voc", "ade20k"])
-    p.add_argument("--data-root", default=None, help="VOCdevkit/VOC2012 or ADEChallengeData2016")
+    p.add_argument("--dataset", default="shapes", choices=list(DATASETS), help=datasets_help())
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="; ".join(f"{s.name}: {s.root_hint}" for s in DATASETS.values() if s.on_disk),
+    )
     p.add_argument("--train-size", type=positive_int, default=None, help="shapes: training images")
     p.add_argument("--val-size", type=positive_int, default=None, help="shapes: validation images")
     p.add_argument(
         "--crop-size",
         type=positive_int,
         default=None,
-        help="voc/ade20k: random training crops of this side (enables batches > 1)",
+        help="data read from disk: random training crops of this side (default: whole images, "
+        "padded to a size the network takes; random crops when sizes differ and "
+        "--batch-size > 1)",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=positive_int,
+        default=None,
+        help="folder/labelme without classes.txt: the number of classes (ids 0..N-1)",
+    )
+    p.add_argument(
+        "--ignore-index",
+        type=nonnegative_int,
+        default=None,
+        help="folder/labelme: the mask value that marks pixels to ignore (default 255)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=None,
+        help="folder/labelme without a split: the share of images validated on "
+        f"(default {DEFAULT_VAL_FRACTION:g}, a fixed seeded draw)",
     )
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument(

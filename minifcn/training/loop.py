@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data import iterate_batches
+from ..data.registry import get_spec
 from ..inference.engine import batch_to_device, evaluate, predict_scores
 from ..models.checkpoint import NonFiniteWeights
 from ..storage.npz import nonfinite_arrays
@@ -92,7 +93,7 @@ def validate(run: Run, train_rate: float, t_start: float) -> tuple[dict, dict]:
     NonFiniteWeights when the weights, or the scores they give, are not finite.
     """
     args, model = run.args, run.model
-    batch = args.batch_size if args.dataset == "shapes" else 1
+    batch = args.batch_size if get_spec(args.dataset).same_size else 1
     if nonfinite_arrays(model):
         raise NonFiniteWeights("the weights became NaN or infinite")
     probe = next(iterate_batches(run.val_set, batch))[0]

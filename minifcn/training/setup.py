@@ -10,6 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data import build_dataset, num_batches
+from ..data.registry import dataset_kwargs, get_spec
+from ..data.sizes import fit_sizes
 from ..models import FCN8s, FCN16s, build_model
 from ..models.checkpoint import load_model
 from ..models.pretrained import load_vgg16_npz
@@ -28,11 +30,18 @@ def check_args(args) -> None:
         if args.out is None:
             raise RunError("--resume needs --out, the run folder to continue")
         return
-    if args.dataset == "shapes" and args.crop_size:
-        problems.append("--crop-size is for voc/ade20k; shapes images are all the same size")
-    if args.dataset != "shapes":
-        if args.batch_size > 1 and not args.crop_size:
-            problems.append("images differ in size: use --crop-size with --batch-size > 1")
+    spec = get_spec(args.dataset)
+    if not spec.on_disk and args.crop_size:
+        problems.append(
+            f"--crop-size is for data read from disk; {spec.name} images all have one size"
+        )
+    if not spec.own_classes:
+        for flag in ("num_classes", "ignore_index", "val_fraction"):
+            if getattr(args, flag, None) is not None:
+                problems.append(
+                    f"--{flag.replace('_', '-')} is for your own data (folder, labelme); "
+                    f"{spec.name} has its own classes and split"
+                )
     if args.at_once and args.model != "fcn8s":
         problems.append("--at-once is for --model fcn8s")
     if problems:
@@ -78,27 +87,36 @@ def open_run_folder(args) -> RunFolder:
 
 
 def make_datasets(args):
-    kw_train, kw_val = {}, {}
-    if args.dataset == "shapes":
-        if args.train_size:
-            kw_train["size"] = args.train_size
-        if args.val_size:
-            kw_val["size"] = args.val_size
-        kw_train["seed"] = kw_val["seed"] = args.seed
-        kw_train["augment"] = True  # random quarter turns and flips, new each epoch
-    else:
-        kw_train.update(
-            crop_size=args.crop_size,
-            flip=True,
-            seed=args.seed,
-            scale_range=(0.75, 1.25) if args.crop_size else None,
-        )
-    train = build_dataset(args.dataset, "train", args.data_root, **kw_train)
-    val = build_dataset(args.dataset, "val", args.data_root, **kw_val)
+    """The train and val splits, built from the registry's recipe for ``args.dataset``;
+    prints the dataset's notes (where the split came from)."""
+    settings = vars(args)
+    train = build_dataset(
+        args.dataset,
+        "train",
+        args.data_root,
+        **dataset_kwargs(args.dataset, "train", settings, True),
+    )
+    val = build_dataset(
+        args.dataset, "val", args.data_root, **dataset_kwargs(args.dataset, "val", settings)
+    )
     for split, ds in (("train", train), ("val", val)):
         if len(ds) == 0:
             raise RunError(f"the {split} split of {args.dataset} is empty")
+    for note in getattr(train, "notes", ()):
+        print(note)
     return train, val
+
+
+def fit_to_model(args, train_set, model, cfg_name: str) -> None:
+    """Apply the backbone's size rules to the training images (``data.sizes``); print
+    what that changes. RunError when no size works."""
+    what = f"the {cfg_name} {type(model).__name__}"
+    try:
+        notes = fit_sizes(train_set, model.supports, args.batch_size, args.crop_size, what)
+    except ValueError as err:
+        raise RunError(f"{args.dataset}: {err} for {what}") from None
+    for note in notes:
+        print(f"note: {note}")
 
 
 def check_data(datasets, show_progress: bool) -> None:
@@ -217,7 +235,7 @@ def _set_up_in(folder: RunFolder, args, given: set, defaults) -> Run:
     else:
         apply_recipe(args, given)
         args.epochs = args.epochs or DEFAULT_EPOCHS
-        cfg_name = args.config or ("mini" if args.dataset == "shapes" else "paper")
+        cfg_name = args.config or get_spec(args.dataset).config
         # Saved as the run's own values, so that --resume can compare typed flags with them.
         args.config = cfg_name
         if args.lr is None:
@@ -227,6 +245,7 @@ def _set_up_in(folder: RunFolder, args, given: set, defaults) -> Run:
         train_set, val_set = make_datasets(args)
         check_data((("train", train_set), ("val", val_set)), not args.no_progress)
         model = make_model(args, train_set.num_classes, cfg_name)
+        fit_to_model(args, train_set, model, cfg_name)
     except (FileNotFoundError, ValueError) as err:
         raise RunError(str(err)) from None
     steps_per_epoch = num_batches(train_set, args.batch_size)
