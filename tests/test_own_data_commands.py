@@ -1,5 +1,7 @@
 """The commands on your own data: example_data, predict on folders and globs, evaluate by name."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -7,9 +9,10 @@ from PIL import Image
 from minifcn.commands.evaluate import _parser as evaluate_parser
 from minifcn.commands.example_data import main as example_main
 from minifcn.commands.predict import main as predict_main
+from minifcn.data import LabelmeDataset
 from minifcn.data.registry import DATASETS
 from minifcn.models import FCN8s
-from minifcn.models.checkpoint import save_checkpoint
+from minifcn.models.checkpoint import load_model, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +104,65 @@ def test_the_commands_take_their_dataset_choices_from_the_registry():
     action = next(a for a in evaluate_parser()._actions if a.dest == "dataset")
     assert action.choices == list(DATASETS)
     assert {"shapes", "voc", "ade20k", "folder", "labelme"} <= set(DATASETS)
+
+
+# ------------------------------------------------------------------ end to end, real commands
+def test_from_the_example_folder_to_a_model_its_metrics_and_predicted_masks(tmp_path, capsys):
+    from minifcn.commands.evaluate import main as evaluate_main
+    from minifcn.commands.train import train
+
+    example_main([str(tmp_path / "ex"), "--images", "5", "--layout", "folder"])
+    data, run = tmp_path / "ex" / "folder", tmp_path / "run"
+    summary = train(["--dataset", "folder", "--data-root", str(data), "--epochs", "1",
+                     "--out", str(run), "--no-progress", "--grid", "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "random 20% of its 5 images (seed 0)" in out and "4 train / 1 val" in out
+    assert re.search(r"differ in size .* random (\d+)x\1 crops .* the mini FCN-8s takes", out)
+    assert summary["best_epoch"] == 1 and (run / "best.npz").exists()
+    scores = evaluate_main(["--checkpoint", str(run / "best.npz")])
+    table = capsys.readouterr().out
+    assert scores["class_names"] == ["background", "disk", "rectangle", "triangle", "cross"]
+    assert "rectangle" in table and "folder val (1 images)" in table
+    assert scores["mean_iu"] == pytest.approx(summary["final"]["mean_iu"])
+    predict_main([str(data / "images"), "--checkpoint", str(run / "best.npz"),
+                  "-o", str(tmp_path / "pred")])  # fmt: skip
+    assert len(list((tmp_path / "pred").glob("*_mask.png"))) == 5
+
+
+def test_training_on_labelme_files_follows_their_classes(tmp_path, capsys):
+    from minifcn.commands.train import train
+
+    example_main([str(tmp_path / "ex"), "--images", "4", "--layout", "labelme"])
+    summary = train(["--dataset", "labelme", "--data-root", str(tmp_path / "ex" / "labelme"),
+                     "--epochs", "1", "--batch-size", "1", "--out", str(tmp_path / "run"),
+                     "--no-progress", "--grid", "0"])  # fmt: skip
+    out = capsys.readouterr().out
+    classes = LabelmeDataset(tmp_path / "ex" / "labelme").class_names  # background + the labels
+    assert classes[0] == "background" and len(classes) > 2
+    assert f"labelme: 3 train / 1 val images, {len(classes)} classes" in out
+    model = load_model(tmp_path / "run" / "best.npz")
+    assert model[0].num_classes == len(classes) and model[1]["class_names"] == list(classes)
+    assert summary["best_epoch"] == 1
+
+
+def test_bad_data_stops_training_before_anything_is_written(tmp_path):
+    from minifcn.commands.train import train
+
+    example_main([str(tmp_path / "ex"), "--images", "4", "--layout", "folder"])
+    data = tmp_path / "ex" / "folder"
+    mask = data / "masks" / "shapes_001.png"
+    ids = np.asarray(Image.open(mask)).copy()
+    ids[3, 4] = 9
+    Image.fromarray(ids).save(mask)
+    (data / "masks" / "shapes_002.png").unlink()
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        train(["--dataset", "folder", "--data-root", str(data), "--out", str(run), "--no-progress"])
+    message = str(exc.value)
+    assert message.startswith("error: 2 problem(s) with the data in")
+    assert "shapes_002.jpg has no mask" in message
+    assert f"mask {mask} has value 9 at x=4, y=3" in message
+    assert not run.exists()
+    with pytest.raises(SystemExit, match="--num-classes is for your own data"):
+        train(["--num-classes", "3", "--out", str(run), "--no-progress"])
+    assert not run.exists()

@@ -83,7 +83,7 @@ def fit_sizes(dataset, supports, batch_size: int, crop_size=None, what="the netw
     fit = partial(next_side, supports)
     if len(set(sizes)) == 1 or batch_size == 1:
         dataset.fit_side = fit
-        changed = [(h, w) for h, w in set(sizes) if (fit(h), fit(w)) != (h, w)]
+        changed = [(h, w) for h, w in sizes if (fit(h), fit(w)) != (h, w)]
         if len(set(sizes)) == 1 and changed:
             h, w = sizes[0]
             notes.append(
@@ -92,9 +92,9 @@ def fit_sizes(dataset, supports, batch_size: int, crop_size=None, what="the netw
             )
         elif changed:
             notes.append(
-                f"{split} images differ in size ({_size_range(sizes)}); {len(changed)} of "
-                f"these sizes are padded at the bottom and right, with the ignore label, up "
-                f"to the next size {what} takes"
+                f"{split} images differ in size ({_size_range(sizes)}); {len(changed)} of the "
+                f"{len(sizes)} are padded at the bottom and right, with the ignore label, up to "
+                f"the next size {what} takes"
             )
         big = max(max(hw) for hw in sizes)
         if big > LARGE_IMAGE:

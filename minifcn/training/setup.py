@@ -110,7 +110,7 @@ def make_datasets(args):
 def fit_to_model(args, train_set, model, cfg_name: str) -> None:
     """Apply the backbone's size rules to the training images (``data.sizes``); print
     what that changes. RunError when no size works."""
-    what = f"the {cfg_name} {type(model).__name__}"
+    what = f"the {cfg_name} FCN-{model.name[3:]}"  # "the mini FCN-8s"
     try:
         notes = fit_sizes(train_set, model.supports, args.batch_size, args.crop_size, what)
     except ValueError as err:
