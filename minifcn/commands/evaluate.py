@@ -96,13 +96,8 @@ def dataset_for(args, meta: dict, num_classes: int):
     return name, build_dataset(name, args.split, root, **kw)
 
 
-def main(argv=None) -> dict:
-    args = _parser().parse_args(argv)
-    ensure_device(args.device)
-    if args.json:
-        check_new_file(args.json, "--json")
-    if args.size:
-        check_fits(shapes_bytes(args.size), f"--size {args.size}")
+def model_and_data(args):
+    """(model, meta, dataset name, dataset) for the flags, or SystemExit with one line."""
     try:
         model, meta = load_model(args.checkpoint)
     except (FileNotFoundError, ValueError) as err:
@@ -118,6 +113,17 @@ def main(argv=None) -> dict:
         )
     for note in getattr(dataset, "notes", ()):
         print(note)
+    return model, meta, name, dataset
+
+
+def main(argv=None) -> dict:
+    args = _parser().parse_args(argv)
+    ensure_device(args.device)
+    if args.json:
+        check_new_file(args.json, "--json")
+    if args.size:
+        check_fits(shapes_bytes(args.size), f"--size {args.size}")
+    model, meta, name, dataset = model_and_data(args)
     batch = args.batch_size or get_spec(name).eval_batch
     segmenter = Segmenter(model, meta, args.device, args.max_memory)
     bar = show_progress()
