@@ -168,3 +168,46 @@ def synchronize(xp) -> None:
     """Wait for queued GPU work (for honest timings); nothing to do on NumPy."""
     if xp is not np and _cupy is not None:
         _cupy.cuda.get_current_stream().synchronize()
+
+
+# --------------------------------------------------------------- NCCL (minifcn.distributed)
+def nccl_module():
+    """CuPy's NCCL binding (``cupy.cuda.nccl``), or ``None`` without CuPy or NCCL.
+
+    ``minifcn.distributed`` averages device gradients with it, one GPU per rank.
+    """
+    if _cupy is None:
+        return None
+    nccl = getattr(_cupy.cuda, "nccl", None)
+    if nccl is None and getattr(_cupy, "__version__", "") != "stand-in":
+        try:
+            from cupy.cuda import nccl  # noqa: F811 - some CuPy builds load it lazily
+        except Exception:  # ImportError, or libnccl missing
+            return None
+    if nccl is None or not getattr(nccl, "available", True):
+        return None
+    return nccl
+
+
+def use_gpu(index: int) -> None:
+    """Make GPU ``index`` current for this process (``index`` modulo the visible count)."""
+    require_gpu()
+    _cupy.cuda.Device(index % _cupy.cuda.runtime.getDeviceCount()).use()
+
+
+def device_pointer(array) -> int:
+    """The device address of a contiguous CuPy array (what NCCL calls take)."""
+    return array.data.ptr
+
+
+def current_stream_pointer() -> int:
+    """The handle of the current CUDA stream (NCCL queues its work there)."""
+    return _cupy.cuda.get_current_stream().ptr
+
+
+def stream_marker():
+    """An event recorded now on the current stream; ``.done`` is True once the
+    work queued before it has finished (polled, so a wait can time out)."""
+    event = _cupy.cuda.Event()
+    event.record(_cupy.cuda.get_current_stream())
+    return event

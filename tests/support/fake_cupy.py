@@ -798,3 +798,103 @@ for _obj in (
 module.cuda = cuda
 module.stats = stats
 module.__version__ = "stand-in"
+
+
+# ------------------------------------------------- NCCL collectives (minifcn.distributed)
+# ``cupy.cuda.nccl`` on the stand-in: the calls minifcn.distributed makes, with NCCL's
+# argument rules (device pointers, a datatype code that matches the buffer, a count
+# that fits it, a stream handle). Between processes the bytes travel by MPI on the
+# host memory behind the fake device arrays; a communicator of one rank copies.
+class _DevicePointer:
+    """``ndarray.data``: CuPy's memory pointer, with the address NCCL calls take."""
+
+    def __init__(self, array: ndarray):
+        if not array._a.flags.c_contiguous:
+            raise ValueError("NCCL needs a contiguous device array")
+        self.ptr = array._a.ctypes.data
+        _DEVICE_BUFFERS[self.ptr] = array._a.nbytes
+
+
+_DEVICE_BUFFERS: dict = {}  # address -> bytes, of every device array whose pointer was taken
+ndarray.data = property(_DevicePointer)
+_Stream.ptr = 0
+_Device.use = lambda self: None
+
+
+class _Event:
+    def record(self, stream=None):
+        self.recorded = True
+
+    @property
+    def done(self):
+        return self.recorded
+
+
+cuda.Event = _Event
+
+
+class _Nccl(types.SimpleNamespace):
+    """The NCCL names minifcn uses; ``calls`` records every collective (name, count)."""
+
+
+_NCCL_TYPES = {0: np.int8, 7: np.float32, 8: np.float64}
+nccl = _Nccl(
+    available=True,
+    NCCL_INT8=0, NCCL_FLOAT32=7, NCCL_FLOAT64=8, NCCL_SUM=0,
+    calls=[],
+)  # fmt: skip
+
+
+def _nccl_unique_id():
+    return tuple(int(b) for b in np.frombuffer(os.urandom(128), dtype=np.int8))
+
+
+class NcclCommunicator:
+    """``cupy.cuda.nccl.NcclCommunicator(ndev, unique_id, rank)`` on the host."""
+
+    def __init__(self, ndev: int, commId: tuple, rank: int):  # noqa: N803 - CuPy's names
+        if len(commId) != 128 or not 0 <= rank < ndev:
+            raise ValueError(f"NCCL: invalid unique id or rank {rank} of {ndev}")
+        self.ndev, self.rank, self._mpi = ndev, rank, None
+        if ndev > 1:
+            from mpi4py import MPI
+
+            world = MPI.COMM_WORLD
+            if (world.Get_size(), world.Get_rank()) != (ndev, rank):
+                raise ValueError(f"NCCL stand-in: rank {rank} of {ndev} is not MPI's")
+            self._mpi = world.Dup()
+
+    def _view(self, ptr: int, count: int, datatype: int) -> np.ndarray:
+        if datatype not in _NCCL_TYPES:
+            raise TypeError(f"NCCL: unknown datatype code {datatype}")
+        dtype = np.dtype(_NCCL_TYPES[datatype])
+        if ptr not in _DEVICE_BUFFERS or count * dtype.itemsize > _DEVICE_BUFFERS[ptr]:
+            raise ValueError(f"NCCL: {count} x {dtype} at {ptr:#x} is not inside a device array")
+        return np.ctypeslib.as_array(
+            (ctypes.c_byte * (count * dtype.itemsize)).from_address(ptr)
+        ).view(dtype)
+
+    def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):  # noqa: N802
+        if op != nccl.NCCL_SUM or not isinstance(stream, int):
+            raise ValueError("NCCL stand-in: only NCCL_SUM on a stream handle")
+        send, recv = self._view(sendbuf, count, datatype), self._view(recvbuf, count, datatype)
+        nccl.calls.append(("allReduce", int(count)))
+        if self._mpi is None:
+            recv[...] = send
+        else:
+            from mpi4py import MPI
+
+            self._mpi.Allreduce(MPI.IN_PLACE if sendbuf == recvbuf else send, recv, op=MPI.SUM)
+
+    def abort(self):
+        nccl.calls.append(("abort", 0))
+
+    def destroy(self):
+        if self._mpi is not None:
+            self._mpi.Free()
+            self._mpi = None
+
+
+nccl.get_unique_id = _nccl_unique_id
+nccl.NcclCommunicator = NcclCommunicator
+cuda.nccl = nccl
