@@ -191,7 +191,8 @@ def nccl_module():
 
 def use_gpu(index: int) -> None:
     """Make GPU ``index`` current for this process (``index`` modulo the visible count)."""
-    require_gpu()
+    if not gpu_available():
+        require_gpu()  # raises, naming what is missing
     _cupy.cuda.Device(index % _cupy.cuda.runtime.getDeviceCount()).use()
 
 

@@ -89,7 +89,7 @@ def train(model, steps, device, comm=None, sharding=None, weight_of=None):
 
 def max_relative_gap(a, b) -> float:
     gap = 0.0
-    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters()):
         x, y = backend.as_numpy(pa.data), backend.as_numpy(pb.data)
         gap = max(gap, float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-12)))
     return gap
@@ -181,17 +181,38 @@ def check_ranks_compare_arguments() -> None:
         print(f"rank {comm.rank}: started", flush=True)
 
 
+def train_and_fail_at_step(step: str, *argv: str) -> None:
+    """``python -m minifcn.train ARGV`` on this rank, whose data fails at step ``step``
+    (started beside plain ranks with mpiexec's ``:``)."""
+    from minifcn.commands import train as command
+    from minifcn.data import DataError
+    from minifcn.optim import SGD, Adam
+
+    calls = [0]
+
+    def step_or_fail(self):
+        calls[0] += 1
+        if calls[0] == int(step):
+            raise DataError("cannot read image 17 (a test failure on this rank)")
+        original[type(self)](self)
+
+    original = {Adam: Adam.step, SGD: SGD.step}
+    Adam.step = SGD.step = step_or_fail
+    command.main(list(argv))
+
+
 CHECKS = {
     "same-weights": check_same_weights_as_one_process,
     "validation": check_sharded_validation_is_exact,
     "timeout": check_a_silent_rank_times_out,
     "alarm": check_a_failing_rank_stops_the_others,
     "arguments": check_ranks_compare_arguments,
+    "train-fail-at": train_and_fail_at_step,
 }
 
 if __name__ == "__main__":
     name = sys.argv[1]
-    if name == "same-weights":
+    if name in ("same-weights", "train-fail-at"):
         CHECKS[name](*sys.argv[2:])
     else:
         CHECKS[name]()

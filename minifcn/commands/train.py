@@ -35,13 +35,14 @@ from minifcn.commands.args import (
 )
 from minifcn.data import DataError
 from minifcn.data.registry import DATASETS, DEFAULT_VAL_FRACTION, datasets_help
+from minifcn.distributed import DistributedError, SingleProcess, launched
 from minifcn.models.checkpoint import NonFiniteWeights
 from minifcn.training.loop import run_epochs
+from minifcn.training.ranks import set_up_ranks, stop_line
 from minifcn.training.recipe import RECIPES
 from minifcn.training.report import describe, finish
 from minifcn.training.runfolder import RunFolderError, best_row, is_better
-from minifcn.training.saving import kept_message, save_interrupted
-from minifcn.training.setup import set_up
+from minifcn.training.saving import kept_message
 from minifcn.training.state import DEFAULT_EPOCHS, NonFiniteLoss, RunError, RunState
 
 __all__ = ["RunState", "best_row", "is_better", "main", "parse_args", "train"]
@@ -157,25 +158,32 @@ def given_flags(argv) -> set[str]:
     return set(vars(p.parse_args(argv)))
 
 
-def train(argv=None) -> dict:
+def train(argv=None, comm=None) -> dict | None:
     """``python -m minifcn.train ...`` as a function; returns the run's summary.
 
     Every expected failure ends in SystemExit with one line "error: ..." (130 for Ctrl-C).
+    ``comm``: this rank's communicator under ``mpiexec`` (``main`` passes it; rank 0
+    returns the summary, the other ranks None); one process by default.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    comm = SingleProcess() if comm is None else comm
     try:
+        comm.select_device(args.device)  # one GPU per rank
         ensure_device(args.device)
-        run = set_up(args, given_flags(argv), parse_args([]))
-    except (RunError, RunFolderError) as err:
+        run = set_up_ranks(comm, args, given_flags(argv), parse_args([]))
+    except (RunError, RunFolderError, DistributedError) as err:
         raise SystemExit(f"error: {err}") from None
     try:
-        describe(run)
+        if comm.is_root:
+            describe(run)
         run_epochs(run)
-        return finish(run)
+        return finish(run) if comm.is_root else None
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {save_interrupted(run)}", file=sys.stderr)
+        print("\n" + stop_line(run, "interrupted", ": "), file=sys.stderr)
         raise SystemExit(130) from None
+    except DistributedError as err:  # another rank stopped, or a collective timed out
+        raise SystemExit(stop_line(run, f"error: {err}")) from None
     except NonFiniteLoss as err:
         raise SystemExit(f"error: {err}") from None
     except NonFiniteWeights as err:
@@ -184,7 +192,7 @@ def train(argv=None) -> dict:
             f"lower --lr. {kept_message(run)}"
         ) from None
     except (DataError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}. {save_interrupted(run)}") from None
+        raise SystemExit(stop_line(run, f"error: {err}")) from None
     except (RunError, RunFolderError) as err:
         raise SystemExit(f"error: {err}") from None
     finally:
@@ -193,7 +201,8 @@ def train(argv=None) -> dict:
 
 def main(argv=None) -> None:
     keep_freed_memory()  # fewer page faults per step (minifcn.accel.cpu)
-    train(argv)
+    with launched(argv) as comm:  # one process, or one rank of an mpiexec job
+        train(argv, comm)
 
 
 if __name__ == "__main__":

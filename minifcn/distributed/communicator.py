@@ -75,7 +75,13 @@ class SingleProcess:
     def allgather_object(self, obj, what: str = "") -> list:
         return [obj]
 
+    def broadcast_arrays(self, arrays: dict, what: str = "") -> dict:
+        return arrays
+
     def broadcast_parameters(self, model) -> None:
+        pass
+
+    def select_device(self, device: str) -> None:
         pass
 
     def agree(self, problem: str | None, what: str = "") -> None:
@@ -129,6 +135,7 @@ class MPICommunicator:
         self.is_root = self.rank == 0
         self.timeout = float(timeout)
         self.failure: str | None = None  # set once this rank knows the job is failing
+        self._told = False  # an alarm was received or sent: the others know
         self._comm = world.Dup()  # the collectives of training
         self._control = world.Dup()  # alarms and the final barrier, never mixed with them
         for c in (self._comm, self._control):
@@ -177,18 +184,19 @@ class MPICommunicator:
             ) from None
 
     def _check_alarm(self) -> None:
-        if self.failure is None and self._alarm.Test(self._alarm_status):
+        if not self._told and self._alarm.Test(self._alarm_status):
             n = self._alarm_status.Get_count(self.MPI.BYTE)
             text = bytes(self._alarm_buffer[:n]).decode(errors="replace")
             source = self._alarm_status.Get_source()
-            self.failure = f"rank {source} stopped"
-            raise PeerFailed(f"rank {source} stopped: {text}")
+            self.failure, self._told = f"rank {source} stopped: {text}", True
+            raise PeerFailed(self.failure)
 
     def raise_alarm(self, message: str) -> None:
         """Tell every other rank that this one stops, and why (sent once, not waited for)."""
-        if self.failure is not None:
+        if self._told:
             return  # the job already knows: this rank is following another's stop
-        self.failure = "this rank stopped"
+        self._told = True
+        self.failure = self.failure or "this rank stopped"
         data = message.encode()[:ALARM_BYTES]
         for r in range(self.size):
             if r != self.rank:
@@ -256,6 +264,25 @@ class MPICommunicator:
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         self._wait(self._comm.Iallgatherv(data, [out, lengths, offsets, self.MPI.BYTE]), what)
         return [pickle.loads(out[o : o + n].tobytes()) for o, n in zip(offsets, lengths)]
+
+    def broadcast_arrays(self, arrays: dict | None, what: str = "receiving arrays") -> dict:
+        """Rank 0's dict of NumPy arrays on every rank (one broadcast per array)."""
+        spec = {k: (v.shape, v.dtype.str) for k, v in arrays.items()} if self.is_root else None
+        spec = self.broadcast_object(spec, what)
+        out = {}
+        for name, (shape, dtype) in spec.items():
+            if self.is_root:
+                out[name] = np.ascontiguousarray(arrays[name])
+            else:
+                out[name] = np.empty(shape, dtype=dtype)
+            if out[name].size:
+                self._wait(self._comm.Ibcast(out[name], root=0), what)
+        return out
+
+    def select_device(self, device: str) -> None:
+        """With ``device == "gpu"``: this rank's GPU, by its rank on the node."""
+        if device == "gpu":
+            backend.use_gpu(self.local_rank)
 
     def broadcast_parameters(self, model) -> None:
         """Every rank takes rank 0's parameter values (one flat broadcast, via the host)."""
@@ -378,4 +405,6 @@ def from_environment(environ=None):
 def say(comm, message: str, file=None) -> None:
     """Print one line, prefixed with the rank in a job of several."""
     prefix = f"[rank {comm.rank}/{comm.size}] " if comm.size > 1 else ""
-    print(prefix + message, file=file or sys.stderr, flush=True)
+    out = file or sys.stderr
+    out.write(prefix + message + "\n")  # one write: the launcher does not split it
+    out.flush()

@@ -8,8 +8,8 @@ ends the process here:
 
 - finished: wait until every rank has finished (rank 0 may still be writing
   files), then return normally;
-- any error (``SystemExit`` with its message, Ctrl-C, a failing collective, an
-  unexpected exception): print the one line, prefixed with the rank, tell the
+- any error (``SystemExit`` with its message, Ctrl-C or SIGTERM, a failing
+  collective, an unexpected exception): print the one line, prefixed with the rank, tell the
   other ranks why (so they stop at their next collective instead of waiting out
   the timeout), wait a bounded time for every rank to get here (rank 0 saves
   first, as after Ctrl-C), and leave with the exit status, without the MPI
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from .communicator import CollectiveTimeout, from_environment, say
@@ -44,6 +46,8 @@ def launched(argv=None):
         yield comm
         return
     code, message = 0, None
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's cancel: stop as after Ctrl-C
     try:
         comm.check_same_job(fingerprint(argv))
         yield comm
@@ -64,7 +68,8 @@ def launched(argv=None):
         code, message = 1, f"error: {comm.failure or 'a rank did not finish'}"
     if message:
         say(comm, message)
-    comm.raise_alarm(message.removeprefix("error: ") if message else f"exit status {code}")
+    reason = "interrupted (Ctrl-C or SIGTERM)" if code == 130 else f"exit status {code}"
+    comm.raise_alarm(message.removeprefix("error: ") if message else reason)
     timed_out = comm.failure is not None and comm.failure.startswith("timed out")
     comm.barrier(
         "waiting for every rank to stop",
@@ -73,6 +78,10 @@ def launched(argv=None):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _placement_readable() -> bool:

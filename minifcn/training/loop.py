@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from ..data import iterate_batches
 from ..data.registry import get_spec
-from ..inference.engine import batch_to_device, evaluate, predict_scores
+from ..distributed import sharded_evaluate
+from ..inference.engine import batch_to_device, predict_scores
 from ..models.checkpoint import NonFiniteWeights
 from ..storage.npz import nonfinite_arrays
 from .report import report_epoch
@@ -36,7 +37,7 @@ def run_epochs(run: Run) -> None:
             initial=s.step_in_epoch,
             desc=f"epoch {s.epoch + 1}/{args.epochs}",
             leave=False,
-            disable=args.no_progress,
+            disable=args.no_progress or not run.comm.is_root,
             dynamic_ncols=True,
         )
         # Overflow is expected when a run diverges: the guards below report it in one line.
@@ -46,8 +47,9 @@ def run_epochs(run: Run) -> None:
             finally:
                 bar.close()
             row, result = validate(run, rate, t_start)
-        improved = save_epoch(run, row)
-        report_epoch(run, row, result, improved)
+        improved = save_epoch(run, row)  # written by rank 0 alone
+        if run.comm.is_root:
+            report_epoch(run, row, result, improved)
 
 
 def train_epoch(run: Run, bar) -> float:
@@ -57,14 +59,19 @@ def train_epoch(run: Run, bar) -> float:
         run.train_set.set_epoch(s.epoch)
     model.train()
     order_rng = np.random.default_rng([args.seed, s.epoch])
-    batches = iterate_batches(
+    # This rank's shard of every global batch (with one process, the whole batch).
+    batches = run.sharding.batches(
         run.train_set, args.batch_size, shuffle=True, rng=order_rng, start=s.step_in_epoch
     )
     t_epoch, seen = time.perf_counter(), 0
-    for images, labels in batches:
+    for shard in batches:
         run.opt.lr = run.schedule(s.iteration)
         x, y = batch_to_device(
-            images, labels, run.train_set.num_classes, run.train_set.ignore_index, args.device
+            shard.images,
+            shard.labels,
+            run.train_set.num_classes,
+            run.train_set.ignore_index,
+            args.device,
         )
         loss = run.loss_fn(model(x), y)
         if not math.isfinite(loss):
@@ -74,13 +81,15 @@ def train_epoch(run: Run, bar) -> float:
             )
         run.opt.zero_grad()  # one fill of the packed gradients on the GPU
         model.backward(run.loss_fn.backward(), input_grad=False)  # no image gradient
+        # Several ranks: gradients and loss become the global batch's means (one allreduce).
+        loss = run.comm.allreduce_grads(model, loss, shard.weight)
         run.opt.step()
         s.iteration += 1
         run.step_rng = model.rng_state()
         s.step_in_epoch += 1
-        s.loss_sum += loss * len(images)
-        s.loss_count += len(images)
-        seen += len(images)
+        s.loss_sum += loss * shard.total
+        s.loss_count += shard.total
+        seen += shard.total
         rate = seen / max(time.perf_counter() - t_epoch, 1e-9)
         bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.1f}")
         bar.update(1)
@@ -100,7 +109,9 @@ def validate(run: Run, train_rate: float, t_start: float) -> tuple[dict, dict]:
     model.eval()
     if not np.isfinite(predict_scores(model, probe, args.device)).all():
         raise NonFiniteWeights("the weights give NaN or infinite scores")
-    result = evaluate(model, run.val_set, batch_size=batch, device=args.device)
+    # Each rank scores its block of batches; the confusion matrices are summed.
+    result = sharded_evaluate(run.comm, run.sharding, model, run.val_set, batch, args.device)
+    run.comm.check_in_sync(model)  # every rank must hold the same weights
     s = run.state
     row = {
         "epoch": s.epoch + 1,

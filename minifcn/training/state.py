@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..distributed import Sharding, SingleProcess
 from .runfolder import RunFolder
 
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
@@ -72,6 +73,10 @@ class Run:
     step_rng: dict = field(default_factory=dict)  # dropout state after the last finished step
     on_disk: str | None = None  # where last.npz on disk stands ("end of epoch 2"), if any
     warned_collapse: bool = False
+    # Data-parallel runs (minifcn.distributed): this rank's communicator and its share
+    # of every batch; one process is rank 0 of 1 and its share is the whole batch.
+    comm: object = field(default_factory=SingleProcess)
+    sharding: object = field(default_factory=lambda: Sharding(0, 1))
 
     @property
     def out(self) -> Path:
