@@ -62,7 +62,7 @@ class SingleProcess:
     def describe(self) -> str:
         return "one process"
 
-    def allreduce_grads(self, model, loss: float, weight: float = 1.0) -> float:
+    def allreduce_grads(self, model, loss: float, weight: float = 1.0, reduction="mean") -> float:
         """Gradients are already the batch's; returns ``loss`` unchanged."""
         return loss
 
@@ -220,19 +220,25 @@ class MPICommunicator:
         self._wait(self._comm.Iallreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM), what)
         return array
 
-    def allreduce_grads(self, model, loss: float, weight: float = 1.0) -> float:
-        """Make every trainable gradient the mean over the global batch; one allreduce.
+    def allreduce_grads(self, model, loss: float, weight: float = 1.0, reduction="mean") -> float:
+        """Make every trainable gradient the global batch's; one allreduce.
 
-        ``loss`` and the gradients are this rank's means over its shard, ``weight`` the
-        number of pixels they were averaged over (0 for a rank with nothing to add).
-        Returns the global batch's mean loss, the same number on every rank.
+        ``reduction="mean"``: ``loss`` and the gradients are this rank's means over its
+        shard, ``weight`` the number of pixels they were averaged over (0 for a rank with
+        nothing to add); they become the means over every pixel of the global batch.
+        ``"sum"`` (the paper's summed loss): they are sums and are added up; ``weight``
+        only says whether the rank adds anything (0: nothing). Returns the global
+        batch's loss, the same number on every rank.
         """
         params = list(model.parameters()) if hasattr(model, "parameters") else list(model)
         key = tuple(id(p.grad) for p in params if p.requires_grad)
         if self._flat is None or key != self._flat_key:
             self._flat, self._flat_key = FlatGradients(params), key
         flat = self._flat
-        flat.pack(loss, weight)
+        if reduction == "sum":
+            flat.pack(loss, 1.0 if weight else 0.0, summed=True)
+        else:
+            flat.pack(loss, weight)
         if flat.xp is np:
             self.allreduce_sum(flat.buffer, "averaging gradients")
         else:

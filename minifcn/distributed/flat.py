@@ -37,11 +37,13 @@ class FlatGradients:
     def nbytes(self) -> int:
         return int(self.buffer.nbytes)
 
-    def pack(self, loss: float, weight: float) -> None:
+    def pack(self, loss: float, weight: float, summed: bool = False) -> None:
         """Copy ``weight`` x every gradient into the buffer, then ``loss * weight, weight``.
 
         A rank with ``weight == 0`` (nothing of the batch to count) sends zeros,
-        whatever its gradients hold.
+        whatever its gradients hold. ``summed``: the loss is a sum over pixels (the
+        paper's recipe), so the sums are added and not divided: the weight slot
+        then carries -1, which ``unpack`` reads as "divide by nothing".
         """
         xp, w = self.xp, self.dtype.type(weight)
         for p, view in zip(self.params, self.views):
@@ -50,14 +52,19 @@ class FlatGradients:
             else:
                 view.fill(0)
         self.buffer[self.count] = float(loss) * float(weight) if weight else 0.0
-        self.buffer[self.count + 1] = float(weight)
+        self.buffer[self.count + 1] = -1.0 if summed else float(weight)
 
     def unpack(self) -> tuple[float, float]:
-        """Write sum / total weight back into every ``grad``; returns (mean loss, total weight).
+        """Write sum / total weight back into every ``grad``; returns (mean loss, total weight)
+        (with ``summed`` packing: the sums themselves, and the loss summed).
 
         One copy of two numbers to the host (the loss and the weight).
         """
         loss_sum, total = (float(v) for v in as_numpy(self.buffer[self.count :]))
+        if total < 0:  # summed: -1 from every rank
+            for p, view in zip(self.params, self.views):
+                p.grad[...] = view.reshape(p.grad.shape)
+            return loss_sum, total
         scale = self.dtype.type(1.0 / total) if total > 0 else self.dtype.type(0.0)
         for p, view in zip(self.params, self.views):
             self.xp.multiply(view.reshape(p.grad.shape), scale, out=p.grad)

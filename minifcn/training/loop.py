@@ -81,8 +81,8 @@ def train_epoch(run: Run, bar) -> float:
             )
         run.opt.zero_grad()  # one fill of the packed gradients on the GPU
         model.backward(run.loss_fn.backward(), input_grad=False)  # no image gradient
-        # Several ranks: gradients and loss become the global batch's means (one allreduce).
-        loss = run.comm.allreduce_grads(model, loss, shard.weight)
+        # Several ranks: gradients and loss become the global batch's (one allreduce).
+        loss = run.comm.allreduce_grads(model, loss, shard.weight, run.loss_fn.reduction)
         run.opt.step()
         s.iteration += 1
         run.step_rng = model.rng_state()

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..data import num_batches
 from ..distributed import DistributedError, Sharding, check_ranks_fit
 from ..nn import SoftmaxCrossEntropy
+from .recipe import loss_reduction
 from .runfolder import RunFolderError
 from .saving import save_interrupted
 from .setup import make_datasets, make_model, make_optimizer, set_up
@@ -86,7 +87,7 @@ def _share(comm, run: Run | None) -> Run:
             "out": str(run.out),
             "state": run.state.to_dict(),
             "step_rng": run.step_rng,
-            "saved": run.saved,
+            "on_disk": run.on_disk,
             "names": [name for name, _ in run.model.named_parameters()],
         }
     head = comm.broadcast_object(head, "receiving the run from rank 0")
@@ -128,11 +129,13 @@ def _follower_run(head: dict) -> Run:
         model=model,
         opt=opt,
         schedule=schedule,
-        loss_fn=SoftmaxCrossEntropy(ignore_index=train_set.ignore_index),
+        loss_fn=SoftmaxCrossEntropy(
+            ignore_index=train_set.ignore_index, reduction=loss_reduction(args)
+        ),
         steps_per_epoch=steps_per_epoch,
         state=RunState.from_dict(head["state"]),
         step_rng=head["step_rng"],
-        saved=head["saved"],
+        on_disk=head["on_disk"],
     )
 
 
