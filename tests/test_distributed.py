@@ -169,6 +169,15 @@ def test_with_the_summed_loss_the_ranks_gradients_and_losses_add_up():
         assert loss == 3.0
 
 
+def test_the_docs_example_of_the_pixel_weighted_mean_runs():
+    """docs/distributed.md: the weighted mean of the shards' means is the global mean and
+    the plain mean of the means is not (the block ends in asserts)."""
+    text = (ROOT / "docs" / "distributed.md").read_text()
+    blocks = [b.split("```")[0] for b in text.split("```python\n")[1:]]
+    (example,) = [b for b in blocks if "allreduced =" in b]
+    exec(compile(example, "docs/distributed.md", "exec"), {})
+
+
 def test_a_rank_with_nothing_to_count_adds_zeros_whatever_its_gradients_hold():
     p = Parameter(np.zeros(3, np.float32))
     p.grad[...] = np.nan
