@@ -16,6 +16,8 @@ With one process, ``set_up_ranks`` is ``set_up`` and nothing else changes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 from pathlib import Path
 
 from ..data import num_batches
@@ -24,7 +26,7 @@ from ..nn import SoftmaxCrossEntropy
 from .recipe import loss_reduction
 from .runfolder import RunFolderError
 from .saving import save_interrupted
-from .setup import make_datasets, make_model, make_optimizer, set_up
+from .setup import fit_to_model, make_datasets, make_model, make_optimizer, set_up
 from .state import Run, RunError, RunState
 
 
@@ -109,11 +111,18 @@ def _share(comm, run: Run | None) -> Run:
 
 
 def _follower_run(head: dict) -> Run:
+    """Rank 0's run rebuilt from its arguments, quietly (rank 0 has said it all)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _build_follower_run(head)
+
+
+def _build_follower_run(head: dict) -> Run:
     args = argparse.Namespace(**head["args"])
     train_set, val_set = make_datasets(args)
     # The weights come from rank 0: no pretrained or staged file is read here.
-    model = make_model(argparse.Namespace(**{**head["args"], "vgg16": None, "init_from": None}),
-                       train_set.num_classes, head["cfg_name"])  # fmt: skip
+    no_files = argparse.Namespace(**{**head["args"], "vgg16": None, "init_from": None})
+    model = make_model(no_files, train_set.num_classes, head["cfg_name"])
+    fit_to_model(args, train_set, model, head["cfg_name"])  # the same size rules as rank 0
     names = [name for name, _ in model.named_parameters()]
     if names != head["names"]:
         raise RunError(f"the model has parameters {names[:3]}..., rank 0's {head['names'][:3]}...")
