@@ -16,6 +16,11 @@ Both are read at every layer call, so ``with plain_path(): ...`` (or setting the
 variable) switches a running program; a layer's backward always follows the path
 its forward took. The tests check that both paths give the same values and
 gradients for every layer, on NumPy and on the device.
+
+Environment variables are parsed here, strictly: a value the code does not
+understand (``MINIFCN_ACCEL=false``) raises ``BadEnvironment``, one line naming
+the accepted values, instead of being read as some default. The commands check
+them all at start-up (``environment_problem``).
 """
 
 from __future__ import annotations
@@ -99,15 +104,91 @@ def _toolchain_problem() -> str | None:
     return None
 
 
+class BadEnvironment(ValueError):
+    """An environment variable holds a value minifcn does not understand."""
+
+
+# The on/off switches: name -> what "1" means (the message for a bad value says it).
+SWITCHES = {
+    "MINIFCN_ACCEL": "1 (the default) runs the accelerated path, 0 the plain path everywhere",
+    "MINIFCN_CUDA_KERNELS": "1 (the default) uses the custom CUDA kernels, 0 the plain path "
+    "on the GPU",
+    "CUPY_TF32": "0 (the default) keeps CuPy's float32 products in full precision, 1 lets "
+    "them use TF32 tensor cores",
+}
+THREADS_ENV = "MINIFCN_THREADS"
+MAX_THREADS = 1024
+
+
+def env_switch(name: str, environ=None) -> bool:
+    """The on/off switch ``name`` (one of ``SWITCHES``): "1" or "0", unset or empty for
+    its default; anything else is ``BadEnvironment``."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(name, "").strip()
+    if value == "":
+        return name != "CUPY_TF32"
+    if value in ("0", "1"):
+        return value == "1"
+    raise BadEnvironment(
+        f"environment variable {name}={value!r} is not understood: use 1 or 0 ({SWITCHES[name]})"
+    )
+
+
+def requested_threads(environ=None) -> int | None:
+    """``MINIFCN_THREADS`` as a fixed BLAS thread count, or None to adapt (unset, empty
+    or "auto"); ``BadEnvironment`` for anything else."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(THREADS_ENV, "").strip()
+    if value.lower() in ("", "auto"):
+        return None
+    if value.isdigit() and 1 <= int(value) <= MAX_THREADS:
+        return int(value)
+    raise BadEnvironment(
+        f"environment variable {THREADS_ENV}={value!r} is not understood: use a thread count "
+        f"1..{MAX_THREADS}, or auto (the default: as many threads as there are idle cores)"
+    )
+
+
+def environment_problem(environ=None) -> str | None:
+    """The first minifcn environment variable with a value it does not understand, as
+    one line; None when all are fine."""
+    try:
+        for name in SWITCHES:
+            env_switch(name, environ)
+        requested_threads(environ)
+    except BadEnvironment as err:
+        return str(err)
+    return None
+
+
 def accelerated() -> bool:
     """True unless ``MINIFCN_ACCEL=0``: the layers use ``minifcn.accel`` (the default)."""
-    return os.environ.get("MINIFCN_ACCEL", "1").strip() != "0"
+    return env_switch("MINIFCN_ACCEL")
 
 
 def cuda_kernels_enabled() -> bool:
     """True unless ``MINIFCN_ACCEL=0`` or ``MINIFCN_CUDA_KERNELS=0``: on the GPU, use the
     accelerated path's custom CUDA kernels (otherwise the GPU runs the plain path)."""
-    return accelerated() and os.environ.get("MINIFCN_CUDA_KERNELS", "1").strip() != "0"
+    return accelerated() and env_switch("MINIFCN_CUDA_KERNELS")
+
+
+def set_tf32(enabled: bool) -> bool:
+    """Let CuPy's float32 matrix products use TF32 tensor cores (``CUPY_TF32=1``), or
+    not. CuPy reads the variable once, at its first float32 product, so this also sets
+    the compute type it cached, when this CuPy has the setter. Returns whether the
+    setting was also given to CuPy directly (False: only the variable was set, which
+    CuPy reads before its first float32 product)."""
+    os.environ["CUPY_TF32"] = "1" if enabled else "0"
+    if _cupy is None:
+        return False
+    try:
+        from cupy._core import _routines_linalg as linalg  # CuPy's own cached setting
+
+        kind = linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
+        linalg.set_compute_type(np.float32, kind)
+    except Exception:  # the stand-in, or a CuPy without the setter: the variable only
+        return False
+    return True
 
 
 @contextlib.contextmanager

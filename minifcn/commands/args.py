@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from minifcn.backend import require_gpu
+from minifcn.backend import environment_problem, require_gpu
 
 # No count a command takes is meaningful beyond this: it bounds what argparse accepts
 # before a specific limit (a memory budget, a tile side) is checked.
@@ -28,6 +28,9 @@ def check_environment(environ=None) -> None:
     read holds a value they do not accept (matplotlib's ``MPLBACKEND``), instead of an
     import traceback; the message lists the accepted values."""
     environ = os.environ if environ is None else environ
+    problem = environment_problem(environ)  # MINIFCN_ACCEL, MINIFCN_THREADS, CUPY_TF32...
+    if problem:
+        raise SystemExit(f"error: {problem}")
     value = environ.get("MPLBACKEND")
     if not value or "matplotlib" in sys.modules:
         return

@@ -16,12 +16,27 @@ optimisations buy is visible (``--no-plain`` skips them).
 thread count) and prints minifcn's time over PyTorch's. PyTorch is not a
 dependency of minifcn; it is imported only here, only when asked for.
 
+On the GPU every figure is taken twice, at equal precision for both libraries:
+with TF32 off for both (CuPy's strict float32 products, PyTorch's
+``allow_tf32 = False`` for cuBLAS and cuDNN) and with TF32 on for both
+(``CUPY_TF32=1``, ``allow_tf32 = True``); ``--tf32 off`` or ``--tf32 on`` keeps
+one. Times on the GPU come from CUDA events recorded around each run. The JSON
+keeps each precision's tables under ``precision_runs``, and the device
+operations one training step launches where the CuPy in use counts them (the
+test suite's stand-in does; real CuPy does not).
+
+``--under-load`` measures how the default training step (mini FCN-8s on shapes,
+batch 2, 96x96, Adam, default settings) slows down when it shares the machine:
+idle, beside one busy process, and beside a second copy of itself, for minifcn
+and, with ``--compare torch``, PyTorch; each measured in a fresh process.
+
 Examples::
 
     python -m minifcn.bench                      # CPU, full sizes
     python -m minifcn.bench --quick              # tiny sizes: a smoke test
     python -m minifcn.bench --compare torch --json bench.json
     python -m minifcn.bench --device gpu
+    python -m minifcn.bench --under-load --compare torch --json load.json
     OPENBLAS_NUM_THREADS=1 python -m minifcn.bench --compare torch --cpu-time   # shared CPU
 """
 
@@ -33,6 +48,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -41,6 +57,7 @@ import numpy as np
 
 from minifcn import backend
 from minifcn.accel.cpu import keep_freed_memory
+from minifcn.accel.threads import adapt_threads
 from minifcn.commands.args import bounded_int
 from minifcn.export.torch_fcn import torch_fcn
 from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
@@ -101,20 +118,63 @@ def flops(case: dict, out_shape) -> tuple[float, float]:
 CLOCK = {"now": time.perf_counter}  # --cpu-time swaps in time.process_time
 
 
-def timeit(fn, repeat: int, sync=None) -> float:
-    """Median seconds of ``fn()`` over ``repeat`` runs, after one warm-up run."""
+class CupyEvents:
+    """CUDA events from CuPy: ``pair()`` gives (start, end), ``seconds`` their distance."""
+
+    def __init__(self, cp):
+        self.cp = cp
+
+    def pair(self):
+        return self.cp.cuda.Event(), self.cp.cuda.Event()
+
+    def seconds(self, start, end) -> float:
+        end.synchronize()
+        return self.cp.cuda.get_elapsed_time(start, end) / 1e3
+
+
+class TorchEvents(CupyEvents):
+    """The same with ``torch.cuda.Event``."""
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def pair(self):
+        make = self.torch.cuda.Event
+        return make(enable_timing=True), make(enable_timing=True)
+
+    def seconds(self, start, end) -> float:
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+
+def timeit(fn, repeat: int, sync=None, events=None) -> float:
+    """Median seconds of ``fn()`` over ``repeat`` runs, after one warm-up run.
+
+    With ``events`` (``CupyEvents`` / ``TorchEvents``, on the GPU) each run is timed
+    by CUDA events recorded around it on the stream: the device's own clock."""
     now = CLOCK["now"]
     fn()
     if sync:
         sync()
     times = []
     for _ in range(repeat):
+        if events is not None:
+            start, end = events.pair()
+            start.record()
+            fn()
+            end.record()
+            times.append(events.seconds(start, end))
+            continue
         start = now()
         fn()
         if sync:
             sync()
         times.append(now() - start)
     return statistics.median(times)
+
+
+def _events(device: str):
+    return CupyEvents(backend.cupy_module()) if device == "gpu" else None
 
 
 def matmul_gflops(xp, m: int, k: int, n: int, repeat: int, sync=None) -> float:
@@ -167,26 +227,41 @@ def time_ours(case: dict, device: str, repeat: int) -> dict:
         layer.to(device)
     x, labels = case_inputs(case)
     x = xp.asarray(x)
+    ev = _events(device)
     if case["kind"] == "loss":
         labels = xp.asarray(labels)
-        fwd = timeit(lambda: layer(x, labels), repeat, sync)
-        bwd = timeit(lambda: layer.backward(), repeat, sync)
+        fwd = timeit(lambda: layer(x, labels), repeat, sync, ev)
+        bwd = timeit(lambda: layer.backward(), repeat, sync, ev)
         return dict(fwd_s=fwd, bwd_s=bwd, out_shape=x.shape)
     y = layer(x)
     dy = xp.asarray(np.random.default_rng(1).standard_normal(y.shape, dtype=np.float32))
-    fwd = timeit(lambda: layer(x), repeat, sync)
+    fwd = timeit(lambda: layer(x), repeat, sync, ev)
     layer(x)
-    bwd = timeit(lambda: layer.backward(dy), repeat, sync)
+    bwd = timeit(lambda: layer.backward(dy), repeat, sync, ev)
     return dict(fwd_s=fwd, bwd_s=bwd, out_shape=tuple(y.shape))
 
 
 # ------------------------------------------------------------------ PyTorch
 def blas_threads() -> int:
-    """The thread count NumPy's BLAS uses: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, or all CPUs."""
+    """The thread count NumPy's BLAS uses: minifcn's choice (``minifcn.accel.threads``),
+    else OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else all CPUs."""
+    chosen = adapt_threads().threads
+    if chosen is not None:
+        return chosen
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
     return os.cpu_count() or 1
+
+
+def set_torch_tf32(torch, enabled: bool) -> dict:
+    """PyTorch's TF32 switches for cuBLAS products and cuDNN convolutions; what was set."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    return dict(
+        matmul_allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+        cudnn_allow_tf32=bool(torch.backends.cudnn.allow_tf32),
+    )
 
 
 def import_torch():
@@ -213,6 +288,7 @@ def time_torch(torch, case: dict, device: str, repeat: int) -> dict:
     import torch.nn.functional as F
 
     dev, sync = _torch_device(torch, device)
+    ev = TorchEvents(torch) if device == "gpu" else None
     x_np, labels_np = case_inputs(case)
     x = torch.tensor(x_np, device=dev, requires_grad=True)
     kind, a = case["kind"], case["args"]
@@ -240,10 +316,11 @@ def time_torch(torch, case: dict, device: str, repeat: int) -> dict:
         def f():
             return F.cross_entropy(x, labels, ignore_index=255)
 
-    fwd = timeit(f, repeat, sync)
+    fwd = timeit(f, repeat, sync, ev)
     y = f()
     dy = torch.ones_like(y) if kind == "loss" else torch.randn_like(y)
-    bwd = timeit(lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True), repeat, sync)
+    grad = lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True)  # noqa: E731
+    bwd = timeit(grad, repeat, sync, ev)
     return dict(fwd_s=fwd, bwd_s=bwd)
 
 
@@ -274,13 +351,14 @@ def train_step_ours(device: str, batch: int, size: int, repeat: int) -> dict | N
     labels = xp.asarray(rng.integers(0, NUM_CLASSES, (batch, size, size)).astype(np.uint8))
 
     def step():
-        model.zero_grad()
+        opt.zero_grad()  # one fill of the packed gradients on the GPU
         loss_fn(model(x), labels)
         model.backward(loss_fn.backward(), input_grad=False)  # as PyTorch: x needs no grad
         opt.step()
 
-    seconds = timeit(step, repeat, sync)
+    seconds = timeit(step, repeat, sync, _events(device))
     result = dict(batch=batch, size=size, step_s=seconds, images_per_s=batch / seconds)
+    result["launches_per_step"], result["launches_note"] = count_launches(step, xp)
     if device == "gpu":
         pool = xp.get_default_memory_pool()
         result["peak_bytes"] = int(pool.total_bytes())
@@ -313,7 +391,7 @@ def train_step_torch(torch, model, device: str, batch: int, size: int, repeat: i
         F.cross_entropy(mirror(x), labels, ignore_index=255).backward()
         opt.step()
 
-    seconds = timeit(step, repeat, sync)
+    seconds = timeit(step, repeat, sync, TorchEvents(torch) if device == "gpu" else None)
     return dict(step_s=seconds, images_per_s=batch / seconds)
 
 
@@ -337,7 +415,7 @@ def paper_step(device: str, size: int, repeat: int, torch=None) -> dict:
         loss_fn(model(x), labels)
         model.backward(loss_fn.backward(), input_grad=False)  # as PyTorch: x needs no grad
 
-    result = dict(size=size, step_s=timeit(step, repeat, sync))
+    result = dict(size=size, step_s=timeit(step, repeat, sync, _events(device)))
     if torch is not None:
         import torch.nn.functional as F
 
@@ -353,9 +431,26 @@ def paper_step(device: str, size: int, repeat: int, torch=None) -> dict:
             mirror.zero_grad()
             F.cross_entropy(mirror(tx), tl, ignore_index=255).backward()
 
-        result["torch_step_s"] = timeit(torch_step, repeat, tsync)
+        tev = TorchEvents(torch) if device == "gpu" else None
+        result["torch_step_s"] = timeit(torch_step, repeat, tsync, tev)
         result["torch_ratio"] = result["step_s"] / result["torch_step_s"]
     return result
+
+
+def count_launches(step, xp) -> tuple[int | None, str]:
+    """The device operations one call of ``step`` launches, where the CuPy in use counts
+    them (the test suite's stand-in, ``stats``); (None, why) elsewhere."""
+    if xp is np:
+        return None, "CPU: no kernel launches"
+    stats = getattr(xp, "stats", None)
+    if stats is None or not hasattr(stats, "launches"):
+        return None, (
+            "real CuPy does not count launches; the CuPy stand-in of the test suite does "
+            "(tests/test_device.py asserts the budget)"
+        )
+    stats.reset()
+    step()
+    return len(stats.launches), "counted by the CuPy stand-in"
 
 
 # ------------------------------------------------------------------ machine
@@ -445,41 +540,29 @@ def parse_args(argv=None):
         help="measure process CPU time instead of wall time: steadier on a shared machine, "
         "meaningful with one thread (OPENBLAS_NUM_THREADS=1)",
     )
+    parser.add_argument(
+        "--tf32",
+        choices=("off", "on", "both"),
+        default="both",
+        help="GPU: time with TF32 off for minifcn and PyTorch alike, on for both, or both "
+        "(the default; each table is labelled)",
+    )
+    parser.add_argument(
+        "--under-load",
+        action="store_true",
+        help="time the default training step idle, beside one busy process and beside a "
+        "second copy of itself (with --compare torch: PyTorch too), each in a fresh process",
+    )
+    parser.add_argument(
+        "--steps", type=bounded_int(1, 1000), default=20, help="--under-load: timed steps per case"
+    )
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    keep_freed_memory()  # as the train command does
-    if args.repeat < 1:
-        raise SystemExit("--repeat must be >= 1")
-    if args.json:  # before the minutes of timing: never overwrite, fail early
-        from minifcn.commands.args import check_new_file
-
-        check_new_file(args.json, "--json")
-    if args.device == "gpu":
-        from minifcn.commands.args import ensure_device
-
-        ensure_device("gpu")  # one line and exit 1 when the GPU cannot be used
-    CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
-    xp = backend.cupy_module() if args.device == "gpu" else np
-    sync = (lambda: backend.synchronize(xp)) if args.device == "gpu" else None
-    torch = import_torch() if args.compare == "torch" else None
-
-    info = machine_info(args.device)
-    print(
-        f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']} "
-        f"({info['blas']}, {info['blas_threads']} threads)"
-    )
-    if "gpu" in info:
-        print(f"gpu: {info['gpu']} (CuPy {info['cupy']})")
-    if torch is not None:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-
-    size = 128 if args.quick else 1024
-    peak = matmul_gflops(xp, size, size, size, args.repeat, sync)
-    print(f"float32 matmul {size}x{size}x{size}: {peak:.1f} GFLOP/s (the im2col ceiling)\n")
-
+def measure(args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
+    """The layer table, the train step and the paper step, once (at one precision)."""
+    label = "" if tf32 is None else f" (TF32 {'on' if tf32 else 'off'} for both)"
     rows = []
     for case in layer_cases(args.quick):
         ours = time_ours(case, args.device, args.repeat)
@@ -493,6 +576,7 @@ def main(argv=None) -> dict:
             kind=case["kind"],
             shape=list(case["x"]),
             args=list(case["args"]),
+            tf32=tf32,
             fwd_ms=ours["fwd_s"] * 1e3,
             bwd_ms=ours["bwd_s"] * 1e3,
             gflops=gflops,
@@ -511,7 +595,7 @@ def main(argv=None) -> dict:
             row["torch_ratio"] = total_s / (t["fwd_s"] + t["bwd_s"])
         rows.append(row)
     table = format_table(rows)
-    print(table)
+    print(f"layers{label}:\n{table}")
     print(
         "\nfwd/bwd ms: accelerated path (minifcn.accel); plain ms: fwd+bwd on the plain path "
         "(minifcn/nn, MINIFCN_ACCEL=0); % mm: fwd+bwd GFLOP/s over the square matmul above; "
@@ -526,17 +610,20 @@ def main(argv=None) -> dict:
         if train is not None:
             model = train.pop("model")
             line = (
-                f"\nmini FCN-8s train step (batch {batch}, {img}x{img}): "
+                f"\nmini FCN-8s train step{label} (batch {batch}, {img}x{img}): "
                 f"{train['step_s'] * 1e3:.1f} ms, {train['images_per_s']:.1f} images/s, "
                 f"peak memory {train['peak_bytes'] / 2**20:.1f} MiB ({train['peak_note']}), "
                 f"max RSS {train['max_rss_bytes'] / 2**20:.0f} MiB"
             )
+            if train["launches_per_step"] is not None:
+                line += f", {train['launches_per_step']} device launches a step"
             if not args.no_plain:
                 with backend.plain_path():
                     plain = train_step_ours(args.device, batch, img, args.repeat)
                 plain.pop("model")
                 train["plain_step_s"] = plain["step_s"]
                 train["plain_speedup"] = plain["step_s"] / train["step_s"]
+                train["plain_launches_per_step"] = plain["launches_per_step"]
                 line += (
                     f"\n  plain path: {plain['step_s'] * 1e3:.1f} ms, "
                     f"{plain['images_per_s']:.1f} images/s; accelerated / plain = "
@@ -557,8 +644,8 @@ def main(argv=None) -> dict:
     if args.paper_step:
         paper = paper_step(args.device, args.paper_step, args.repeat, torch)
         line = (
-            f"\npaper FCN-8s (VGG16), 1x3x{args.paper_step}x{args.paper_step}, forward+loss+"
-            f"backward: {paper['step_s'] * 1e3:.1f} ms"
+            f"\npaper FCN-8s (VGG16){label}, 1x3x{args.paper_step}x{args.paper_step}, "
+            f"forward+loss+backward: {paper['step_s'] * 1e3:.1f} ms"
         )
         if "torch_step_s" in paper:
             line += (
@@ -566,7 +653,61 @@ def main(argv=None) -> dict:
                 f"minifcn / torch = {paper['torch_ratio']:.2f}"
             )
         print(line)
+    return dict(tf32=tf32, layers=rows, train_step=train, paper_step=paper, table=table)
 
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.worker:
+        return run_worker(args.worker, args.quick, args.steps)
+    keep_freed_memory()  # as the train command does
+    if args.json:  # before the minutes of timing: never overwrite, fail early
+        from minifcn.commands.args import check_new_file
+
+        check_new_file(args.json, "--json")
+    if args.device == "gpu":
+        from minifcn.commands.args import ensure_device
+
+        ensure_device("gpu")  # one line and exit 1 when the GPU cannot be used
+    if args.under_load:
+        if args.device == "gpu":
+            raise SystemExit("error: --under-load measures the CPU; drop --device gpu")
+        return under_load_main(args)
+    CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
+    xp = backend.cupy_module() if args.device == "gpu" else np
+    sync = (lambda: backend.synchronize(xp)) if args.device == "gpu" else None
+    torch = import_torch() if args.compare == "torch" else None
+
+    info = machine_info(args.device)
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']} "
+        f"({info['blas']}, {info['blas_threads']} threads: {adapt_threads().describe()})"
+    )
+    if "gpu" in info:
+        print(f"gpu: {info['gpu']} (CuPy {info['cupy']})")
+    if torch is not None:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    size = 128 if args.quick else 1024
+    precisions = [None]  # the CPU computes in float32, nothing to choose
+    if args.device == "gpu":
+        precisions = {"off": [False], "on": [True], "both": [False, True]}[args.tf32]
+    runs = []
+    for tf32 in precisions:
+        settings = {}
+        if tf32 is not None:
+            settings["cupy_tf32_set_directly"] = backend.set_tf32(tf32)
+            settings["CUPY_TF32"] = os.environ["CUPY_TF32"]
+            if torch is not None:
+                settings["torch"] = set_torch_tf32(torch, tf32)
+            print(f"\n--- TF32 {'on' if tf32 else 'off'} for minifcn (CuPy) and PyTorch alike")
+        peak = matmul_gflops(xp, size, size, size, args.repeat, sync)
+        print(f"float32 matmul {size}x{size}x{size}: {peak:.1f} GFLOP/s (the im2col ceiling)\n")
+        run = measure(args, xp, sync, torch, peak, tf32)
+        run.update(matmul=dict(size=size, gflops=peak), precision_settings=settings)
+        runs.append(run)
+
+    first = runs[0]
     result = dict(
         machine=info,
         settings=dict(
@@ -574,23 +715,213 @@ def main(argv=None) -> dict:
             repeat=args.repeat,
             quick=args.quick,
             compare=args.compare,
-            clock="process_time" if args.cpu_time else "perf_counter",
+            clock="cuda events"
+            if args.device == "gpu"
+            else ("process_time" if args.cpu_time else "perf_counter"),
+            tf32=args.tf32 if args.device == "gpu" else None,
+            blas_threads=adapt_threads().describe(),
         ),
-        matmul=dict(size=size, gflops=peak),
-        layers=rows,
-        train_step=train,
-        paper_step=paper,
-        table=table,
+        matmul=first["matmul"],
+        layers=first["layers"],
+        train_step=first["train_step"],
+        paper_step=first["paper_step"],
+        table=first["table"],
+        precision_runs=runs,
     )
-    if args.json:
-        from minifcn.commands.args import write_failed
-        from minifcn.storage.atomic import write_text_new
+    write_json(args.json, result)
+    return result
 
+
+def write_json(path, result: dict) -> None:
+    if path:
+        from minifcn.storage.atomic import write_text_atomic
+
+        write_text_atomic(path, json.dumps(result, indent=2))
+        print(f"\nwrote {path}")
+
+
+# ---------------------------------------------------------------- under load
+WORKERS = ("busy", "loop-minifcn", "loop-torch", "measure-minifcn", "measure-torch")
+WORKER_SECONDS = 600  # a load worker stops by itself after this, whatever happens
+
+
+def default_step(impl: str, quick: bool):
+    """One step of the default training (mini FCN-8s on shapes, batch 2, 96x96, Adam
+    lr 3e-3), as a function, in minifcn or in PyTorch (its mirror of the same net)."""
+    from minifcn.data.shapes import CLASS_NAMES
+    from minifcn.models import FCN8s
+    from minifcn.optim import Adam
+
+    classes, side = len(CLASS_NAMES), 32 if quick else 96
+    model = FCN8s(classes, "mini", rng=0)
+    model.train()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, side, side), dtype=np.float32)
+    labels = rng.integers(0, classes, (2, side, side))
+    if impl == "minifcn":
+        opt, loss_fn = Adam(model.parameters(), lr=3e-3), SoftmaxCrossEntropy()
+        labels = labels.astype(np.uint8)
+
+        def step():
+            adapt_threads()  # what the training loop does every step
+            opt.zero_grad()
+            loss_fn(model(x), labels)
+            model.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
+
+        return step
+    import torch
+    import torch.nn.functional as F
+
+    mirror = torch_fcn(model, "cpu")
+    topt = torch.optim.Adam([p for p in mirror.parameters() if p.requires_grad], lr=3e-3)
+    tx, tl = torch.tensor(x), torch.tensor(labels)
+
+    def torch_step():
+        topt.zero_grad()
+        F.cross_entropy(mirror(tx), tl, ignore_index=255).backward()
+        topt.step()
+
+    return torch_step
+
+
+def _machine_busy() -> float | None:
+    from minifcn.accel.threads import _busy_seconds
+
+    return _busy_seconds()
+
+
+def run_worker(kind: str, quick: bool, steps: int) -> dict:
+    """A process of the --under-load test: a load (``busy``, ``loop-*``: runs until it is
+    stopped, at most WORKER_SECONDS) or the measured one (``measure-*``: prints one JSON
+    line with its step times)."""
+    deadline = time.monotonic() + WORKER_SECONDS
+    if kind == "busy":
+        while time.monotonic() < deadline:  # one core, kept busy in pure Python
+            pass
+        return {}
+    impl = kind.split("-", 1)[1]
+    step = default_step(impl, quick)
+    if kind.startswith("loop"):
+        while time.monotonic() < deadline:
+            step()
+        return {}
+    settle = 0.5 if quick else 5.0  # warm up, and let the thread choice see the load
+    t_end = time.monotonic() + settle
+    step()
+    while time.monotonic() < t_end:
+        step()
+    busy0, cpu0, wall0 = _machine_busy(), time.process_time(), time.perf_counter()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    busy1, cpu1, wall1 = _machine_busy(), time.process_time(), time.perf_counter()
+    others = None
+    if busy0 is not None and busy1 is not None:
+        others = max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / (wall1 - wall0)
+    if impl == "minifcn":
+        threads = adapt_threads().threads
+    else:
+        import torch
+
+        threads = torch.get_num_threads()
+    result = dict(
+        impl=impl,
+        median_step_s=statistics.median(times),
+        step_s=times,
+        threads=threads,
+        cpu_per_wall=(cpu1 - cpu0) / (wall1 - wall0),
+        others_busy_cores=others,
+    )
+    print("RESULT " + json.dumps(result), flush=True)
+    return result
+
+
+def _worker_cmd(kind: str, args) -> list:
+    cmd = [sys.executable, "-m", "minifcn.commands.bench", "--worker", kind]
+    return cmd + ["--steps", str(args.steps)] + (["--quick"] if args.quick else [])
+
+
+def measure_beside(impl: str, load: str | None, args) -> dict:
+    """The measured worker for ``impl``, beside the load worker ``load`` (or none)."""
+    loads = []
+    try:
+        if load is not None:
+            loads.append(subprocess.Popen(_worker_cmd(load, args), stdout=subprocess.DEVNULL))
+            time.sleep(0.5 if args.quick else 3.0)  # the load is under way before we start
         try:
-            write_text_new(args.json, json.dumps(result, indent=2))
-        except OSError as err:
-            raise write_failed(args.json, err) from None
-        print(f"\nwrote {args.json}")
+            load_avg = os.getloadavg()[0]
+        except OSError:
+            load_avg = None
+        proc = subprocess.run(
+            _worker_cmd(f"measure-{impl}", args),
+            capture_output=True,
+            text=True,
+            timeout=WORKER_SECONDS,
+        )
+    finally:
+        for p in loads:  # the processes this function started, by their handles
+            p.terminate()
+            p.wait()
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: --under-load: the {impl} measurement failed: {tail}")
+    result = json.loads(lines[-1][len("RESULT ") :])
+    result["load"] = load or "none"
+    result["load_average_before"] = load_avg
+    return result
+
+
+UNDER_LOAD_TARGET = 2.5  # the slowdown the issue allows in each loaded case
+
+
+def under_load_main(args) -> dict:
+    impls = ["minifcn"]
+    if args.compare == "torch":
+        if import_torch() is None:
+            raise SystemExit("error: --under-load --compare torch: PyTorch cannot be imported")
+        impls.append("torch")
+    info = machine_info("cpu")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores; default settings "
+        f"(minifcn {os.environ.get('MINIFCN_THREADS') or 'MINIFCN_THREADS unset'})"
+    )
+    cases = {}
+    for impl in impls:
+        for name, load in (("idle", None), ("busy", "busy"), ("copy", f"loop-{impl}")):
+            r = measure_beside(impl, load, args)
+            cases[f"{impl}/{name}"] = r
+            print(
+                f"{impl:8s} {name:5s}: {r['median_step_s'] * 1e3:8.1f} ms a step "
+                f"({r['threads']} threads; others kept {_fmt(r['others_busy_cores'], '.2f')} "
+                f"cores busy; load average before {_fmt(r['load_average_before'], '.2f')})"
+            )
+    slowdowns = {}
+    for impl in impls:
+        idle = cases[f"{impl}/idle"]["median_step_s"]
+        for name in ("busy", "copy"):
+            slowdowns[f"{impl}/{name}"] = cases[f"{impl}/{name}"]["median_step_s"] / idle
+    lines = ["", "slowdown over idle (median step time):"]
+    for name in ("busy", "copy"):
+        text = f"  beside {'one busy process' if name == 'busy' else 'a second copy'}: "
+        text += ", ".join(f"{impl} {slowdowns[f'{impl}/{name}']:.2f}x" for impl in impls)
+        mine = slowdowns[f"minifcn/{name}"]
+        verdict = f"minifcn {'within' if mine <= UNDER_LOAD_TARGET else 'over'} the "
+        verdict += f"{UNDER_LOAD_TARGET}x target"
+        if "torch" in impls:
+            below = mine < slowdowns[f"torch/{name}"]
+            verdict += f", {'below' if below else 'not below'} PyTorch's"
+        lines.append(f"{text} ({verdict})")
+    print("\n".join(lines))
+    result = dict(
+        machine=info,
+        settings=dict(quick=args.quick, steps=args.steps, compare=args.compare),
+        under_load=dict(cases=cases, slowdowns=slowdowns, target=UNDER_LOAD_TARGET),
+    )
+    write_json(args.json, result)
     return result
 
 

@@ -566,6 +566,29 @@ class _Stream:
         _record("sync", "stream.synchronize")
 
 
+class _Event:
+    """``cupy.cuda.Event``: on the stand-in the work is done when it is queued, so an
+    event's time is the host clock when it is recorded."""
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.time = None
+
+    def record(self, stream=None):
+        import time
+
+        self.time = time.perf_counter()
+
+    def synchronize(self):
+        _record("sync", "Event.synchronize")
+
+
+def _get_elapsed_time(start: _Event, end: _Event) -> float:
+    """Milliseconds between two recorded events, as ``cupy.cuda.get_elapsed_time``."""
+    if start.time is None or end.time is None:
+        raise RuntimeError("cudaErrorInvalidResourceHandle: an event was not recorded")
+    return (end.time - start.time) * 1e3
+
+
 class _MemoryPool:
     def used_bytes(self):
         return 0
@@ -605,6 +628,8 @@ cuda = types.SimpleNamespace(
     Device=_Device,
     get_current_stream=lambda: _stream,
     MemoryPool=_MemoryPool,
+    Event=_Event,
+    get_elapsed_time=_get_elapsed_time,
 )
 
 

@@ -1,0 +1,148 @@
+"""How many threads NumPy's BLAS may use: as many as there are idle cores.
+
+The rule, and why:
+
+* A BLAS matrix product splits its output among its threads and waits for the
+  slowest. On a machine where another program keeps a core busy, one of those
+  threads runs only part of the time and every product waits for it; OpenBLAS's
+  threads also spin while they wait, taking cycles from the other program. Two
+  trainings that each start one thread per core (the BLAS default) on a shared
+  machine therefore run several times slower than one, not twice.
+* So minifcn chooses: the threads are the cores this process may run on
+  (``os.sched_getaffinity``) minus the cores other programs kept busy. At the
+  start that is read from the load average; then, every ``interval`` seconds, from
+  the machine's busy time (``/proc/stat``) minus this process's own CPU time over
+  the interval, which counts what others ran there and not our spinning threads.
+  A second copy of a minifcn training sees the first and both settle on sharing.
+* The products split the output, never the sum, among threads, so the number of
+  threads does not change a single bit of the results (a test checks it): adapting
+  keeps a seed's run reproducible.
+* ``MINIFCN_THREADS=N`` fixes the count (1..1024), ``MINIFCN_THREADS=auto`` (or
+  unset) adapts. When it is unset and the user set ``OPENBLAS_NUM_THREADS``,
+  ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``, that choice is kept as it is.
+
+``threadpoolctl`` sets the limit on whichever BLAS NumPy loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..backend import THREADS_ENV as ENV
+from ..backend import requested_threads
+
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds the whole machine spent busy since boot (/proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cores(others_busy: float, cores: int) -> int:
+    """Threads to use when other programs keep ``others_busy`` cores busy: the rest,
+    rounded to the nearest core, at least 1 and at most ``cores``."""
+    return max(1, min(cores, int(cores - others_busy + 0.5)))
+
+
+class BlasThreads:
+    """The BLAS thread limit of this process, chosen and kept up to date.
+
+    ``start()`` sets the first limit; call ``adapt()`` as often as you like (every
+    training step): it looks again only every ``interval`` seconds, and changes
+    the limit only when the count of idle cores changed.
+    """
+
+    def __init__(self, interval: float = 2.0, environ=None):
+        environ = os.environ if environ is None else environ
+        self.fixed = requested_threads(environ)
+        self.inherited = self.fixed is None and any(environ.get(v) for v in BLAS_ENV)
+        self.interval = interval
+        self.cores = usable_cores()
+        self.threads: int | None = None
+        self.others_busy: float | None = None  # cores other programs used, last interval
+        self._controller = None
+        self._mark = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.fixed is None and not self.inherited
+
+    def describe(self) -> str:
+        if self.fixed is not None:
+            return f"{self.threads} (fixed by {ENV})"
+        if self.inherited:
+            return "as set by " + ", ".join(
+                f"{v}={os.environ[v]}" for v in BLAS_ENV if os.environ.get(v)
+            )
+        return f"{self.threads} of {self.cores} (as many as are idle; {ENV}=N fixes it)"
+
+    def start(self) -> BlasThreads:
+        if self.fixed is not None:
+            self._set(self.fixed)
+        elif self.adaptive:
+            try:
+                load = os.getloadavg()[0]
+            except (AttributeError, OSError):
+                load = 0.0
+            self.others_busy = load
+            self._set(idle_cores(load, self.cores))
+        self._mark = (time.monotonic(), _busy_seconds(), time.process_time())
+        return self
+
+    def adapt(self) -> None:
+        """Re-count the idle cores if ``interval`` seconds passed, and follow them."""
+        if not self.adaptive or self._mark is None:
+            return
+        now = time.monotonic()
+        then, busy_then, ours_then = self._mark
+        if now - then < self.interval:
+            return
+        busy, ours = _busy_seconds(), time.process_time()
+        self._mark = (now, busy, ours)
+        if busy is None or busy_then is None:
+            return
+        self.others_busy = max(0.0, (busy - busy_then) - (ours - ours_then)) / (now - then)
+        self._set(idle_cores(self.others_busy, self.cores))
+
+    def _set(self, threads: int) -> None:
+        if threads == self.threads:
+            return
+        if self._controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._controller = ThreadpoolController()
+        self._controller.limit(limits=threads, user_api="blas")
+        self.threads = threads
+
+
+_PROCESS: BlasThreads | None = None
+
+
+def adapt_threads() -> BlasThreads:
+    """This process's BLAS threads: chosen on the first call, kept up to date on each
+    later one (the training loop calls it every step; it costs a clock read)."""
+    global _PROCESS
+    if _PROCESS is None:
+        _PROCESS = BlasThreads().start()
+    else:
+        _PROCESS.adapt()
+    return _PROCESS
