@@ -31,6 +31,51 @@ def test_bench_quick_run_writes_every_figure_to_json(tmp_path, capsys):
     assert len(result["layers"]) == len(saved["layers"])
 
 
+def test_bench_on_the_device_times_both_precisions_with_events_and_counts_launches(
+    tmp_path, standin
+):
+    path = tmp_path / "gpu.json"
+    bench.main(["--device", "gpu", "--quick", "--repeat", "1", "--no-plain", "--json", str(path)])
+    saved = json.loads(path.read_text())
+    assert saved["settings"]["clock"] == "cuda events" and saved["settings"]["tf32"] == "both"
+    runs = saved["precision_runs"]
+    assert [run["tf32"] for run in runs] == [False, True]
+    for run in runs:
+        assert {row["tf32"] for row in run["layers"]} == {run["tf32"]}
+        assert run["precision_settings"]["CUPY_TF32"] == ("1" if run["tf32"] else "0")
+        step = run["train_step"]
+        assert 0 < step["launches_per_step"] <= 250, step["launches_per_step"]
+        assert step["launches_note"] == "counted by the CuPy stand-in"
+    assert saved["layers"] == runs[0]["layers"]  # the top level keeps TF32 off
+
+
+def test_bench_tf32_off_alone_times_one_precision(tmp_path, standin):
+    result = bench.main(["--device", "gpu", "--quick", "--repeat", "1", "--no-plain",
+                         "--no-train", "--tf32", "off"])  # fmt: skip
+    assert [run["tf32"] for run in result["precision_runs"]] == [False]
+
+
+def test_bench_refuses_an_unknown_tf32_value_in_one_line(capsys):
+    with pytest.raises(SystemExit) as err:
+        bench.main(["--tf32", "maybe"])
+    assert err.value.code == 2
+    assert "--tf32: invalid choice: 'maybe'" in capsys.readouterr().err
+
+
+def test_bench_under_load_measures_idle_busy_and_a_second_copy(tmp_path, capsys):
+    path = tmp_path / "load.json"
+    result = bench.main(["--under-load", "--quick", "--steps", "1", "--json", str(path)])
+    saved = json.loads(path.read_text())
+    cases = saved["under_load"]["cases"]
+    assert set(cases) == {"minifcn/idle", "minifcn/busy", "minifcn/copy"}
+    assert [cases[k]["load"] for k in sorted(cases)] == ["busy", "loop-minifcn", "none"]
+    for case in cases.values():
+        assert case["median_step_s"] > 0 and case["threads"] >= 1
+    assert set(saved["under_load"]["slowdowns"]) == {"minifcn/busy", "minifcn/copy"}
+    assert result["under_load"]["target"] == 2.5
+    assert "beside a second copy: minifcn" in capsys.readouterr().out
+
+
 def _im2col_by_offsets(x, kh, kw, s, p):
     """The textbook loop over kernel offsets, on an explicitly padded image."""
     n, c, h, w = x.shape

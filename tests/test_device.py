@@ -626,6 +626,19 @@ def test_the_real_gpu_passes_the_start_up_probe():
     assert backend.device_of(to_device(np.zeros(2), "gpu")) == "gpu"
 
 
+def test_gpucheck_summary_labels_each_precision_and_reports_launches(standin):
+    from minifcn.commands import bench, gpucheck
+
+    result = bench.main(["--device", "gpu", "--quick", "--repeat", "1", "--no-plain"])
+    report = {"device": {"name": "stand-in", "cupy": "x", "cuda_runtime": 0}, "bench": result}
+    text = gpucheck.summary_text({**report, "seconds": 1.0})
+    off = next(ln for ln in text.splitlines() if ln.startswith("TF32 off mini train step"))
+    on = next(ln for ln in text.splitlines() if ln.startswith("TF32 on  mini train step"))
+    for line in (off, on):
+        assert "launches" in line
+    assert text.count("layer ratios") == 0  # no PyTorch here: no ratios to show
+
+
 def test_gpucheck_without_cupy_stops_with_one_line(no_cupy, capsys):
     from minifcn.commands import gpucheck
 

@@ -13,10 +13,19 @@ path on the GPU only). It is the default.
   one "sub-pixel" matrix product, and a loss whose gradient is finished in the
   loss forward.
 * ``gpu.py`` (CuPy): the same layers with the custom CUDA kernels of
-  ``cuda_kernels.py`` (im2col, col2im as a gather, the fused softmax
-  cross-entropy).
-* ``pool.py``: max pooling over non-overlapping windows as strided views (both).
+  ``cuda_kernels.py`` (im2col, col2im as a gather, max pooling with its argmax
+  and its backward as a gather, ReLU, the softmax cross-entropy summed on the
+  device), and fused forms that issue fewer launches (the convolution with its
+  bias; both parameter gradients from one product). ``cuda_kernels.py`` also
+  holds the fused Adam and SGD steps ``minifcn.optim`` runs on the GPU.
+* ``pool.py``: max pooling over non-overlapping windows as strided views (NumPy).
 * ``shared.py``: what both share: the 1x1 shortcut and the batch-major products.
+* ``threads.py``: how many threads NumPy's BLAS uses (as many as there are idle
+  cores; ``MINIFCN_THREADS`` fixes it).
+
+A layer uses a fused form (``conv2d_bias``, ``relu``, ``softmax_xent_totals``...)
+only where its accelerated module offers one; the CPU module offers none of
+them, so the CPU arithmetic is the nine functions' alone.
 
 Each accelerated module implements ``minifcn.dispatch.LayerOps`` (the nine
 functions conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d,

@@ -9,7 +9,9 @@ how fast it is. It runs, in order:
    for the tests that compare both paths;
 3. the benchmark on the GPU (``python -m minifcn.bench --device gpu``),
    compared with PyTorch when it is installed, plus the paper-configuration
-   FCN-8s (VGG16) forward+backward on one 500x500 image;
+   FCN-8s (VGG16) forward+backward on one 500x500 image, twice at equal
+   precision: TF32 off for both libraries, then TF32 on for both (CUDA-event
+   times; each figure says which);
 4. a short training run on the GPU (FCN-8s on the shapes set), resumed for a
    second epoch, then ``evaluate --device gpu`` on its checkpoint;
 
@@ -210,29 +212,10 @@ def summary_text(report: dict, cpu_step_ms: float | None = None) -> str:
         if key in report:
             mark = "PASS" if report[key]["ok"] else "FAIL"
             lines.append(f"{label:24s} {mark}  {report[key]['summary']}")
-    step = (report.get("bench") or {}).get("train_step") or {}
-    if step:
-        ms = step["step_s"] * 1e3
-        text = f"mini FCN-8s train step    {ms:.2f} ms (batch {step['batch']}, {step['size']}px)"
-        if "torch_ratio" in step:
-            text += (
-                f"; PyTorch {step['torch_step_s'] * 1e3:.2f} ms, ratio {step['torch_ratio']:.2f}"
-            )
-        if cpu_step_ms:
-            text += f"; {cpu_step_ms / ms:.1f}x the given CPU step ({cpu_step_ms:g} ms)"
-        lines.append(text)
-    paper = (report.get("bench") or {}).get("paper_step") or {}
-    if paper:
-        side = paper["size"]
-        text = f"paper FCN-8s fwd+bwd      {paper['step_s'] * 1e3:.1f} ms (1x3x{side}x{side})"
-        if "torch_ratio" in paper:
-            torch_ms = paper["torch_step_s"] * 1e3
-            text += f"; PyTorch+cuDNN {torch_ms:.1f} ms, ratio {paper['torch_ratio']:.2f}"
-        lines.append(text)
-    layers = (report.get("bench") or {}).get("layers") or []
-    ratios = [r["torch_ratio"] for r in layers if r.get("torch_ratio")]
-    if ratios:
-        lines.append(f"layer ratios to PyTorch   {min(ratios):.2f} .. {max(ratios):.2f} (fwd+bwd)")
+    bench = report.get("bench") or {}
+    runs = bench.get("precision_runs") or [bench]
+    for run in runs:
+        lines += _precision_lines(run, cpu_step_ms)
     training = report.get("training", {})
     if "error" in training:
         lines.append(f"training                  FAIL  {training['error']}")
@@ -245,6 +228,41 @@ def summary_text(report: dict, cpu_step_ms: float | None = None) -> str:
     lines.append(f"total {report['seconds']:.0f} s")
     lines.append("=" * 72)
     return "\n".join(re.sub(r"\s+$", "", ln) for ln in lines)
+
+
+def _precision_lines(run: dict, cpu_step_ms: float | None) -> list:
+    """The summary lines of one precision's figures (the train step, the paper step,
+    the layer ratios), labelled with the precision both libraries ran at."""
+    tf32 = run.get("tf32")
+    label = "" if tf32 is None else f"TF32 {'on ' if tf32 else 'off'} "
+    lines = []
+    step = run.get("train_step") or {}
+    if step:
+        ms = step["step_s"] * 1e3
+        text = f"{label}mini train step {ms:.2f} ms (batch {step['batch']}, {step['size']}px)"
+        if "torch_ratio" in step:
+            text += (
+                f"; PyTorch {step['torch_step_s'] * 1e3:.2f} ms, ratio {step['torch_ratio']:.2f}"
+            )
+        if step.get("launches_per_step") is not None:
+            text += f"; {step['launches_per_step']} launches"
+        if cpu_step_ms:
+            text += f"; {cpu_step_ms / ms:.1f}x the given CPU step ({cpu_step_ms:g} ms)"
+        lines.append(text)
+    paper = run.get("paper_step") or {}
+    if paper:
+        side = paper["size"]
+        text = f"{label}paper FCN-8s fwd+bwd {paper['step_s'] * 1e3:.1f} ms (1x3x{side}x{side})"
+        if "torch_ratio" in paper:
+            torch_ms = paper["torch_step_s"] * 1e3
+            text += f"; PyTorch+cuDNN {torch_ms:.1f} ms, ratio {paper['torch_ratio']:.2f}"
+        lines.append(text)
+    ratios = [r["torch_ratio"] for r in run.get("layers") or [] if r.get("torch_ratio")]
+    if ratios:
+        lines.append(
+            f"{label}layer ratios to PyTorch {min(ratios):.2f} .. {max(ratios):.2f} (fwd+bwd)"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,0 +1,154 @@
+"""Environment variables are parsed strictly, and the BLAS thread count follows the idle cores."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minifcn import backend
+from minifcn.accel import threads
+from minifcn.backend import BadEnvironment, env_switch, environment_problem, requested_threads
+from minifcn.models import FCN8s
+from minifcn.nn import SoftmaxCrossEntropy
+
+
+# ------------------------------------------------------------------ strict switches
+@pytest.mark.parametrize("name", ["MINIFCN_ACCEL", "MINIFCN_CUDA_KERNELS", "CUPY_TF32"])
+@pytest.mark.parametrize("value", ["false", "off", "2", "yes", "0.0", "1 1"])
+def test_a_switch_with_a_value_it_does_not_know_is_an_error_naming_the_accepted_values(name, value):
+    with pytest.raises(BadEnvironment) as err:
+        env_switch(name, {name: value})
+    message = str(err.value)
+    assert name in message and repr(value) in message and "use 1 or 0" in message
+    assert "\n" not in message
+
+
+def test_switches_read_0_and_1_and_fall_back_to_their_default_when_unset_or_empty():
+    assert env_switch("MINIFCN_ACCEL", {}) is True
+    assert env_switch("MINIFCN_ACCEL", {"MINIFCN_ACCEL": " 0 "}) is False
+    assert env_switch("MINIFCN_CUDA_KERNELS", {"MINIFCN_CUDA_KERNELS": ""}) is True
+    assert env_switch("CUPY_TF32", {}) is False  # CuPy's own default: full float32
+    assert env_switch("CUPY_TF32", {"CUPY_TF32": "1"}) is True
+
+
+def test_minifcn_accel_false_no_longer_silently_keeps_the_accelerated_path(monkeypatch):
+    monkeypatch.setenv("MINIFCN_ACCEL", "false")
+    with pytest.raises(BadEnvironment, match="MINIFCN_ACCEL='false'"):
+        backend.accelerated()
+    with pytest.raises(BadEnvironment):
+        FCN8s(3, "mini")(np.zeros((1, 3, 32, 32), np.float32))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "1025", "99999999999999999999"])
+def test_a_thread_count_that_is_not_1_to_1024_or_auto_is_refused(value):
+    with pytest.raises(BadEnvironment, match="MINIFCN_THREADS=.*1..1024, or auto"):
+        requested_threads({"MINIFCN_THREADS": value})
+
+
+def test_thread_counts_and_auto_are_understood():
+    assert requested_threads({}) is None
+    assert requested_threads({"MINIFCN_THREADS": "AUTO"}) is None
+    assert requested_threads({"MINIFCN_THREADS": " 3 "}) == 3
+    assert environment_problem({"MINIFCN_THREADS": "2", "MINIFCN_ACCEL": "1"}) is None
+    assert "CUPY_TF32" in environment_problem({"CUPY_TF32": "true"})
+
+
+@pytest.mark.parametrize(
+    "command,env",
+    [
+        ("minifcn.train", {"MINIFCN_ACCEL": "false"}),
+        ("minifcn.bench", {"MINIFCN_THREADS": "0"}),
+        ("minifcn.evaluate", {"MINIFCN_CUDA_KERNELS": "no"}),
+        ("minifcn.gpucheck", {"CUPY_TF32": "on"}),
+    ],
+)
+def test_commands_stop_with_one_line_on_a_bad_variable(command, env, tmp_path):
+    import os
+
+    full = {**os.environ, **env, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run(
+        [sys.executable, "-m", command, "--help"], env=full, capture_output=True, text=True,
+        cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: environment variable ")
+    assert next(iter(env)) in lines[0]
+    assert not list(tmp_path.iterdir())  # nothing created
+
+
+# ------------------------------------------------------------------ BLAS threads
+@pytest.mark.parametrize(
+    "others,cores,expected", [(0.0, 2, 2), (0.9, 2, 1), (1.2, 2, 1), (2.6, 2, 1), (1.4, 8, 7)]
+)
+def test_the_thread_count_is_the_idle_cores_at_least_one(others, cores, expected):
+    assert threads.idle_cores(others, cores) == expected
+
+
+class _FakeLimits:
+    def __init__(self):
+        self.calls = []
+
+    def limit(self, limits, user_api):
+        self.calls.append((limits, user_api))
+
+
+def test_adapting_follows_what_other_programs_keep_busy(monkeypatch):
+    """Over each interval: the machine's busy seconds minus this process's own."""
+    clock = {"wall": 100.0, "busy": 1000.0, "ours": 10.0}
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(threads.time, "process_time", lambda: clock["ours"])
+    monkeypatch.setattr(threads, "_busy_seconds", lambda: clock["busy"])
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    t = threads.BlasThreads(interval=2.0, environ={})
+    t._controller = fake = _FakeLimits()
+    t.start()
+    assert t.threads == 2 and fake.calls == [(2, "blas")]
+
+    def interval(seconds, ours, others):
+        clock["wall"] += seconds
+        clock["ours"] += ours
+        clock["busy"] += ours + others
+        t.adapt()
+
+    interval(2.5, ours=5.0, others=2.4)  # another program kept ~1 core busy
+    assert t.threads == 1 and t.others_busy == pytest.approx(2.4 / 2.5)
+    interval(1.0, ours=1.0, others=0.0)  # too soon to look again
+    assert t.threads == 1
+    interval(2.0, ours=2.0, others=0.0)  # 3 s, the other program gone
+    assert t.threads == 2 and fake.calls == [(2, "blas"), (1, "blas"), (2, "blas")]
+
+
+def test_a_fixed_or_inherited_thread_count_is_kept(monkeypatch):
+    fixed = threads.BlasThreads(environ={"MINIFCN_THREADS": "3"})
+    fixed._controller = fake = _FakeLimits()
+    fixed.start()
+    fixed._mark = (0.0, 0.0, 0.0)  # as if long ago: adapt would look again if it adapted
+    fixed.adapt()
+    assert fake.calls == [(3, "blas")] and "fixed by MINIFCN_THREADS" in fixed.describe()
+    inherited = threads.BlasThreads(environ={"OPENBLAS_NUM_THREADS": "1"})
+    inherited._controller = fake = _FakeLimits()
+    inherited.start()
+    assert fake.calls == [] and not inherited.adaptive
+
+
+def test_the_thread_count_does_not_change_a_bit_of_a_training_step():
+    """BLAS splits the product's output among threads, never its sums: adapting the
+    count keeps a seeded run reproducible."""
+    from threadpoolctl import threadpool_limits
+
+    results = []
+    for count in (1, 2):
+        with threadpool_limits(count, user_api="blas"):
+            model = FCN8s(3, "mini", rng=0)
+            x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+            labels = np.random.default_rng(1).integers(0, 3, (2, 64, 64))
+            loss_fn = SoftmaxCrossEntropy()
+            loss = loss_fn(model(x), labels)
+            model.backward(loss_fn.backward())
+            results.append([loss] + [p.grad.copy() for p in model.parameters()])
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1:], results[1][1:]):
+        np.testing.assert_array_equal(a, b)
