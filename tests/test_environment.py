@@ -93,6 +93,12 @@ class _FakeLimits:
     def limit(self, limits, user_api):
         self.calls.append((limits, user_api))
 
+    def select(self, user_api):
+        return self
+
+    def info(self):
+        return [{"num_threads": 4}]
+
 
 def test_adapting_follows_what_other_programs_keep_busy(monkeypatch):
     """Over each interval: the machine's busy seconds minus this process's own."""
@@ -132,6 +138,7 @@ def test_a_fixed_or_inherited_thread_count_is_kept(monkeypatch):
     inherited._controller = fake = _FakeLimits()
     inherited.start()
     assert fake.calls == [] and not inherited.adaptive
+    assert inherited.threads == 4 and "as set by OPENBLAS_NUM_THREADS=1" in inherited.describe()
 
 
 def test_the_thread_count_does_not_change_a_bit_of_a_training_step():

@@ -73,6 +73,7 @@ class BlasThreads:
 
     def __init__(self, interval: float = 2.0, environ=None):
         environ = os.environ if environ is None else environ
+        self._blas_env = {v: environ[v] for v in BLAS_ENV if environ.get(v)}
         self.fixed = requested_threads(environ)
         self.inherited = self.fixed is None and any(environ.get(v) for v in BLAS_ENV)
         self.interval = interval
@@ -90,12 +91,14 @@ class BlasThreads:
         if self.fixed is not None:
             return f"{self.threads} (fixed by {ENV})"
         if self.inherited:
-            return "as set by " + ", ".join(
-                f"{v}={os.environ[v]}" for v in BLAS_ENV if os.environ.get(v)
+            return f"{self.threads}, as set by " + ", ".join(
+                f"{k}={v}" for k, v in self._blas_env.items()
             )
         return f"{self.threads} of {self.cores} (as many as are idle; {ENV}=N fixes it)"
 
     def start(self) -> BlasThreads:
+        if self.inherited:  # not ours to change: note what the BLAS runs with
+            self.threads = self._current()
         if self.fixed is not None:
             self._set(self.fixed)
         elif self.adaptive:
@@ -123,14 +126,22 @@ class BlasThreads:
         self.others_busy = max(0.0, (busy - busy_then) - (ours - ours_then)) / (now - then)
         self._set(idle_cores(self.others_busy, self.cores))
 
-    def _set(self, threads: int) -> None:
-        if threads == self.threads:
-            return
+    def _controller_(self):
         if self._controller is None:
             from threadpoolctl import ThreadpoolController
 
             self._controller = ThreadpoolController()
-        self._controller.limit(limits=threads, user_api="blas")
+        return self._controller
+
+    def _current(self) -> int | None:
+        """The thread count NumPy's BLAS runs with now (None when none is loaded)."""
+        counts = [lib["num_threads"] for lib in self._controller_().select(user_api="blas").info()]
+        return max(counts) if counts else None
+
+    def _set(self, threads: int) -> None:
+        if threads == self.threads:
+            return
+        self._controller_().limit(limits=threads, user_api="blas")
         self.threads = threads
 
 
