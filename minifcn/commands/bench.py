@@ -733,10 +733,15 @@ def main(argv=None) -> dict:
 
 
 def write_json(path, result: dict) -> None:
+    """Write ``result`` to a new file ``path`` (never over one); a full disk is one line."""
     if path:
-        from minifcn.storage.atomic import write_text_atomic
+        from minifcn.commands.args import write_failed
+        from minifcn.storage.atomic import write_text_new
 
-        write_text_atomic(path, json.dumps(result, indent=2))
+        try:
+            write_text_new(path, json.dumps(result, indent=2))
+        except OSError as err:
+            raise write_failed(path, err) from None
         print(f"\nwrote {path}")
 
 
