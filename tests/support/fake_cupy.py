@@ -581,6 +581,10 @@ class _Event:
     def synchronize(self):
         _record("sync", "Event.synchronize")
 
+    @property
+    def done(self) -> bool:  # cupy.cuda.Event.done: the work before it has finished
+        return self.time is not None
+
 
 def _get_elapsed_time(start: _Event, end: _Event) -> float:
     """Milliseconds between two recorded events, as ``cupy.cuda.get_elapsed_time``."""
@@ -844,18 +848,6 @@ _DEVICE_BUFFERS: dict = {}  # address -> bytes, of every device array whose poin
 ndarray.data = property(_DevicePointer)
 _Stream.ptr = 0
 _Device.use = lambda self: None
-
-
-class _Event:
-    def record(self, stream=None):
-        self.recorded = True
-
-    @property
-    def done(self):
-        return self.recorded
-
-
-cuda.Event = _Event
 
 
 class _Nccl(types.SimpleNamespace):
