@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 
 from minifcn.backend import as_numpy, to_device
@@ -173,16 +176,52 @@ BLOB_CHANNELS = {
 }
 
 
-def receptive_margin(model) -> int:
-    """Pixels of context a score needs on each side: half the receptive field of
-    the coarsest blob (from ``analysis.geometry.geometry_table``), rounded up to the
-    network's stride."""
-    from minifcn.analysis.geometry import geometry_table
+def context_extent(model) -> tuple[Fraction, Fraction]:
+    """(left, right): how far, in image pixels, the inputs of any output score reach
+    before and after its own pixel (the same above and below).
 
-    rows = geometry_table(model)
-    jump = max(r["jump"] for r in rows)
-    rf = max(r["rf"] for r in rows if r["jump"] == jump)
-    return -(-(int(rf) // 2 + 1) // int(jump)) * int(jump)
+    Walked through ``model.graph()`` with the bounds of every blob's input window,
+    ``J*j + a <= inputs of pixel j <= J*j + c`` in image pixels: a convolution or
+    pool (k, s, p) reads inputs s*j - p .. s*j - p + k - 1; a transposed convolution
+    output j is fed by the inputs i with j + p - k + 1 <= s*i <= j + p; a crop shifts
+    the window; a fuse takes the union. A receptive field alone does not say this: an
+    upsampled score blends coarse cells up to a whole cell away, so its field is not
+    centred on its pixel.
+    """
+    one = Fraction(1)
+    bounds = {"data": (one, Fraction(0), Fraction(0))}  # blob -> (J, a, c)
+    for out, layer, src, *ref in model.graph():
+        m = getattr(model, layer)
+        jump, a, c = bounds[src]
+        if isinstance(m, (Conv2d, MaxPool2d)):
+            k, s, p = m.kernel_size, m.stride, m.padding
+            bounds[out] = (jump * s, a - jump * p, c + jump * (k - 1 - p))
+        elif isinstance(m, ConvTranspose2d):
+            k, s, p = m.kernel_size, m.stride, getattr(m, "padding", 0)
+            j_out = jump / s
+            bounds[out] = (j_out, a + j_out * (p - k + 1), c + j_out * p)
+        elif isinstance(m, Crop):
+            o = m.offset[0]
+            bounds[out] = (jump, a + jump * o, c + jump * o)
+        elif isinstance(m, Fuse):
+            _, a2, c2 = bounds[ref[0]]
+            bounds[out] = (jump, min(a, a2), max(c, c2))
+        else:  # ReLU, Dropout, Scale: pixel by pixel
+            bounds[out] = (jump, a, c)
+    jump, a, c = bounds[model.graph()[-1][0]]
+    if jump != 1:
+        raise ValueError(f"{model.name}: the output is not at image resolution (jump {jump})")
+    return max(Fraction(0), -a), max(Fraction(0), c)
+
+
+def receptive_margin(model) -> int:
+    """Pixels of context a tile needs on each side so that its scores are the
+    whole image's: the farthest any score's inputs reach from its pixel
+    (``context_extent``), rounded up to the network's stride (so that tiles
+    start on the pooling grid)."""
+    step = network_stride(model)
+    reach = math.ceil(max(context_extent(model)))
+    return -(-reach // step) * step
 
 
 def network_stride(model) -> int:
@@ -242,25 +281,30 @@ def plan_tiles(model, height: int, width: int, max_bytes: int, tile=None, batch:
     return best
 
 
-def segment_tiled(model, images, device: str = "cpu", tile: int = 512) -> np.ndarray:
+def segment_tiled(model, images, device: str = "cpu", tile: int = 512, predict=None) -> np.ndarray:
     """Like ``predict_labels`` for images float32 (N, 3, H, W), in tiles of ``tile`` px.
 
     Each tile is run with ``receptive_margin`` pixels of context on every side
     (the image's own pixels where they exist) and only its centre is kept, so
     memory is bounded by the tile size, not the image size. Tiles start at
     multiples of the network stride, so the pooling grid is the whole image's.
+    ``predict`` (default ``predict_labels``; ``predict_scores`` gives the scores,
+    (N, C, H, W)) is what runs on each tile.
     """
+    predict = predict or predict_labels
     n, _, h, w = images.shape
     step = network_stride(model)
     tile = max(step, tile // step * step)
     margin = receptive_margin(model)
-    out = np.empty((n, h, w), dtype=np.int32)
+    out = None
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
             ya, xa = max(0, y0 - margin), max(0, x0 - margin)
             ya, xa = ya // step * step, xa // step * step
             yb, xb = min(h, y1 + margin), min(w, x1 + margin)
-            pred = predict_labels(model, images[:, :, ya:yb, xa:xb], device)
-            out[:, y0:y1, x0:x1] = pred[:, y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+            pred = predict(model, images[:, :, ya:yb, xa:xb], device)
+            if out is None:
+                out = np.empty((*pred.shape[:-2], h, w), dtype=pred.dtype)
+            out[..., y0:y1, x0:x1] = pred[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
     return out
