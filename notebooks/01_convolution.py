@@ -19,14 +19,20 @@
 # Most of the work in a Fully Convolutional Network (FCN) is done by convolutions, so this is
 # where the speed and the correctness of the whole network are decided. This notebook
 #
-# 1. writes a convolution as a plain loop over output pixels (easy to read, slow);
+# 1. gives the definition, and you write it: **exercises** 1 and 2 are a convolution's forward
+#    and backward pass as plain loops over output pixels (easy to read, slow), graded against
+#    the definition while the library's own convolutions are switched off;
 # 2. rewrites it as **im2col** (copy every input patch into a column) followed by **one matrix
-#    multiply**, which is what `minifcn.nn.Conv2d` does;
+#    multiply**, which is what `minifcn.nn.Conv2d` does on the plain path;
 # 3. derives the backward pass from that matrix form;
 # 4. checks the backward pass against a **numerical gradient**;
-# 5. times the two versions side by side;
-# 6. ends with two **exercises**: write a convolution's forward and backward pass yourself, and
-#    let a check cell grade them against `minifcn.nn.Conv2d`.
+# 5. times the loop and the matrix form side by side.
+#
+# **Which code runs.** By default the package runs its accelerated path (`minifcn/accel`),
+# which computes the same numbers with fewer copies (for stride-1 convolutions a "row-shift"
+# form, see `docs/performance.md`); that is the path `python -m minifcn.bench` and training
+# time. This notebook teaches the plain path, so its first cell sets `MINIFCN_ACCEL=0`: every
+# `Conv2d` below, the timed one included, is im2col and one matrix product.
 #
 # Set the environment variable `MINIFCN_QUICK=1` to run everything at toy sizes (the tests do).
 
@@ -34,7 +40,7 @@
 import os
 
 QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller sizes, fewer steps
-
+os.environ["MINIFCN_ACCEL"] = "0"  # the plain path: Conv2d is im2col + one matrix product
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -42,9 +48,6 @@ import numpy as np
 from minifcn.course.graders import check_conv_backward, check_conv_forward, grade
 from minifcn.course.teaching import best_time
 from minifcn.data import ShapesDataset
-from minifcn.nn import Conv2d, col2im, im2col
-from minifcn.nn.gradcheck import gradcheck, numerical_gradient, rel_error
-from minifcn.nn.reference import conv2d_naive
 
 plt.rcParams["figure.dpi"] = 80
 rng = np.random.default_rng(0)
@@ -63,36 +66,74 @@ rng = np.random.default_rng(0)
 # (Deep-learning libraries do not flip the kernel, so strictly this is a cross-correlation.)
 # The output side is `floor((H + 2*padding - kh) / stride) + 1`.
 #
-# Below is that formula as a loop over output pixels. At each pixel we cut out the patch the
-# filters see and contract it with all filters at once (`np.tensordot` over `c, i, j`). We write
-# it here on purpose, to read and to compare; the package keeps the same loop in
-# `minifcn.nn.reference.conv2d_naive`.
+# That formula is the whole definition: write it first (exercise 1 below), then its backward
+# pass (exercise 2).
+
+# %% [markdown]
+# ## Exercises: write the definition
+#
+# Write these two functions from the formula above, with loops over output pixels (a loop over
+# kernel offsets works too). Plain NumPy only: the point is to see every index. Run the
+# function's cell, then the check cell under it: it compares your function with the
+# definition on five shapes (strides 1 to 3, paddings 0 to 2, a non-square kernel) in float64,
+# to a relative error of 1e-10, and says PASS or what differs. While it runs your function the
+# library's convolutions (`Conv2d`, `im2col`, the naive loops of `minifcn.nn.reference`, the
+# accelerated path) are switched off: calling one fails with "write it yourself". A reference
+# solution is in `notebooks/solutions/nb01.py`; try first.
+#
+# **Exercise 1.** `conv_forward(x, weight, bias, stride, padding)`: x `(N, C, H, W)`, weight
+# `(O, C, kh, kw)`, bias `(O,)` -> y `(N, O, out_h, out_w)`, zero padding on all four sides, no
+# kernel flip.
 
 
 # %%
-def conv_loop(x, weight, bias, stride=1, padding=0):
-    n, c, h, w = x.shape
-    o, _, kh, kw = weight.shape
-    xpad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    out_h = (h + 2 * padding - kh) // stride + 1
-    out_w = (w + 2 * padding - kw) // stride + 1
-    y = np.empty((n, o, out_h, out_w), dtype=x.dtype)
-    for r in range(out_h):
-        for s in range(out_w):
-            patch = xpad[:, :, r * stride : r * stride + kh, s * stride : s * stride + kw]
-            y[:, :, r, s] = np.tensordot(patch, weight, axes=([1, 2, 3], [1, 2, 3])) + bias
-    return y
+def conv_forward(x, weight, bias, stride, padding):
+    """x (N, C, H, W), weight (O, C, kh, kw), bias (O,) -> y (N, O, out_h, out_w)."""
+    # YOUR CODE HERE
+    raise NotImplementedError
 
+
+# %%
+exercise_1 = grade(check_conv_forward, conv_forward)
+
+# %% [markdown]
+# **Exercise 2.** `conv_backward(dy, x, weight, stride, padding)` -> `(dx, dw, db)`, the
+# gradients of $L = \sum y \cdot dy$ with respect to x, weight and bias (the rest of this
+# notebook derives them in matrix form; here, derive them from the loop). Hint: output pixel
+# `(r, s)` was a dot product of one padded patch with each filter, so its gradient `dy[:, :, r,
+# s]` flows back into that patch (weighted by the filters) and into the filters (weighted by the
+# patch). Accumulate with `+=`: patches overlap. Padding was added before the patches were cut,
+# so compute the gradient of the padded input and cut the padding off at the end.
+
+
+# %%
+def conv_backward(dy, x, weight, stride, padding):
+    """dy (N, O, out_h, out_w) -> (dx (N, C, H, W), dw (O, C, kh, kw), db (O,))."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise_2 = grade(check_conv_backward, conv_backward)
+
+# %% [markdown]
+# ## The package's loop, and the library from here on
+#
+# The package keeps a loop like yours as `minifcn.nn.reference.conv2d_naive` (at each output
+# pixel it cuts out the patch the filters see and contracts it with all filters at once,
+# `np.tensordot` over `c, i, j`); compare it with your exercise 1. From here on the notebook
+# uses it as `conv_loop`, and the library's layers.
+
+# %%
+from minifcn.nn import Conv2d, col2im, im2col
+from minifcn.nn.gradcheck import gradcheck, numerical_gradient, rel_error
+from minifcn.nn.reference import conv2d_naive as conv_loop
 
 x = rng.standard_normal((2, 3, 7, 7))
 weight = rng.standard_normal((4, 3, 3, 3))
 bias = rng.standard_normal(4)
 y_loop = conv_loop(x, weight, bias, stride=2, padding=1)
 print("output shape", y_loop.shape)
-print(
-    "max difference to the package's loop version:",
-    np.abs(y_loop - conv2d_naive(x, weight, bias, stride=2, padding=1)).max(),
-)
 
 # %% [markdown]
 # ### A picture: edge filters on a shapes image
@@ -310,16 +351,19 @@ plt.show()
 # %% [markdown]
 # Both grow with the number of pixels, but the loop pays Python's overhead for every output
 # pixel, while im2col pays it only 9 times and hands the arithmetic to BLAS in one call. That is
-# why `Conv2d` uses im2col for its 3x3 (and 7x7) kernels.
+# why the plain `Conv2d` uses im2col for its 3x3 (and 7x7) kernels. (The accelerated path,
+# the default outside this notebook, avoids even most of im2col's copies; its timings are
+# `python -m minifcn.bench`'s.)
 #
 # ### A 1x1 convolution needs no im2col
 #
 # For a 1x1 kernel with stride 1 and no padding (FCN's score layers `score_fr`, `score_pool4`,
 # `score_pool3` are such layers), every patch is a single pixel, so the image itself, viewed as
 # `(N, C, H*W)`, already *is* the column matrix: the convolution is one matrix product with no
-# copy at all. `Conv2d` takes that shortcut (see `conv2d` in `minifcn/nn/conv.py`). The cell
-# shows that the 1x1 layer equals a plain product over the channel axis, and that im2col would
-# only have copied the input unchanged.
+# copy at all. The accelerated path takes that shortcut (`pointwise` in
+# `minifcn/accel/shared.py`); the plain `Conv2d` this notebook runs still calls im2col, which
+# for a 1x1 kernel only copies the input. The cell shows that the 1x1 layer equals a plain
+# product over the channel axis, and that im2col's columns are the input unchanged.
 
 # %%
 score_layer = Conv2d(16, 5, 1, rng=0).astype(np.float64)
@@ -334,55 +378,13 @@ print(
 )
 
 # %% [markdown]
-# ## Exercises
-#
-# Write these two functions yourself, without looking back at the cells above, using loops over
-# output pixels (a loop over kernel offsets works too). Plain NumPy only: the point is to see
-# every index. Run the function's cell, then the check cell under it: it compares your function
-# with `minifcn.nn.Conv2d` on four shapes (strides 1 to 3, paddings 0 to 2) in float64 and says
-# PASS or what differs. A reference solution is in `notebooks/solutions/nb01.py`; try first.
-#
-# **Exercise 1.** `conv_forward(x, weight, bias, stride, padding)`: x `(N, C, H, W)`, weight
-# `(O, C, kh, kw)`, bias `(O,)` -> y `(N, O, out_h, out_w)`, zero padding on all four sides, no
-# kernel flip.
-
-
-# %%
-def conv_forward(x, weight, bias, stride, padding):
-    """x (N, C, H, W), weight (O, C, kh, kw), bias (O,) -> y (N, O, out_h, out_w)."""
-    # YOUR CODE HERE
-    raise NotImplementedError
-
-
-# %%
-exercise_1 = grade(check_conv_forward, conv_forward)
-
-# %% [markdown]
-# **Exercise 2.** `conv_backward(dy, x, weight, stride, padding)` -> `(dx, dw, db)`, the
-# gradients of $L = \sum y \cdot dy$ with respect to x, weight and bias. Hint: output pixel
-# `(r, s)` was a dot product of one padded patch with each filter, so its gradient `dy[:, :, r,
-# s]` flows back into that patch (weighted by the filters) and into the filters (weighted by the
-# patch). Accumulate with `+=`: patches overlap. Padding was added before the patches were cut,
-# so compute the gradient of the padded input and cut the padding off at the end.
-
-
-# %%
-def conv_backward(dy, x, weight, stride, padding):
-    """dy (N, O, out_h, out_w) -> (dx (N, C, H, W), dw (O, C, kh, kw), db (O,))."""
-    # YOUR CODE HERE
-    raise NotImplementedError
-
-
-# %%
-exercise_2 = grade(check_conv_backward, conv_backward)
-
-# %% [markdown]
 # ## What this notebook showed, checked
 #
 # * the loop, im2col + matmul and `Conv2d` give the same output;
 # * col2im is the adjoint of im2col, and the hand-derived gradients equal `Conv2d.backward`;
 # * the analytic gradients agree with central differences to float64 precision;
-# * the im2col version is faster than the loop at the largest size;
+# * the im2col version (the plain `Conv2d`, which is what ran here) is faster than the loop at
+#   the largest size;
 # * a 1x1 convolution is one matrix product over the channels, with nothing for im2col to do.
 #
 # (The exercises are graded in their own cells; this cell does not depend on them.)

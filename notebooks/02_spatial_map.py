@@ -29,10 +29,15 @@
 # 2. derive the backward passes of the layers notebook 1 did not cover (`Linear`, `MaxPool2d`,
 #    `SoftmaxCrossEntropy`) and check each against a numerical gradient;
 # 3. train the classifier, watching its accuracy on training *and* validation windows;
-# 4. convert it with `minifcn.models.spatial_map.convolutionalize`, run it on a whole 64x64
-#    image and plot the heatmap;
-# 5. check that every heatmap cell equals the original classifier applied to its window;
-# 6. exercise: write the backward pass of a max pool in ceil mode.
+# 4. convert it into a convolutional network (exercise 2: you write the conversion of a fully
+#    connected layer, in both flatten orders, VGG16's included), run it on a whole 64x64 image
+#    and plot the heatmap;
+# 5. check that every heatmap cell equals the original classifier applied to its window.
+#
+# Exercise 1 (first, before the library's pooling is used) is the backward pass of a max pool
+# in ceil mode. While a grader runs your function, the library's own implementation of what it
+# grades is switched off. Questions in bold ask you to explain something; model answers are in
+# `notebooks/solutions/answers.md`.
 
 # %%
 import os
@@ -40,17 +45,44 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minifcn.course.graders import check_maxpool_backward, distinct_values, grade
+from minifcn.course.graders import check_fc_as_conv, check_maxpool_backward, distinct_values, grade
 from minifcn.course.teaching import best_time, class_legend, softmax
 from minifcn.data import CLASS_NAMES, ShapesDataset, colorize
-from minifcn.models.spatial_map import convolutionalize, window_stride
-from minifcn.nn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy
+from minifcn.nn import Conv2d, Flatten, Linear, ReLU, Sequential, SoftmaxCrossEntropy
 from minifcn.nn.gradcheck import gradcheck
 from minifcn.optim import Adam
 
 QUICK = os.environ.get("MINIFCN_QUICK") == "1"  # the tests set this: smaller sizes, fewer steps
 plt.rcParams["figure.dpi"] = 80
 rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## Exercise 1: the backward pass of a max pool in ceil mode
+#
+# Write `maxpool_backward(dy, x, kernel_size, stride)`: given the input `x` `(N, C, H, W)` of a
+# max pool with no padding **in ceil mode**, and the upstream gradient `dy` `(N, C, out_h,
+# out_w)` with `out_h = ceil((H - k) / s) + 1`, return `dx` like `x`. Window `(r, c)` starts at
+# row `r*s`, column `c*s`, and the last ones are cut short by the edge. Send each output's
+# gradient to the position of its window's maximum (the first one in row-major order if there is
+# a tie) and add with `+=`: with a stride smaller than the kernel, windows overlap and one input
+# can win twice. The check compares with `MaxPool2d(k, s, ceil_mode=True).backward` on inputs
+# without ties, for 2x2/2 and overlapping 3x3/2 windows; while it runs your function the
+# library's pooling (plain, accelerated and naive) is switched off. Solution:
+# `notebooks/solutions/nb02.py`. The section after the next derives the same rule.
+
+
+# %%
+def maxpool_backward(dy, x, kernel_size, stride):
+    """dy (N, C, out_h, out_w), the input x (N, C, H, W) -> dx (N, C, H, W)."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise = grade(check_maxpool_backward, maxpool_backward)
+
+# %%
+from minifcn.nn import MaxPool2d  # noqa: E402  (the library's pooling, from here on)
 
 # %% [markdown]
 # ## The classifier
@@ -126,11 +158,15 @@ print("ceil-mode output:\n", pool(x5)[0, 0])
 # ...`): where two inputs tie for the maximum the max is not differentiable, and a nudge of
 # $10^{-5}$ must not change which input wins. The 7x7 input makes the last windows hang over.
 # (The relative error is a little larger than for the other layers, about `1e-7`: the checked
-# sum adds up outputs as large as 14, whose rounding shows in the entries where `dy` is small.)
+# sum adds up outputs as large as the largest input, printed below, whose rounding shows in
+# the entries where `dy` is small.)
 
 # %%
-pool_errors = gradcheck(MaxPool2d(2, 2, ceil_mode=True), distinct_values((2, 3, 7, 7), rng))
+pool_input = distinct_values((2, 3, 7, 7), rng)
+pool_errors = gradcheck(MaxPool2d(2, 2, ceil_mode=True), pool_input)
+largest_pooled = float(MaxPool2d(2, 2, ceil_mode=True)(pool_input).max())
 print("MaxPool2d(2, 2, ceil_mode=True):", {k: f"{v:.1e}" for k, v in pool_errors.items()})
+print(f"largest pooled output: {largest_pooled:.1f}")
 
 # %% [markdown]
 # **Softmax cross-entropy.** At every counted pixel with scores $s_1..s_C$ and label $t$, the
@@ -270,6 +306,44 @@ plt.show()
 # The two accuracy curves lie close together: the classifier does as well on windows from images
 # it never saw as on windows from its own training images, so what it learned carries over, and
 # the heatmap below shows what it does on new images rather than what it memorised.
+
+# %% [markdown]
+# ## Exercise 2: a fully connected layer as a convolution
+#
+# The classifier's first `Linear` reads the 5x5 feature map unrolled into a vector. Write
+# `fc_as_conv(weight, bias, in_channels, k, order)`: given that layer's weight `(F, k*k*C)`
+# (minifcn's `(out, in)` layout) and bias `(F,)`, return the weight `(F, C, k, k)` and bias of
+# the `k x k` convolution that computes the same `F` numbers on a `k x k` map and, on a larger
+# map, slides. `order` says how the map was unrolled:
+#
+# * `"chw"`: minifcn's `Flatten`, channel-major: entry `c*k*k + i*k + j` is channel `c`, row
+#   `i`, column `j`;
+# * `"hwc"`: how VGG16's `fc6` sees pool5 in the widely shared ImageNet weights (converted from
+#   Caffe/Keras, `minifcn/models/pretrained.py` reads them): entry `(i*k + j)*C + c`. (That file
+#   stores `fc6_W` as `(k*k*C, F)`, i.e. transposed: pass `fc6_W.T`.)
+#
+# The check slides the fully connected classifier over every `k x k` window of random maps
+# (stride 1) and compares that heatmap with your convolution's, for both orders, to 1e-10.
+# While it runs your function, the library's `convolutionalize` and VGG16 loader are switched
+# off.
+
+
+# %%
+def fc_as_conv(weight, bias, in_channels, k, order):
+    """weight (F, k*k*C), bias (F,) -> (conv_weight (F, C, k, k), conv_bias (F,))."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise_2 = grade(check_fc_as_conv, fc_as_conv)
+
+# %% [markdown]
+# **Question 1.** Suppose you convert VGG16's `fc6` with a plain reshape to `(F, C, 7, 7)`,
+# the `"chw"` rule, although the file stores it in `"hwc"` order. On a 224x224 image (pool5 is
+# exactly 7x7, a single window), is the output still right? What goes wrong on a larger image?
+#
+# *Your answer:*
 #
 # ## Convolutionalising
 #
@@ -288,6 +362,8 @@ plt.show()
 # the window whose top-left pixel is `(4i, 4j)`.
 
 # %%
+from minifcn.models.spatial_map import convolutionalize, window_stride  # noqa: E402
+
 fcn = convolutionalize(classifier, WINDOW)
 stride = window_stride(classifier)
 print(fcn)
@@ -379,30 +455,6 @@ print(f"{len(windows)} windows: largest difference between classifier and heatma
 print(f"time: one pass {1e3 * t_fcn:.1f} ms, window by window {1e3 * t_windows:.1f} ms")
 
 # %% [markdown]
-# ## Exercise: the backward pass of a max pool in ceil mode
-#
-# Write `maxpool_backward(dy, x, kernel_size, stride)`: given the input `x` `(N, C, H, W)` of a
-# max pool with no padding **in ceil mode**, and the upstream gradient `dy` `(N, C, out_h,
-# out_w)` with `out_h = ceil((H - k) / s) + 1`, return `dx` like `x`. Window `(r, c)` starts at
-# row `r*s`, column `c*s`, and the last ones are cut short by the edge. Send each output's
-# gradient to the position of its window's maximum (the first one in row-major order if there is
-# a tie) and add with `+=`: with a stride smaller than the kernel, windows overlap and one input
-# can win twice. The check compares with `MaxPool2d(k, s, ceil_mode=True).backward` on inputs
-# without ties, for 2x2/2 and overlapping 3x3/2 windows. Solution:
-# `notebooks/solutions/nb02.py`.
-
-
-# %%
-def maxpool_backward(dy, x, kernel_size, stride):
-    """dy (N, C, out_h, out_w), the input x (N, C, H, W) -> dx (N, C, H, W)."""
-    # YOUR CODE HERE
-    raise NotImplementedError
-
-
-# %%
-exercise = grade(check_maxpool_backward, maxpool_backward)
-
-# %% [markdown]
 # ## Checked
 #
 # * `Linear`, `MaxPool2d` (ceil mode) and `SoftmaxCrossEntropy` (with void pixels) agree with
@@ -417,6 +469,7 @@ exercise = grade(check_maxpool_backward, maxpool_backward)
 # %%
 assert max(linear_errors.values()) < 1e-7, linear_errors
 assert max(pool_errors.values()) < 1e-6, pool_errors
+assert largest_pooled == pool_input.max() == 29.3  # the text's "largest input"
 assert max(loss_errors.values()) < 1e-7, loss_errors
 assert pool(x5).shape[2:] == (3, 3) and MaxPool2d(2, 2)(x5).shape[2:] == (2, 2)
 assert not any(isinstance(m, (Linear, Flatten)) for m in fcn)

@@ -31,7 +31,11 @@
 # 4. upsampling a real (generated) image with it;
 # 5. that it is a learnable layer: a gradient check, and gradient descent that learns the
 #    bilinear filter from examples;
-# 6. two exercises: the bilinear kernel, and the transposed convolution as a painting loop.
+#
+# It starts and continues with **exercises**: first you write the transposed convolution as a
+# painting loop, then the bilinear kernel, each before the notebook shows the library's. While
+# a grader runs your function, the library's own implementation is switched off. Model answers
+# to the questions in bold are in `notebooks/solutions/answers.md`.
 
 # %%
 import os
@@ -43,13 +47,41 @@ import numpy as np
 
 from minifcn.course.graders import check_bilinear_kernel, check_transposed_conv, grade
 from minifcn.data import ShapesDataset
-from minifcn.nn import Conv2d, ConvTranspose2d, bilinear_kernel
 from minifcn.nn.gradcheck import gradcheck, rel_error
-from minifcn.nn.reference import conv_transpose2d_naive
 from minifcn.optim import SGD
 
 plt.rcParams["figure.dpi"] = 80
 rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## Exercise 1: the transposed convolution as a painting loop
+#
+# A convolution reads a patch of its input for each output pixel. A transposed convolution
+# does the reverse: **each input pixel paints** a copy of the kernel, scaled by its value,
+# onto the output, at `stride` times its position; overlapping paint adds up. Write
+# `conv_transpose(x, weight, stride, padding)` with x `(N, I, H, W)` and weight `(I, O, k, k)`
+# (PyTorch's layout: input channel `i` paints `weight[i, o]` into output channel `o`); it
+# returns y `(N, O, (H - 1) * stride - 2 * padding + k, ...)`: paint into a canvas of side
+# `(H - 1) * stride + k`, then cut `padding` pixels off each side. The check compares with
+# `ConvTranspose2d` for five settings, up to FCN's 16x16 kernel with stride 8, in float64; while
+# it runs your function the library's convolutions are switched off. Solution:
+# `notebooks/solutions/nb03.py`. The next section shows why this is the transpose of a
+# convolution.
+
+
+# %%
+def conv_transpose(x, weight, stride, padding):
+    """x (N, I, H, W), weight (I, O, k, k) -> y (N, O, (H-1)*stride - 2*padding + k, ...)."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise_1 = grade(check_transposed_conv, conv_transpose)
+
+# %%
+from minifcn.nn import Conv2d, ConvTranspose2d  # noqa: E402  (the library's, from here on)
+from minifcn.nn.reference import conv_transpose2d_naive  # noqa: E402
 
 # %% [markdown]
 # ## A convolution is a matrix; its transpose is the transposed convolution
@@ -146,9 +178,38 @@ print("kernel [[1, 2], [3, 4]], stride 2:\n", out_2)
 print("as expected by hand:", np.array_equal(out_1, by_hand_1), np.array_equal(out_2, by_hand_2))
 
 # %% [markdown]
-# ## The bilinear kernel
+# ## Exercise 2: the bilinear kernel
 #
-# FCN initialises its upsampling layers so that they start as bilinear interpolation. For an
+# FCN initialises its upsampling layers so that they start as bilinear interpolation. Write
+# `bilinear(k)`, the `(k, k)` kernel that makes a transposed convolution with stride
+# `f = ceil(k / 2)` (the upsampling factor) interpolate linearly between neighbouring input
+# pixels. Work it out from what it must do rather than look it up:
+#
+# * it is separable: the outer product of a 1-D profile with itself;
+# * the profile is a "tent": largest at its centre, the middle of the `k` samples, falling
+#   linearly to 0 at a distance of one factor `f` (one input pixel) from it;
+# * with stride `f`, the tents of neighbouring input pixels must add up to 1 everywhere in the
+#   interior (a constant image stays constant).
+#
+# Do `k = 4` (2x) by hand first, then an odd `k` such as 3. The check compares with the
+# library's kernel for k = 1 to 8, 16 and 64 (float64, 1e-10) while the library's kernel and
+# the bilinear initialisation are switched off. Solution: `notebooks/solutions/nb03.py`.
+
+
+# %%
+def bilinear(k):
+    """The (k, k) bilinear upsampling kernel."""
+    # YOUR CODE HERE
+    raise NotImplementedError
+
+
+# %%
+exercise_2 = grade(check_bilinear_kernel, bilinear)
+
+# %% [markdown]
+# ## The bilinear kernel, as the library writes it
+#
+# For an
 # upsampling factor `f` the kernel has side `k = 2f` and is the outer product of a "tent"
 # profile: $w[i] = 1 - |i - c| / f$ with centre $c = (k-1)/2$. With stride `f`, each output pixel
 # gets contributions from the two nearest input pixels, weighted by how close it is to each:
@@ -163,6 +224,8 @@ print("as expected by hand:", np.array_equal(out_1, by_hand_1), np.array_equal(o
 # cut it off and that profile looks like a trapezoid. The kernel is still a sampled tent.
 
 # %%
+from minifcn.nn import bilinear_kernel  # noqa: E402  (the library's, from here on)
+
 fig, axes = plt.subplots(1, 4, figsize=(14, 3))
 for ax, k in zip(axes[:3], [4, 16, 64]):
     ax.imshow(bilinear_kernel(k), cmap="viridis")
@@ -242,6 +305,14 @@ for title, values in interior_values.items():
 # kernel over output pixels `8i ... 8i + 15`, centred at `8i + 7.5`. So output pixel `p` lies at
 # original position `p - 4`: we crop 4 pixels from each side. (Notebook 4 computes such offsets
 # for the whole FCN.) For comparison, nearest-neighbour upsampling just repeats each pixel 8x8.
+#
+# The crop of 4 is what the layer's own `padding` does: `ConvTranspose2d(3, 3, 16, stride=8,
+# padding=4)` cuts 4 pixels off each side itself and returns the 64x64 window directly (checked
+# below). In general a kernel `2f` with stride `f` and padding `f/2` gives exactly `f` times
+# the input side, `(n - 1) f - 2 (f/2) + 2f = n f`: that is why the 2x layer further down,
+# kernel 4, stride 2 and **padding 1**, "exactly doubles the side". FCN's layers keep padding 0
+# and crop once at the end instead, at the offset that notebook 4 derives for the whole
+# network.
 
 # %%
 shapes = ShapesDataset("val", size=4, image_size=64)
@@ -251,6 +322,11 @@ up = ConvTranspose2d(3, 3, 16, stride=8).astype(np.float64)
 up_full = up(small.transpose(2, 0, 1)[None])[0]  # (3, 72, 72)
 bilinear = up_full[:, 4:68, 4:68].transpose(1, 2, 0)  # crop 4 on each side -> (64, 64, 3)
 nearest = small.repeat(8, axis=0).repeat(8, axis=1)
+padded_up = ConvTranspose2d(3, 3, 16, stride=8, padding=4).astype(np.float64)
+padding_is_the_crop = np.allclose(
+    padded_up(small.transpose(2, 0, 1)[None])[0], up_full[:, 4:68, 4:68]
+)
+print("padding 4 in the layer gives the same 64 x 64 window as the crop:", padding_is_the_crop)
 
 fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
 for ax, img, title in zip(
@@ -328,7 +404,9 @@ print({name: f"{err:.1e}" for name, err in grad_errors.items()})
 # The loss is the mean squared error $L = \frac{1}{2}\,\mathrm{mean}((\hat y - t)^2)$, whose
 # gradient with respect to the prediction is $(\hat y - t) / \mathrm{size}$; `backward` turns that
 # into the weight gradient and `minifcn.optim.SGD` (with momentum) takes the step. This is a
-# linear least-squares problem, so the loss should fall steadily.
+# linear least-squares problem: the loss has a single minimum and no plateau to get stuck on.
+# It does not fall at every step, though: momentum 0.9 overshoots, and the printed count of
+# steps at which the loss rose says how often.
 
 # %%
 inputs = rng.standard_normal((8, 3, 16, 16))
@@ -351,6 +429,10 @@ for _ in range(steps):
 
 learned = student.weight.data
 print(f"loss: {history[0]:.3e} at the start, {history[-1]:.3e} after {steps} steps")
+rises = [i for i in range(1, steps) if history[i] > history[i - 1]]
+print(
+    f"steps at which the loss rose: {len(rises)}, the last at step {rises[-1] if rises else None}"
+)
 print("learned kernel, red -> red:\n", np.round(learned[0, 0], 3))
 
 half = (
@@ -376,8 +458,9 @@ axes[4].axis("off")
 plt.show()
 
 # %% [markdown]
-# The loss falls by orders of magnitude and the learned kernel approaches the bilinear one, while
-# the cross-channel kernels shrink toward zero.
+# Overall the loss falls by orders of magnitude, with rises in the first steps while momentum
+# overshoots (counted above), and the learned kernel approaches the bilinear one, while the
+# cross-channel kernels shrink toward zero.
 #
 # What FCN does with this: in the paper, the intermediate 2x upsamplings (`upscore2`,
 # `upscore_pool4`) are initialised to bilinear and then learned, while the last upsampling to
@@ -386,43 +469,6 @@ plt.show()
 # difference in accuracy between learned and fixed bilinear kernels in the authors' follow-up
 # experiments, and a slight speed-up from fixing them. `minifcn` learns them by default;
 # `python -m minifcn.train --freeze-upsampling` fixes them all, as the reference code does.
-#
-# ## Exercises
-#
-# **Exercise 1.** Write `bilinear(k)`, the `(k, k)` bilinear kernel for any side `k`, even or
-# odd: factor $f = \lceil k/2 \rceil$, centre $c = f - 1$ for odd `k` and $f - 0.5$ for even
-# `k`, profile $w[i] = 1 - |i - c| / f$, kernel = outer product of the profile with itself. The
-# check compares with `bilinear_kernel` for k = 1 to 8, 16 and 64.
-
-
-# %%
-def bilinear(k):
-    """The (k, k) bilinear upsampling kernel."""
-    # YOUR CODE HERE
-    raise NotImplementedError
-
-
-# %%
-exercise_1 = grade(check_bilinear_kernel, bilinear)
-
-# %% [markdown]
-# **Exercise 2.** Write the transposed convolution as the painting loop: `conv_transpose(x,
-# weight, stride, padding)` with x `(N, I, H, W)` and weight `(I, O, k, k)` (the layer's layout)
-# returns y `(N, O, (H - 1) * stride - 2 * padding + k, ...)`. Paint every input pixel's kernel
-# into a canvas of side `(H - 1) * stride + k`, then cut `padding` pixels off each side. Try it
-# by hand on the 2x2 example above first. The check compares with `ConvTranspose2d` for four
-# settings, up to FCN's 16x16 kernel with stride 8. Solutions: `notebooks/solutions/nb03.py`.
-
-
-# %%
-def conv_transpose(x, weight, stride, padding):
-    """x (N, I, H, W), weight (I, O, k, k) -> y (N, O, (H-1)*stride - 2*padding + k, ...)."""
-    # YOUR CODE HERE
-    raise NotImplementedError
-
-
-# %%
-exercise_2 = grade(check_transposed_conv, conv_transpose)
 
 # %% [markdown]
 # ## Checked
@@ -437,7 +483,7 @@ assert len(interior_values["kernel 3, stride 2 (ones)"]) > 1
 assert len(interior_values["kernel 4, stride 2, random"]) > 1
 assert np.allclose(interior_values["kernel 4, stride 2, bilinear"], 1.0)
 assert frame_weights[32, 0] < 0.6 and np.isclose(frame_weights[32, 32], 1.0)
-assert up_full.shape == (3, 72, 72)
+assert up_full.shape == (3, 72, 72) and padding_is_the_crop
 assert interp_error < 1e-9
 assert np.allclose(ones[:, inner, inner], 1.0)
 assert max(grad_errors.values()) < 1e-6, grad_errors

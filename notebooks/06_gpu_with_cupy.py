@@ -189,7 +189,10 @@ else:
 # `minifcn.backend.synchronize` has waited for the queue to empty; otherwise we would time the
 # queuing, not the computation. A training step is forward, loss, backward and an Adam update.
 # The first GPU call also compiles CuPy's kernels, which the warm-up run absorbs. Whatever runs
-# here is timed on this machine, on the devices it has.
+# here is timed on this machine, on the devices it has, at the moment of the run: the saved
+# outputs were made on a two-core machine shared with other jobs. CPU train-step times
+# elsewhere (the README, `docs/performance.md`) are other runs, of `python -m minifcn.bench`,
+# on other machines or loads; they measure the same kind of step and differ for that reason.
 
 
 # %%
@@ -237,6 +240,13 @@ for device in ["cpu", "gpu"] if GPU else ["cpu"]:
 # a whole training step of the mini FCN-8s (batch 8, 64x64) and a forward+loss+backward of the
 # paper's VGG16 FCN-8s on one 500x500 image. The next cell reads the file and prints those
 # figures; nothing in it is measured here.
+#
+# **Which code these figures are of.** The file does not record it. It was written by one run
+# on an earlier version of this project (`git log -- notebooks/measured/gpucheck_h100.json`
+# gives the date); the layer code, the accelerated CPU path and the dispatch have changed
+# since, and no GPU was available to rerun it on the current code. Read its numbers as that
+# earlier version's, on that machine. To refresh them, run the command above on a GPU machine
+# and commit the new file next to this one.
 
 # %%
 # next to this notebook; from elsewhere (the tests run it in a temporary folder), in the checkout
@@ -326,6 +336,28 @@ print(
 )
 
 # %% [markdown]
+# The same run also trained the mini FCN-8s on the GPU for two short epochs, the second resumed
+# from a checkpoint, and evaluated the result. Its "training PASS" means that this pipeline
+# ran on the GPU, resumed exactly and gave finite, matching numbers; it does not mean the
+# network learned. At that size (a handful of images, two epochs) it had not: its mean IU is at
+# the level of predicting background everywhere, printed next.
+
+# %%
+run = measured["training"]
+print(
+    f"saved H100 training check: epoch 1 {run['epoch1_s']:.1f} s, resumed epoch 2 "
+    f"{run['resumed_epoch2_s']:.1f} s, best mean IU {run['best_mean_iu']:.3f}, evaluate again "
+    f"{run['evaluate_mean_iu']:.3f}"
+)
+# All background: background's IU is the fraction of background pixels, every other class's 0.
+shapes_val = ShapesDataset("val", size=100)
+background_only = float((shapes_val.labels == 0).mean()) / shapes_val.num_classes
+print(
+    f"(labelling every pixel background scores a mean IU of {background_only:.3f} on 100 "
+    "shapes validation images)"
+)
+
+# %% [markdown]
 # ## Exercise: one softmax for both devices
 #
 # A layer in `minifcn` never names NumPy in its arithmetic: it asks
@@ -363,6 +395,8 @@ assert cpu_losses[-1] < cpu_losses[0]
 assert measured["device"]["name"].startswith("NVIDIA H100")
 assert len(layer_rows) == len(bench["layers"]) > 0 and all(r[2] > 0 for r in layer_rows)
 assert step["step_s"] > 0 and paper_step["torch_step_s"] > 0
+assert run["best_mean_iu"] == run["evaluate_mean_iu"]
+assert abs(run["best_mean_iu"] - background_only) < 0.02  # the collapse level, as the text says
 if GPU:
     assert gpu_score_err < 10 * cpu_score_err + 1e-6, (gpu_score_err, cpu_score_err)
     assert gpu_grad_err < 10 * cpu_grad_err + 1e-6, (gpu_grad_err, cpu_grad_err)

@@ -8,6 +8,9 @@ lint and diff) and ``NN_name.ipynb`` (the same cells with the outputs of a full 
     python notebooks/refresh.py 03 --quick      # run 03 in quick mode; nothing is written
     python notebooks/refresh.py --check         # are all pairs in sync? (exit status 1 if not)
 
+Notebook 07 (the capstone) runs with notebooks/solutions/nb07.py filled into its exercise
+cells, and saves its stubs back (see ``SOLVED``).
+
 Only the notebooks named are touched. Cells whose text is unchanged keep their id, metadata
 and (with --no-execute) their outputs; new cells get new ids. A full run unsets
 MINIFCN_QUICK; it sets OPENBLAS_NUM_THREADS=1 unless it is already set, because on a small
@@ -74,9 +77,51 @@ def merged(py: Path, ipynb: Path):
     return combine_inputs_with_outputs(source, nbformat.read(ipynb, as_version=4), "py:percent")
 
 
-def execute(nb, quick: bool, timeout: int = 3600) -> float:
-    """Run ``nb`` top to bottom in place (kernel in this folder); returns the seconds taken."""
+# Notebooks whose later cells need the exercises done (the capstone trains on the learner's
+# functions): their saved outputs, and the test suite's quick run, come from a run with the
+# reference solution filled into the exercise cells. The cells are put back as stubs before
+# the notebook is saved, so the saved notebook never shows the solution.
+SOLVED = {"07": "nb07.py"}
+EXERCISE_MARK = "# YOUR CODE HERE"
+
+
+def solution_for(py: Path) -> Path | None:
+    """The solution file filled in when ``py`` runs, or None."""
+    name = SOLVED.get(py.stem[:2])
+    return HERE / "solutions" / name if name else None
+
+
+def fill_in(nb, solution: Path) -> dict:
+    """Replace the exercise cells of ``nb`` by the solution's code, in place.
+
+    The first exercise cell gets the whole solution file, the others a comment.
+    Returns {cell index: original source} for ``put_back``.
+    """
+    originals = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and EXERCISE_MARK in cell.source:
+            originals[i] = cell.source
+            cell.source = solution.read_text() if len(originals) == 1 else "# (filled in above)"
+    if not originals:
+        raise ValueError(f"no cell with {EXERCISE_MARK!r} to fill in from {solution.name}")
+    return originals
+
+
+def put_back(nb, originals: dict) -> None:
+    """Undo ``fill_in``: the exercise cells get their stubs back (their outputs stay)."""
+    for i, source in originals.items():
+        nb.cells[i].source = source
+
+
+def execute(nb, quick: bool, timeout: int = 3600, solution: Path | None = None) -> float:
+    """Run ``nb`` top to bottom in place (kernel in this folder); returns the seconds taken.
+
+    With ``solution``, the exercise cells run the solution's code (see ``SOLVED``) and get
+    their stubs back afterwards.
+    """
     from nbclient import NotebookClient
+
+    originals = fill_in(nb, solution) if solution is not None else {}
 
     saved = {k: os.environ.get(k) for k in ("MINIFCN_QUICK", "OPENBLAS_NUM_THREADS")}
     if quick:
@@ -94,6 +139,7 @@ def execute(nb, quick: bool, timeout: int = 3600) -> float:
             resources={"metadata": {"path": str(HERE)}},
         ).execute()
     finally:
+        put_back(nb, originals)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -125,7 +171,7 @@ def main(argv=None) -> int:
             nbformat.write(nb, ipynb)
             print(f"{ipynb.name}: cells copied from {py.name}")
             continue
-        seconds = execute(nb, quick=args.quick)
+        seconds = execute(nb, quick=args.quick, solution=solution_for(py))
         if args.quick:
             print(f"{py.stem}: quick run passed in {seconds:.0f} s (nothing written)")
         else:

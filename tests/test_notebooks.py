@@ -5,7 +5,9 @@ paired with ``NN_name.ipynb`` (the same cells plus the outputs of a full run). T
 fails when one was edited without the other (``python notebooks/refresh.py NN --no-execute``
 brings the .ipynb up to date). Quick mode (``MINIFCN_QUICK=1``) shrinks sizes, steps and
 epochs; each notebook ends in asserts on what it taught, so running it is the test. Figures
-go to matplotlib's Agg backend.
+go to matplotlib's Agg backend. The capstone (07) runs with its reference solution filled
+into the exercise cells, so the hook that plugs the learner's functions into FCN-8s is
+exercised on every run.
 """
 
 import importlib.util
@@ -30,8 +32,8 @@ refresh = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(refresh)
 
 
-def test_all_six_notebooks_are_present_as_pairs():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+def test_all_seven_notebooks_are_present_as_pairs():
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
     assert [p.stem for p in SOURCES] == [p.stem for p in NOTEBOOKS]
 
 
@@ -94,6 +96,9 @@ def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
     pythonpath = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + (os.pathsep + pythonpath if pythonpath else ""))
     nb = nbformat.read(path, as_version=4)
+    solution = refresh.solution_for(path)
+    if solution is not None:  # the capstone trains on the exercises: run the reference solution
+        refresh.fill_in(nb, solution)
     client = nbclient.NotebookClient(
         nb,
         timeout=CELL_TIMEOUT_S,
@@ -104,3 +109,49 @@ def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
     last = [c for c in nb.cells if c.cell_type == "code"][-1]
     text = "".join(o.get("text", "") for o in last.get("outputs", []))
     assert "all checks passed" in text
+
+
+def test_filling_in_the_solution_puts_the_stubs_back():
+    nb = nbformat.read(ROOT / "notebooks" / "07_capstone.ipynb", as_version=4)
+    before = [c.source for c in nb.cells]
+    originals = refresh.fill_in(nb, refresh.solution_for(ROOT / "notebooks" / "07_capstone.py"))
+    assert originals and all(refresh.EXERCISE_MARK not in c.source for c in nb.cells)
+    refresh.put_back(nb, originals)
+    assert [c.source for c in nb.cells] == before
+
+
+def _imports_before(text: str, marker: str) -> list:
+    """The objects the notebook's import lines bind before the first line holding ``marker``."""
+    import ast
+    import importlib
+
+    head = text[: text.rfind("# %%", 0, text.index(marker))]  # up to the grading cell
+    found = []
+    for node in ast.walk(ast.parse(head)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("minifcn"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                value = getattr(module, alias.name)
+                found.append((f"{node.module}.{alias.name}", value))
+                if isinstance(value, type):  # a class brings its methods
+                    found += [(f"{alias.name}.{k}", v) for k, v in vars(value).items()]
+    return found
+
+
+@pytest.mark.parametrize("py", SOURCES, ids=[p.stem for p in SOURCES])
+def test_no_notebook_imports_an_exercise_s_operation_before_the_exercise(py):
+    import re
+
+    from minifcn.course import graders
+
+    text = py.read_text()
+    for check_name in sorted(set(re.findall(r"grade\((check_\w+)", text))):
+        check = getattr(graders, check_name)
+        blocked = {}
+        for group in check.blocks:
+            for target in graders.BLOCKED[group]:
+                _, _, value = graders._resolve(target)
+                blocked[id(getattr(value, "__func__", value))] = target
+        early = _imports_before(text, f"grade({check_name}")
+        hits = [name for name, v in early if id(getattr(v, "__func__", v)) in blocked]
+        assert not hits, f"{py.name} imports {hits} before the exercise graded by {check_name}"

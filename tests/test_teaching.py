@@ -26,7 +26,7 @@ def load(name):
     return module
 
 
-nb01, nb02, nb03, nb04, nb05, nb06 = (load(f"nb0{i}") for i in range(1, 7))
+nb01, nb02, nb03, nb04, nb05, nb06, nb07 = (load(f"nb0{i}") for i in range(1, 8))
 
 
 def scaled(fn, factor=1 + 1e-7):
@@ -460,6 +460,98 @@ def softmax_by_loss(scores):
     return softmax_xent(scores, labels, 255, np.ones(labels.shape, bool))[1]
 
 
+# ------------------------------------------------------------------ the capstone's layer functions
+CONV = (nb07.conv2d, nb07.conv2d_input_grad, nb07.conv2d_weight_grad)
+POOL = (nb07.max_pool2d, nb07.max_pool2d_backward)
+CONVT = (nb07.conv_transpose2d, nb07.conv_transpose2d_backward)
+CROP = (nb07.crop2d, nb07.crop2d_backward)
+
+
+def _named(fns, *replacements):
+    """``fns`` with some replaced (by name)."""
+    by_name = {f.__name__: f for f in replacements}
+    return tuple(by_name.get(f.__name__, f) for f in fns)
+
+
+def conv2d_weight_grad(col, dy):  # of the first image only
+    return nb07.conv2d_weight_grad(col[:1], dy[:1])
+
+
+def conv2d_input_grad(dy, weight, h, w, stride, padding):  # the padding cut one pixel late
+    full = nb07.conv2d_input_grad(dy, weight, h + 2 * padding, w + 2 * padding, stride, 0)
+    start = padding + 1 if padding else 0
+    out = np.zeros((dy.shape[0], weight.shape[1], h, w), dy.dtype)
+    cut = full[:, :, start : start + h, start : start + w]
+    out[:, :, : cut.shape[2], : cut.shape[3]] = cut
+    return out
+
+
+def conv2d(x, weight, stride, padding):  # computes in float64 whatever the input
+    y, col = nb07.conv2d(x.astype(np.float64), weight.astype(np.float64), stride, padding)
+    return y, col
+
+
+def max_pool2d_backward(dy, arg, x_shape, k, s, p):  # every gradient to the window's first pixel
+    return nb07.max_pool2d_backward(dy, np.zeros_like(arg), x_shape, k, s, p)
+
+
+def max_pool2d(x, k, s, p, out_h, out_w):  # ignores the padding
+    return (
+        nb07.max_pool2d(x, k, s, 0, out_h, out_w)
+        if p
+        else nb07.max_pool2d(x, k, s, p, out_h, out_w)
+    )
+
+
+def conv_transpose2d_backward(saved, dy, weight, stride, padding, weight_grad):  # dW always
+    return nb07.conv_transpose2d_backward(saved, dy, weight, stride, padding, True)
+
+
+def crop2d_backward(dy, x_shape, oy, ox):  # offsets swapped
+    if ox + dy.shape[2] <= x_shape[2] and oy + dy.shape[3] <= x_shape[3]:
+        return nb07.crop2d_backward(dy, x_shape, ox, oy)
+    return nb07.crop2d_backward(dy, x_shape, oy, ox) * 2
+
+
+def _conv2d_by_library(x, weight, stride, padding):
+    from minifcn.nn import conv2d
+
+    return conv2d(x, weight, stride, padding)
+
+
+def _conv2d_by_accel(x, weight, stride, padding):
+    from minifcn.accel import cpu
+
+    return cpu.conv2d(x, weight, stride, padding)
+
+
+def _max_pool2d_by_accel(x, k, s, p, out_h, out_w):
+    from minifcn.accel.pool import max_pool2d
+
+    return max_pool2d(x, k, s, p, out_h, out_w)
+
+
+def _conv_transpose2d_by_library(x, weight, stride, padding):
+    from minifcn.nn.conv_transpose import conv_transpose2d
+
+    return conv_transpose2d(x, weight, stride, padding)
+
+
+def _crop2d_by_library(x, oy, ox, h, w):
+    from minifcn.nn.crop import crop2d
+
+    return crop2d(x, oy, ox, h, w)
+
+
+for _f, _n in [
+    (_conv2d_by_library, "conv2d"),
+    (_conv2d_by_accel, "conv2d"),
+    (_max_pool2d_by_accel, "max_pool2d"),
+    (_conv_transpose2d_by_library, "conv_transpose2d"),
+    (_crop2d_by_library, "crop2d"),
+]:
+    _f.__name__ = _n
+
 # ------------------------------------------------------------------ the table
 
 G = graders
@@ -570,6 +662,34 @@ EXERCISES = {
         [softmax_without_shift, softmax_in_float32, softmax_over_the_last_axis],
         [softmax_by_teaching, softmax_by_loss],
     ),
+    "layer_conv2d": (
+        G.check_layer_conv2d,
+        CONV,
+        [
+            _named(CONV, conv2d_weight_grad),
+            _named(CONV, conv2d_input_grad),
+            _named(CONV, conv2d),
+        ],
+        [_named(CONV, _conv2d_by_library), _named(CONV, _conv2d_by_accel)],
+    ),
+    "layer_max_pool2d": (
+        G.check_layer_max_pool2d,
+        POOL,
+        [_named(POOL, max_pool2d_backward), _named(POOL, max_pool2d)],
+        [_named(POOL, _max_pool2d_by_accel)],
+    ),
+    "layer_conv_transpose2d": (
+        G.check_layer_conv_transpose2d,
+        CONVT,
+        [_named(CONVT, conv_transpose2d_backward)],
+        [_named(CONVT, _conv_transpose2d_by_library)],
+    ),
+    "layer_crop2d": (
+        G.check_layer_crop2d,
+        CROP,
+        [_named(CROP, crop2d_backward)],
+        [_named(CROP, _crop2d_by_library)],
+    ),
 }
 # numerical answers off by one part in 10^7 must fail: the tolerances fit float64 work
 SCALED = [
@@ -585,15 +705,35 @@ SCALED = [
     "softmax",
 ]
 
-SOLUTION_CASES = [pytest.param(c, s, id=k) for k, (c, s, _, _) in EXERCISES.items()]
+
+def _fns(f):
+    return f if isinstance(f, tuple) else (f,)
+
+
+def _label(f):
+    return "+".join(g.__name__ for g in _fns(f) if g.__module__ == __name__ or len(_fns(f)) == 1)
+
+
+SOLUTION_CASES = [pytest.param(c, _fns(s), id=k) for k, (c, s, _, _) in EXERCISES.items()]
 WRONG_CASES = [
-    pytest.param(c, w, id=f"{k}-{w.__name__}") for k, (c, _, ws, _) in EXERCISES.items() for w in ws
+    pytest.param(c, _fns(w), id=f"{k}-{i}-{_label(w)}")
+    for k, (c, _, ws, _) in EXERCISES.items()
+    for i, w in enumerate(ws)
 ]
 WRONG_CASES += [
-    pytest.param(EXERCISES[k][0], scaled(EXERCISES[k][1]), id=f"{k}-off-by-1e-7") for k in SCALED
+    pytest.param(EXERCISES[k][0], _fns(scaled(EXERCISES[k][1])), id=f"{k}-off-by-1e-7")
+    for k in SCALED
+]
+WRONG_CASES += [  # the capstone: each function's result off by one part in 10^7
+    pytest.param(c, tuple(scaled(g) if j == i else g for j, g in enumerate(s)), id=f"{k}-{i}-1e-7")
+    for k, (c, s, _, _) in EXERCISES.items()
+    if isinstance(s, tuple)
+    for i in range(len(s))
 ]
 LIBRARY_CASES = [
-    pytest.param(c, f, id=f"{k}-{f.__name__}") for k, (c, _, _, fs) in EXERCISES.items() for f in fs
+    pytest.param(c, _fns(f), id=f"{k}-{i}")
+    for k, (c, _, _, fs) in EXERCISES.items()
+    for i, f in enumerate(fs)
 ]
 
 
@@ -604,24 +744,24 @@ def test_every_grader_of_the_module_is_tested():
 
 @pytest.mark.parametrize("check, solution", SOLUTION_CASES)
 def test_grader_passes_the_reference_solution(check, solution, capsys):
-    check(solution)
-    assert graders.grade(check, solution)
+    check(*solution)
+    assert graders.grade(check, *solution)
     assert "PASS" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("check, wrong", WRONG_CASES)
 def test_grader_fails_a_wrong_answer(check, wrong, capsys):
     with pytest.raises((AssertionError, ValueError)):
-        check(wrong)
-    assert not graders.grade(check, wrong)
+        check(*wrong)
+    assert not graders.grade(check, *wrong)
     assert "FAIL" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("check, cheat", LIBRARY_CASES)
 def test_grader_fails_an_answer_that_calls_the_library(check, cheat, capsys):
     with pytest.raises(graders.WriteItYourself, match="write it yourself"):
-        check(cheat)
-    assert not graders.grade(check, cheat)
+        check(*cheat)
+    assert not graders.grade(check, *cheat)
     assert "write it yourself" in capsys.readouterr().out
 
 
@@ -631,8 +771,9 @@ def test_grader_reports_an_unwritten_stub_as_not_written_yet(key, capsys):
         raise NotImplementedError
 
     stub.__name__ = key
-    assert not graders.grade(EXERCISES[key][0], stub)
-    assert f"{key}: not written yet" in capsys.readouterr().out
+    n = len(_fns(EXERCISES[key][1]))
+    assert not graders.grade(EXERCISES[key][0], *([stub] * n))
+    assert f"{key}" in capsys.readouterr().out
 
 
 def test_grade_reports_a_crash_as_a_failure(capsys):
@@ -660,6 +801,52 @@ def test_a_library_function_kept_in_a_closure_is_still_blocked():
     for cheat in (conv_forward, conv_forward_via_dict):
         with pytest.raises(graders.WriteItYourself):
             graders.check_conv_forward(cheat)
+
+
+def test_a_reloaded_library_module_is_still_blocked():
+    def bilinear(k):
+        import importlib
+
+        import minifcn.nn.init
+
+        fresh = importlib.reload(minifcn.nn.init)  # a new copy of the module's functions
+        return fresh.bilinear_kernel(k, np.float64)
+
+    try:
+        with pytest.raises(graders.WriteItYourself):
+            graders.check_bilinear_kernel(bilinear)
+    finally:
+        import importlib
+
+        import minifcn.nn.init
+
+        importlib.reload(minifcn.nn.init)
+
+
+def test_switching_off_the_tracing_fails_the_check():
+    kept = {"f": KEPT_REFERENCE}  # out of reach of the name patching: only tracing sees it
+
+    def conv_forward(x, weight, bias, stride, padding):
+        import sys
+
+        sys.settrace(None)
+        return kept["f"](x, weight, bias, stride, padding)
+
+    with pytest.raises(graders.WriteItYourself, match="settrace"):
+        graders.check_conv_forward(conv_forward)
+
+
+def test_a_library_call_in_another_thread_is_still_blocked():
+    def bilinear(k):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from minifcn.nn import init
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(init.bilinear_kernel, k, np.float64).result()
+
+    with pytest.raises(graders.WriteItYourself):
+        graders.check_bilinear_kernel(bilinear)
 
 
 def test_a_caught_library_error_still_fails_the_check():
@@ -780,4 +967,61 @@ def test_class_legend_names_every_class_in_its_palette_colour():
         tuple(np.round(np.array(h.get_facecolor()[:3]) * 255)) for h in legend.legend_handles
     ]
     assert colours == [tuple(PALETTE[i].astype(float)) for i in range(len(CLASS_NAMES))]
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ drawings (minifcn.course.draw)
+
+
+@pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s"])
+def test_the_network_drawing_has_every_head_step_of_graph(name):
+    from minifcn.course import draw
+    from minifcn.models import build_model
+
+    model = build_model(name, 3, "mini")
+    lay = draw.layout(model)
+    head = [step for step in model.graph() if step[0] not in model.backbone]
+    drawn = {out for out, layer, *_ in head if not layer.startswith("scale_")}
+    assert drawn <= set(lay["nodes"])
+    assert {"data", "pool1", "pool5"} <= set(lay["nodes"])
+    maps = model.coordinate_maps()
+    for blob, node in lay["nodes"].items():  # each at the height of its stride
+        assert 2 ** node["level"] == maps[blob].scale
+    crops = [(ref[0], out) for out, layer, src, *ref in head if ref and layer.startswith("score")]
+    for ref, out in crops:
+        assert (ref, out, "size") in lay["edges"] or ref.startswith("scale_")
+    assert lay["nodes"]["score"]["label"].endswith(f"crop {model.crop_offsets['score']}")
+
+
+def test_an_at_once_fcn8s_draws_its_scale_layers():
+    from minifcn.course import draw
+    from minifcn.models import FCN8s
+
+    plain, at_once = draw.layout(FCN8s(3, "mini")), draw.layout(FCN8s(3, "mini", at_once=True))
+    assert "scale_pool4" not in plain["nodes"] and "scale_pool4" in at_once["nodes"]
+    assert ("pool4", "score_pool4", "data") in plain["edges"]
+
+
+def test_stage_blobs_walk_the_graph_to_the_forward_output_and_the_maps_draw():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minifcn.course import draw
+    from minifcn.data import ShapesDataset
+    from minifcn.models import FCN8s
+
+    data = ShapesDataset("val", size=1)
+    model = FCN8s(data.num_classes, "mini").eval()
+    x = data[0][0][None]
+    fig, blobs = draw.draw_score_maps(model, data.raw_image(0), x)
+    assert np.array_equal(blobs["score"], model(x))
+    assert set(draw.SCORE_STAGES) <= set(blobs)
+    assert len(fig.axes) == 2 * (len(draw.SCORE_STAGES) + 1)
+    cmap = model.coordinate_maps()["score_fr"]
+    left, right, bottom, top = draw.image_extent(cmap, 2, 3)
+    assert (right - left, bottom - top) == (3 * cmap.scale, 2 * cmap.scale)
+    plt.close(fig)
+    fig = draw.draw_networks([model])
     plt.close(fig)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import replace
@@ -99,10 +100,7 @@ BLOCKED = {
     "max pooling": _POOL,
     "the bilinear kernel": ["minifcn.nn.init:bilinear_kernel", "minifcn.nn.init:bilinear_weight"],
     "crop and fuse": _CROP,
-    "crop offsets": [
-        "minifcn.models.geometry:crop_offset",
-        "minifcn.analysis.geometry:geometry_table",
-    ],
+    "crop offsets": ["minifcn.models.geometry:crop_offset"],  # models are built with it
     "the segmentation scores": [
         "minifcn.inference.metrics:scores_from_confusion",
         "minifcn.inference.metrics:SegmentationMetrics.compute",
@@ -143,6 +141,11 @@ def _resolve(target: str):
     return owner, attr, value
 
 
+def _where(code) -> tuple:
+    """A code object's place: its file, first line and name."""
+    return code.co_filename, code.co_firstlineno, code.co_name
+
+
 def _code_of(value):
     func = getattr(value, "__func__", value)  # classmethod / staticmethod
     return getattr(func, "__code__", None)
@@ -165,8 +168,8 @@ def library_blocked(groups, learner_globals=None):
         label = f"{owner.__name__}.{attr}" if isinstance(owner, type) else target.replace(":", ".")
         originals[id(value)] = (value, label)
         code = _code_of(value)
-        if code is not None:
-            codes[code] = label
+        if code is not None:  # by place, so that a reloaded or re-executed copy is caught too
+            codes[_where(code)] = label
         patches.append((owner, attr, value, label))
 
     def stand_in(label):
@@ -199,20 +202,27 @@ def library_blocked(groups, learner_globals=None):
                     space[name] = stand_in(originals[id(value)][1])
 
         def tracer(frame, event, arg):
-            if event == "call" and frame.f_code in codes:
-                called.append(codes[frame.f_code])
+            if event == "call" and _where(frame.f_code) in codes:
+                label = codes[_where(frame.f_code)]
+                called.append(label)
                 raise WriteItYourself(
-                    f"your function called {codes[frame.f_code]}, the library's own version of "
+                    f"your function called {label}, the library's own version of "
                     "what this exercise asks for: write it yourself"
                 )
             return None
 
-        previous = sys.gettrace()
+        previous, previous_threads = sys.gettrace(), threading.gettrace()
         sys.settrace(tracer)
+        threading.settrace(tracer)  # threads started meanwhile are traced too
         try:
             yield called
+            # The tracer unsets itself when it raises (then a call is recorded already);
+            # otherwise it can only be gone if the learner's code switched it off.
+            if sys.gettrace() is not tracer and not called:
+                called.append("sys.settrace (switching off the grader's tracing)")
         finally:
             sys.settrace(previous)
+            threading.settrace(previous_threads)
     finally:
         for owner, attr, value in reversed(applied):
             if isinstance(owner, dict):
@@ -229,11 +239,12 @@ def guarded(fn, groups):
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        with library_blocked(groups, getattr(fn, "__globals__", None)) as called:
-            try:
+        called = []
+        try:
+            with library_blocked(groups, getattr(fn, "__globals__", None)) as called:
                 return fn(*args, **kwargs)
-            finally:
-                run.library_calls.extend(called)
+        finally:  # after the block has closed: it may add what it found on the way out
+            run.library_calls.extend(called)
 
     run.library_calls = []
     return run
@@ -247,14 +258,15 @@ def grader(*groups):
 
     def decorate(check):
         @functools.wraps(check)
-        def checked(fn):
-            learner = guarded(fn, groups)
+        def checked(*fns):
+            learners = [guarded(fn, groups) for fn in fns]
             try:
-                check(learner)
+                check(*learners)
             finally:
-                if learner.library_calls:
+                calls = [c for learner in learners for c in learner.library_calls]
+                if calls:
                     raise WriteItYourself(
-                        f"your function called {learner.library_calls[0]}, the library's own "
+                        f"your function called {calls[0]}, the library's own "
                         "version of what this exercise asks for: write it yourself"
                     )
 
@@ -264,16 +276,16 @@ def grader(*groups):
     return decorate
 
 
-def grade(check, fn, solution_hint: str = "notebooks/solutions/") -> bool:
-    """Run ``check(fn)`` and print the verdict; True when ``fn`` passes.
+def grade(check, *fns, solution_hint: str = "notebooks/solutions/") -> bool:
+    """Run ``check(*fns)`` and print the verdict; True when the functions pass.
 
     A stub that still raises ``NotImplementedError`` is reported as not written
     yet (the notebook carries on); a call into the library's own implementation,
     any other error or a failed comparison is reported as a failure with its message.
     """
-    name = getattr(fn, "__name__", "your function")
+    name = ", ".join(getattr(fn, "__name__", "your function") for fn in fns)
     try:
-        check(fn)
+        check(*fns)
     except NotImplementedError:
         print(f"{name}: not written yet. Fill in its body, run its cell, then this one.")
         print(f"(A reference solution is in {solution_hint}.)")
@@ -670,3 +682,158 @@ def check_softmax_any_device(softmax_fn) -> None:
         out = softmax_fn(cp.asarray(scores))
         assert isinstance(out, cp.ndarray), "a CuPy input must give a CuPy output"
         _close(as_numpy(out), ref, "softmax on the GPU", 1e-5)
+
+
+# ----------------------------------------------------------------------- notebook 07 (capstone)
+# The functions a layer runs (minifcn.dispatch.GROUPS), with the plain functions' contract:
+# the checks compare them with minifcn/nn's plain functions, in float64 and in float32.
+
+
+def _plain(module: str, name: str):
+    return getattr(importlib.import_module(f"minifcn.nn.{module}"), name)
+
+
+def _dtype_kept(out, x, what):
+    assert np.asarray(out).dtype == x.dtype, (
+        f"{what}: a {x.dtype} input gave a {np.asarray(out).dtype} result; keep the input's "
+        "dtype (the network trains in float32)"
+    )
+
+
+_LAYER_CONV_CASES = [  # (N, C, H, W), (O, k), stride, padding: FCN's convolutions and others
+    ((2, 3, 9, 9), (4, 3), 1, 1),
+    ((1, 4, 7, 6), (3, 1), 1, 0),
+    ((2, 2, 10, 10), (3, 3), 2, 1),
+    ((1, 3, 8, 8), (2, 7), 1, 3),
+    ((1, 2, 5, 7), (2, 2), 1, 4),
+]
+
+
+@grader("convolution")
+def check_layer_conv2d(conv2d, conv2d_input_grad, conv2d_weight_grad) -> None:
+    """y, dx and dW equal the plain Conv2d functions' (5 cases, float64 and float32)"""
+    ref_fwd, ref_dx, ref_dw = (
+        _plain("conv", n) for n in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad")
+    )
+    rng = np.random.default_rng(11)
+    for (n, c, h, w), (o, k), stride, padding in _LAYER_CONV_CASES:
+        x = rng.standard_normal((n, c, h, w))
+        weight = rng.standard_normal((o, c, k, k))
+        y_ref, col_ref = ref_fwd(x, weight, stride, padding)
+        dy = rng.standard_normal(y_ref.shape)
+        dx_ref = ref_dx(dy, weight, h, w, stride, padding)
+        dw_ref = ref_dw(col_ref, dy).reshape(weight.shape)
+        case = f"x {x.shape}, weight {weight.shape}, stride {stride}, padding {padding}"
+        got = conv2d(x.copy(), weight.copy(), stride, padding)
+        assert len(got) == 2, "conv2d must return (y, col)"
+        _close(got[0], y_ref, f"conv2d's y for {case}")
+        dw = np.asarray(conv2d_weight_grad(got[1], dy.copy()))
+        assert dw.size == weight.size, f"conv2d_weight_grad: {dw.shape} for weight {weight.shape}"
+        _close(dw.reshape(weight.shape), dw_ref, f"conv2d_weight_grad for {case}")
+        _close(
+            conv2d_input_grad(dy.copy(), weight.copy(), h, w, stride, padding),
+            dx_ref,
+            f"conv2d_input_grad for {case}",
+        )
+        x32, w32, dy32 = (a.astype(np.float32) for a in (x, weight, dy))
+        y32, col32 = conv2d(x32, w32, stride, padding)
+        _dtype_kept(y32, x32, "conv2d")
+        _dtype_kept(conv2d_weight_grad(col32, dy32), x32, "conv2d_weight_grad")
+        _dtype_kept(conv2d_input_grad(dy32, w32, h, w, stride, padding), x32, "conv2d_input_grad")
+
+
+@grader("max pooling")
+def check_layer_max_pool2d(max_pool2d, max_pool2d_backward) -> None:
+    """y and dx equal the plain MaxPool2d functions' (ceil mode, windows over the edge)"""
+    from minifcn.nn.pool import pool_output_size
+
+    ref_fwd, ref_bwd = _plain("pool", "max_pool2d"), _plain("pool", "max_pool2d_backward")
+    rng = np.random.default_rng(12)
+    for shape, k, s, p in [
+        ((2, 3, 8, 8), 2, 2, 0),
+        ((1, 2, 7, 9), 2, 2, 0),
+        ((1, 2, 9, 7), 3, 2, 1),
+        ((2, 1, 5, 5), 3, 3, 0),
+    ]:
+        x = distinct_values(shape, rng)
+        out_h = pool_output_size(shape[2], k, s, p, True)
+        out_w = pool_output_size(shape[3], k, s, p, True)
+        y_ref, arg_ref = ref_fwd(x, k, s, p, out_h, out_w)
+        dy = rng.standard_normal(y_ref.shape)
+        dx_ref = ref_bwd(dy, arg_ref, x.shape, k, s, p)
+        case = f"x {shape}, kernel {k}, stride {s}, padding {p}"
+        got = max_pool2d(x.copy(), k, s, p, out_h, out_w)
+        assert len(got) == 2, "max_pool2d must return (y, arg)"
+        _close(got[0], y_ref, f"max_pool2d's y for {case}")
+        _close(
+            max_pool2d_backward(dy.copy(), got[1], x.shape, k, s, p),
+            dx_ref,
+            f"max_pool2d_backward for {case}",
+        )
+        x32 = x.astype(np.float32)
+        y32, arg32 = max_pool2d(x32, k, s, p, out_h, out_w)
+        _dtype_kept(y32, x32, "max_pool2d")
+        _dtype_kept(
+            max_pool2d_backward(dy.astype(np.float32), arg32, x.shape, k, s, p),
+            x32,
+            "max_pool2d_backward",
+        )
+
+
+@grader("convolution")
+def check_layer_conv_transpose2d(conv_transpose2d, conv_transpose2d_backward) -> None:
+    """y, dx and dW equal the plain ConvTranspose2d functions' (FCN's 4/2, 16/8, 64/32)"""
+    ref_fwd = _plain("conv_transpose", "conv_transpose2d")
+    ref_bwd = _plain("conv_transpose", "conv_transpose2d_backward")
+    rng = np.random.default_rng(13)
+    for (n, i, o, h, w), k, s, p in [
+        ((2, 3, 3, 4, 4), 4, 2, 0),
+        ((1, 2, 2, 3, 3), 16, 8, 0),
+        ((1, 2, 2, 2, 2), 64, 32, 0),
+        ((1, 3, 2, 3, 5), 3, 2, 1),
+    ]:
+        x = rng.standard_normal((n, i, h, w))
+        weight = rng.standard_normal((i, o, k, k))
+        y_ref, saved_ref = ref_fwd(x, weight, s, p)
+        dy = rng.standard_normal(y_ref.shape)
+        dx_ref, dw_ref = ref_bwd(saved_ref, dy, weight, s, p, True)
+        case = f"x {x.shape}, weight {weight.shape}, stride {s}, padding {p}"
+        got = conv_transpose2d(x.copy(), weight.copy(), s, p)
+        assert len(got) == 2, "conv_transpose2d must return (y, saved)"
+        _close(got[0], y_ref, f"conv_transpose2d's y for {case}")
+        back = conv_transpose2d_backward(got[1], dy.copy(), weight.copy(), s, p, True)
+        assert len(back) == 2, "conv_transpose2d_backward must return (dx, dW or None)"
+        _close(back[0], dx_ref, f"conv_transpose2d_backward's dx for {case}")
+        _close(back[1], dw_ref, f"conv_transpose2d_backward's dW for {case}")
+        frozen = conv_transpose2d_backward(got[1], dy.copy(), weight.copy(), s, p, False)
+        assert frozen[1] is None, "with weight_grad=False (a frozen upsampling) dW must be None"
+        _close(frozen[0], dx_ref, f"dx with weight_grad=False for {case}")
+        x32, w32 = x.astype(np.float32), weight.astype(np.float32)
+        _dtype_kept(conv_transpose2d(x32, w32, s, p)[0], x32, "conv_transpose2d")
+
+
+@grader("crop and fuse")
+def check_layer_crop2d(crop2d, crop2d_backward) -> None:
+    """the window and its gradient equal the plain Crop functions' (4 offsets)"""
+    ref_fwd, ref_bwd = _plain("crop", "crop2d"), _plain("crop", "crop2d_backward")
+    rng = np.random.default_rng(14)
+    for shape, (oy, ox), (h, w) in [
+        ((2, 3, 9, 8), (3, 2), (4, 5)),
+        ((1, 2, 7, 7), (0, 0), (7, 7)),
+        ((1, 1, 12, 10), (5, 1), (3, 4)),
+        ((2, 2, 6, 11), (0, 7), (2, 3)),
+    ]:
+        x = rng.standard_normal(shape)
+        dy = rng.standard_normal((shape[0], shape[1], h, w))
+        case = f"x {shape}, offset {(oy, ox)}, window {h}x{w}"
+        _close(crop2d(x.copy(), oy, ox, h, w), ref_fwd(x, oy, ox, h, w), f"crop2d for {case}")
+        _close(
+            crop2d_backward(dy.copy(), shape, oy, ox),
+            ref_bwd(dy, shape, oy, ox),
+            f"crop2d_backward for {case}",
+        )
+        _dtype_kept(
+            crop2d_backward(dy.astype(np.float32), shape, oy, ox),
+            dy.astype(np.float32),
+            "crop2d_backward",
+        )
