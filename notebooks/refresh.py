@@ -13,8 +13,9 @@ cells, and saves its stubs back (see ``SOLVED``).
 
 Only the notebooks named are touched. Cells whose text is unchanged keep their id, metadata
 and (with --no-execute) their outputs; new cells get new ids. A full run unsets
-MINIFCN_QUICK; it sets OPENBLAS_NUM_THREADS=1 unless it is already set, because on a small
-machine shared with other jobs competing OpenBLAS threads make NumPy several times slower.
+MINIFCN_QUICK and MPLBACKEND (so that the figures are saved); it sets
+OPENBLAS_NUM_THREADS=1 unless it is already set, because on a small machine shared with
+other jobs competing OpenBLAS threads make NumPy several times slower.
 Notebooks 04 and 05 train for minutes on a laptop CPU.
 
 ``jupytext --sync notebooks/03_transposed_convolution.py`` does the same as --no-execute.
@@ -123,11 +124,14 @@ def execute(nb, quick: bool, timeout: int = 3600, solution: Path | None = None) 
 
     originals = fill_in(nb, solution) if solution is not None else {}
 
-    saved = {k: os.environ.get(k) for k in ("MINIFCN_QUICK", "OPENBLAS_NUM_THREADS")}
+    saved = {k: os.environ.get(k) for k in ("MINIFCN_QUICK", "OPENBLAS_NUM_THREADS", "MPLBACKEND")}
     if quick:
         os.environ["MINIFCN_QUICK"] = "1"
     else:
         os.environ.pop("MINIFCN_QUICK", None)
+        # The kernel's own inline backend, so that plt.show() puts every figure into the
+        # saved outputs (MPLBACKEND=Agg, set for tests, would silently drop them).
+        os.environ.pop("MPLBACKEND", None)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     start = time.perf_counter()
     try:
