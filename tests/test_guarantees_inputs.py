@@ -196,14 +196,14 @@ def test_a_forced_tile_too_large_for_the_budget_is_refused(tmp_path, ckpt):
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
     code, _, err = command(
         "minifcn.predict", image, "--checkpoint", ckpt, "--tile", "100000", "--max-memory",
-        "0.25", "-o", tmp_path / "m.png",
+        "1", "-o", tmp_path / "m.png",
     )  # fmt: skip
     line = one_error_line(err)
     assert code == 1 and "--tile 100000 needs about" in line and "use --tile" in line
     assert not (tmp_path / "m.png").exists()
     code, _, err = command(
         "minifcn.evaluate", "--checkpoint", ckpt, "--size", "2", "--tile", "100000",
-        "--max-memory", "0.25",
+        "--max-memory", "1",
     )  # fmt: skip
     assert code == 1 and "--tile 100000 needs about" in one_error_line(err)
 

@@ -51,13 +51,13 @@ def test_compare_writes_its_figure_and_json_as_new_files(tmp_path, ckpt):
 
 def test_an_evaluate_json_that_appears_during_the_run_is_not_replaced(tmp_path, ckpt, monkeypatch):
     target = tmp_path / "scores.json"
-    real = evaluate_command.evaluate
+    real = evaluate_command.Segmenter.evaluate
 
     def evaluate_while_someone_writes(*args, **kwargs):
         target.write_text("written by someone else meanwhile")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate_command, "evaluate", evaluate_while_someone_writes)
+    monkeypatch.setattr(evaluate_command.Segmenter, "evaluate", evaluate_while_someone_writes)
     with pytest.raises(SystemExit, match="appeared while the command ran; it was not replaced"):
         evaluate_command.main(["--checkpoint", str(ckpt), "--size", "2", "--json", str(target)])
     assert target.read_text() == "written by someone else meanwhile"
@@ -107,7 +107,7 @@ def test_a_full_disk_ends_in_one_line_and_leaves_no_file(tmp_path, ckpt, image, 
 
 # ---------------------------------------------------------- names say what files hold
 def test_predict_refuses_a_mask_name_that_is_not_png(tmp_path, ckpt, image):
-    for name in ("out.jpg", "out.JPEG", "out"):
+    for name in ("out.jpg", "out.JPEG", "out.webp"):
         code, _, err = command("minifcn.predict", image, "--checkpoint", ckpt, "-o",
                                tmp_path / name)  # fmt: skip
         assert code == 1 and "ending in .png" in one_error_line(err)

@@ -109,6 +109,6 @@ def test_predict_in_forced_tiles_draws_the_whole_image_mask(random_checkpoints, 
     for label, extra in (("whole", []), ("t70", ["--tile", "70"])):
         out = tmp_path / f"{label}.png"
         predict_main([str(image), "--checkpoint", ckpt, "-o", str(out), *extra])
-        masks[label] = np.asarray(Image.open(out))
+        masks[label] = np.asarray(Image.open(out).convert("RGB"))
     assert len(np.unique(masks["whole"].reshape(-1, 3), axis=0)) > 1  # several classes drawn
     np.testing.assert_array_equal(masks["t70"], masks["whole"])
