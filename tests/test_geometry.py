@@ -114,3 +114,17 @@ def test_a_network_with_a_layer_of_unknown_geometry_is_refused_when_built():
 
     with pytest.raises(TypeError, match="Flatten has no coordinate map"):
         FlatHead(3, "mini")
+
+
+def test_the_geometry_table_refuses_a_layer_it_has_no_receptive_field_rule_for():
+    from minifcn.analysis.geometry import geometry_table
+
+    class Upsample(Module):  # resamples (scale 1/2) without a kernel: no rule for its field
+        def coord_map(self):
+            return CoordMap(Fraction(1, 2), Fraction(0))
+
+    model = FCN32s(3, "mini")
+    assert len(geometry_table(model)) == len(model.graph())
+    model.relu1_1 = Upsample()
+    with pytest.raises(TypeError, match=r"no receptive-field rule for relu1_1 \(Upsample\)"):
+        geometry_table(model)

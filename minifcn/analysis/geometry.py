@@ -27,9 +27,13 @@ def geometry_table(model, size: int | None = None) -> list[dict]:
         elif isinstance(m, ConvTranspose2d):
             k, s, p = m.kernel_size, m.stride, m.padding
             rf[out] = rf[src] + (math.ceil(k / s) - 1) * jump_in
-        else:
+        elif not hasattr(m, "kernel_size") and m.coord_map().scale == 1:  # pointwise or a shift
             k = s = p = None
             rf[out] = max(rf[src], rf[ref[0]]) if isinstance(m, Fuse) else rf[src]
+        else:
+            raise TypeError(
+                f"geometry_table: no receptive-field rule for {layer} ({type(m).__name__})"
+            )
         kind = type(m).__name__
         if isinstance(m, Crop):
             kind = f"Crop to {ref[0]} at {m.offset[0]}"
