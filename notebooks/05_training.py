@@ -167,6 +167,16 @@ print(f"first step: largest gradient of score_pool4's weight {skip_weight_grad:.
 print(f"what score_pool4 passes back to pool4 (zero weights): largest entry {passed_back:g}")
 
 # %% [markdown]
+# The agreement printed above is far from 100%, and the cell's parenthesis names only the
+# smaller part of why. `score_pool4` at zero makes FCN-16s start from FCN-32s's *scores*
+# (`score_fr`, copied), not from its output: FCN-32s's 64/32 upsampling was **learned** during
+# stage 1 (notebook 4 measures how far such a layer moves from bilinear) and has no
+# counterpart in FCN-16s, which starts from two fresh bilinear upsamplings. On a 3x3 grid of
+# score cells, how they are interpolated decides a large share of the pixels, hence the
+# printed figure. With `--freeze-upsampling` (the reference code's choice) both networks would
+# interpolate bilinearly, and the two would agree up to the differences between one 64/32 and
+# a 4/2 followed by a 32/16 bilinear upsampling.
+#
 # ## Stage 2: FCN-16s from FCN-32s
 #
 # `--init-from` loads the FCN-32s checkpoint into an FCN-16s (`FCN16s.from_fcn32s`, what your
