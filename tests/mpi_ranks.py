@@ -181,9 +181,13 @@ def check_ranks_compare_arguments() -> None:
         print(f"rank {comm.rank}: started", flush=True)
 
 
-def train_and_fail_at_step(step: str, *argv: str) -> None:
+def train_and_fail_at_step(step: str, *argv: str, how: str = "error") -> None:
     """``python -m minifcn.train ARGV`` on this rank, whose data fails at step ``step``
-    (started beside plain ranks with mpiexec's ``:``)."""
+    (``how="sigterm"``: which gets SIGTERM there, as from a scheduler); started beside
+    plain ranks with mpiexec's ``:``."""
+    import os
+    import signal
+
     from minifcn.commands import train as command
     from minifcn.data import DataError
     from minifcn.optim import SGD, Adam
@@ -192,7 +196,9 @@ def train_and_fail_at_step(step: str, *argv: str) -> None:
 
     def step_or_fail(self):
         calls[0] += 1
-        if calls[0] == int(step):
+        if calls[0] == int(step) and how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif calls[0] == int(step):
             raise DataError("cannot read image 17 (a test failure on this rank)")
         original[type(self)](self)
 
@@ -208,11 +214,12 @@ CHECKS = {
     "alarm": check_a_failing_rank_stops_the_others,
     "arguments": check_ranks_compare_arguments,
     "train-fail-at": train_and_fail_at_step,
+    "train-term-at": lambda step, *argv: train_and_fail_at_step(step, *argv, how="sigterm"),
 }
 
 if __name__ == "__main__":
     name = sys.argv[1]
-    if name in ("same-weights", "train-fail-at"):
+    if name in ("same-weights", "train-fail-at", "train-term-at"):
         CHECKS[name](*sys.argv[2:])
     else:
         CHECKS[name]()

@@ -199,8 +199,7 @@ def _host(a):
         ({}, (1, 0, 0)),
         ({"PMI_SIZE": "4", "PMI_RANK": "2", "MPI_LOCALRANKID": "0"}, (4, 2, 0)),
         ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}, (2, 1, 1)),
-        ({"SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1"}, (8, 5, 1)),
-        ({"SLURM_NTASKS": "8"}, (1, 0, 0)),  # inside an allocation, not started by srun
+        ({"SLURM_NTASKS": "8", "SLURM_PROCID": "0"}, (1, 0, 0)),  # a batch script's process
     ],
 )
 def test_rank_and_size_come_from_the_launchers_variables(env, want):
@@ -409,6 +408,19 @@ def test_a_rank_failing_mid_run_stops_every_rank_and_rank_0_saves_like_ctrl_c(tm
     assert (state["epoch"], state["step_in_epoch"]) == (0, 3)
     resumed = _train(out, "--resume", "--epochs", "1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+
+@needs_mpi
+def test_sigterm_on_one_rank_stops_every_rank_and_rank_0_saves(tmp_path):
+    out = tmp_path / "run"
+    args = ["--out", str(out), *TINY, "--batch-size", "2"]
+    proc = mpiexec(["-m", "minifcn.train", *args], [str(RANKS), "train-term-at", "2", *args])
+    assert proc.returncode != 0
+    assert any(line.strip() == "interrupted" for line in proc.lines)  # rank 1
+    (line0,) = rank_lines(proc, 0)
+    assert line0.startswith("[rank 0/2] error: rank 1 stopped: interrupted (Ctrl-C or SIGTERM)")
+    assert f"saved {out / 'last.npz'} at epoch 1, step" in line0
+    assert load_run_checkpoint(out / "last.npz")[1]["state"]["step_in_epoch"] >= 1
 
 
 @needs_mpi

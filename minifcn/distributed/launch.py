@@ -1,6 +1,6 @@
 """Who am I in the job? Rank, size and local rank from the launcher's environment.
 
-``mpiexec`` (MPICH's Hydra, Open MPI's mpirun, Slurm's srun) starts every rank with
+``mpiexec`` (MPICH's Hydra, Open MPI's mpirun) starts every rank with
 variables that say its place in the job before any MPI library is loaded, so a
 process can tell that it is one of several, and refuse with one line when
 ``mpi4py`` is missing, instead of training alone N times into one folder.
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 LAUNCHERS = (
     ("PMI_SIZE", "PMI_RANK", "MPI_LOCALRANKID"),  # MPICH / Intel MPI (Hydra)
     ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"),  # Open MPI
-    ("PMIX_SIZE", "PMIX_RANK", "PMIX_LOCAL_RANK"),
-    ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID"),  # srun
 )
+# Slurm's own SLURM_NTASKS / SLURM_PROCID are not read: a batch script's plain process
+# has them too. Start the ranks with mpiexec, inside an allocation as well.
 
 MPI_INSTALL_HINT = 'pip install -e ".[mpi]" (mpi4py and the MPICH wheel that provides mpiexec)'
 
@@ -44,8 +44,6 @@ def placement(environ=None) -> Placement:
     for size_var, rank_var, local_var in LAUNCHERS:
         if size_var not in env:
             continue
-        if size_var == "SLURM_NTASKS" and "SLURM_PROCID" not in env:
-            continue  # an allocation, not a task that srun started
         try:
             size = int(env[size_var])
             rank = int(env.get(rank_var, "0"))
