@@ -59,9 +59,6 @@ class SingleProcess:
     is_root = True
     failure: str | None = None
 
-    def describe(self) -> str:
-        return "one process"
-
     def allreduce_grads(self, model, loss: float, weight: float = 1.0, reduction="mean") -> float:
         """Gradients are already the batch's; returns ``loss`` unchanged."""
         return loss
@@ -149,9 +146,6 @@ class MPICommunicator:
         self._flat: FlatGradients | None = None
         self._flat_key: tuple = ()
         self._nccl = None
-
-    def describe(self) -> str:
-        return f"rank {self.rank} of {self.size} (MPI)"
 
     # ------------------------------------------------------------ waiting
     def _wait(self, request, what: str, timeout: float | None = None) -> None:
