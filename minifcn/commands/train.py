@@ -27,11 +27,14 @@ import sys
 
 from minifcn.accel.cpu import keep_freed_memory
 from minifcn.commands.args import (
+    bounded_int,
+    check_fits,
     ensure_device,
     finite_float,
     fraction,
     nonnegative_int,
     positive_int,
+    shapes_bytes,
 )
 from minifcn.data import DataError
 from minifcn.data.registry import DATASETS, DEFAULT_VAL_FRACTION, datasets_help
@@ -41,7 +44,13 @@ from minifcn.training.loop import run_epochs
 from minifcn.training.ranks import set_up_ranks, stop_line
 from minifcn.training.recipe import RECIPES
 from minifcn.training.report import describe, finish
-from minifcn.training.runfolder import RunFolderError, best_row, is_better
+from minifcn.training.runfolder import (
+    RunFolderError,
+    Stopped,
+    best_row,
+    is_better,
+    signals_stop_the_run,
+)
 from minifcn.training.saving import kept_message
 from minifcn.training.state import DEFAULT_EPOCHS, NonFiniteLoss, RunError, RunState
 
@@ -78,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=positive_int, default=None, help="shapes: validation images")
     p.add_argument(
         "--crop-size",
-        type=positive_int,
+        type=bounded_int(1, 8192),
         default=None,
         help="data read from disk: random training crops of this side (default: whole images, "
         "padded to a size the network takes; random crops when sizes differ and "
@@ -106,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     p.add_argument(
         "--epochs",
-        type=positive_int,
+        type=bounded_int(1, 100_000),
         default=None,
         help=f"default {DEFAULT_EPOCHS} (with --resume: the run's own; a different value "
         "changes the learning-rate schedule's length)",
@@ -119,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         "fcn32s/16s/8s, momentum 0.99, weight decay 5e-4, batch 1, fixed bilinear "
         "upsampling); typed flags win. See minifcn/training/recipe.py",
     )
-    p.add_argument("--batch-size", type=positive_int, default=2)
+    p.add_argument("--batch-size", type=bounded_int(1, 100_000), default=2)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--lr", type=finite_float, default=None, help="default: 3e-3 (adam), 1e-4 (sgd)")
     p.add_argument("--momentum", type=finite_float, default=0.9)
@@ -140,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument(
-        "--grid", type=nonnegative_int, default=6, help="validation images in predictions.png"
+        "--grid", type=bounded_int(0, 100), default=6, help="validation images in predictions.png"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -167,21 +176,41 @@ def train(argv=None, comm=None) -> dict | None:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    for flag, size in (("--train-size", args.train_size), ("--val-size", args.val_size)):
+        if size:  # shapes are generated in memory: refuse what cannot fit, before anything
+            check_fits(shapes_bytes(size), f"{flag} {size}")
     comm = SingleProcess() if comm is None else comm
+    with signals_stop_the_run():  # SIGTERM and SIGHUP end a run as Ctrl-C does
+        return _train(args, argv, comm)
+
+
+def _stop_code(err: KeyboardInterrupt) -> tuple[str, int]:
+    """(what stopped the run, exit status): 130 for Ctrl-C, 128 + n for signal n."""
+    if isinstance(err, Stopped):
+        return f"stopped by {err.name}", 128 + err.signum
+    return "interrupted", 130
+
+
+def _train(args, argv, comm) -> dict | None:
     try:
         comm.select_device(args.device)  # one GPU per rank
         ensure_device(args.device)
         run = set_up_ranks(comm, args, given_flags(argv), parse_args([]))
     except (RunError, RunFolderError, DistributedError) as err:
         raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt as err:  # before the first step: nothing to save
+        what, code = _stop_code(err)
+        print(f"\n{what} before training started; nothing was saved", file=sys.stderr)
+        raise SystemExit(code) from None
     try:
         if comm.is_root:
             describe(run)
         run_epochs(run)
         return finish(run) if comm.is_root else None
-    except KeyboardInterrupt:
-        print("\n" + stop_line(run, "interrupted", ": "), file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as err:
+        what, code = _stop_code(err)
+        print("\n" + stop_line(run, what, ": "), file=sys.stderr)
+        raise SystemExit(code) from None
     except DistributedError as err:  # another rank stopped, or a collective timed out
         raise SystemExit(stop_line(run, f"error: {err}")) from None
     except NonFiniteLoss as err:

@@ -11,6 +11,7 @@ not know whether it started fresh.
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -28,6 +29,13 @@ from .saving import kept_message, save_epoch
 from .state import METRIC_KEYS, NonFiniteLoss, Run
 
 
+def _on_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def run_epochs(run: Run) -> None:
     args, s = run.args, run.state
     t_start = time.perf_counter() - s.wall_time
@@ -38,7 +46,8 @@ def run_epochs(run: Run) -> None:
             initial=s.step_in_epoch,
             desc=f"epoch {s.epoch + 1}/{args.epochs}",
             leave=False,
-            disable=args.no_progress or not run.comm.is_root,
+            # Only on a terminal: in a log file a bar's frames would be a line per step.
+            disable=args.no_progress or not run.comm.is_root or not _on_terminal(),
             dynamic_ncols=True,
         )
         # Overflow is expected when a run diverges: the guards below report it in one line.

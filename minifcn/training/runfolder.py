@@ -122,6 +122,39 @@ def interrupts_deferred(reraise: bool = True):
 _deferring: list = []
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, delivered as Ctrl-C is: the run saves where it stands and ends."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def signals_stop_the_run():
+    """Inside the block, SIGTERM (what ``kill``, schedulers and containers send) and SIGHUP
+    (a closed terminal) raise ``Stopped``, a KeyboardInterrupt, so they end a run as
+    Ctrl-C does: the partial epoch is saved and the command exits with one line.
+    Saves already under way finish first (``interrupts_deferred``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 # --------------------------------------------------------------------- the folder
 class RunFolder:
     """An opened, locked run folder. Use ``RunFolder.open(path)``; ``close()`` when done."""

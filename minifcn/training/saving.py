@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 from ..data.transforms import denormalize
 from ..inference.engine import predict_labels
 from ..models.checkpoint import RUN_FORMAT, checkpoint_writer
+from ..storage.atomic import describe_os_error
 from ..storage.npz import nonfinite_arrays
 from .plots import plot_predictions
 from .runfolder import interrupts_deferred, is_better
@@ -33,12 +35,23 @@ def checkpoint_meta(run: Run, state: RunState, rng_state=None) -> tuple[dict, di
 
 def history_writers(history: list[dict]) -> dict:
     """Writers of metrics.json and metrics.csv for ``RunFolder.commit``."""
-    files = {"metrics.json": _text(json.dumps(history, indent=1))}
+    # A NaN mean IU (no validation pixel had a label) is written as null: JSON has no NaN.
+    files = {"metrics.json": _text(json.dumps(_json_safe(history), indent=1, allow_nan=False))}
     if history:
         keys = list(history[0].keys())
         lines = [",".join(keys)] + [",".join(_fmt(h.get(k)) for k in keys) for h in history]
         files["metrics.csv"] = _text("\n".join(lines) + "\n")
     return files
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _text(text: str):
@@ -96,7 +109,13 @@ def save_interrupted(run: Run) -> str:
     # and the dropout generators are rewound to where that step began.
     meta, extra = checkpoint_meta(run, run.state, rng_state=run.step_rng)
     with interrupts_deferred(reraise=False):
-        run.folder.commit({"last.npz": checkpoint_writer(run.model, meta, extra)})
+        try:
+            run.folder.commit({"last.npz": checkpoint_writer(run.model, meta, extra)})
+        except OSError as err:  # a full disk: the previous files stay as they were
+            return (
+                f"could not save {run.out / 'last.npz'} ({describe_os_error(err)}). "
+                f"{kept_message(run)}"
+            )
         run.on_disk = run.state.where()
     return (
         f"saved {run.out / 'last.npz'} at {run.on_disk}; continue with "

@@ -243,7 +243,8 @@ def _set_up_in(folder: RunFolder, args, given: set, defaults) -> Run:
         state = RunState(run_id=secrets.token_hex(6))
     try:
         train_set, val_set = make_datasets(args)
-        check_data((("train", train_set), ("val", val_set)), not args.no_progress)
+        on_terminal = getattr(sys.stderr, "isatty", lambda: False)()
+        check_data((("train", train_set), ("val", val_set)), not args.no_progress and on_terminal)
         model = make_model(args, train_set.num_classes, cfg_name)
         fit_to_model(args, train_set, model, cfg_name)
     except (FileNotFoundError, ValueError) as err:
