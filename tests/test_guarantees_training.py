@@ -124,3 +124,14 @@ def test_absurd_numbers_are_refused_before_anything(tmp_path, args, message):
     code, _, err = command("minifcn.train", "--out", tmp_path / "r", *args, cwd=tmp_path)
     assert code in (1, 2) and message in one_error_line(err)
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_every_flag_it_would_not_apply(tmp_path):
+    out = tmp_path / "r"
+    train(["--out", str(out), *TINY, "--no-progress", "--epochs", "1"])
+    for flag, value in (("--val-size", "2"), ("--seed", "3"), ("--schedule", "step")):
+        with pytest.raises(SystemExit) as exc:
+            train(["--out", str(out), "--resume", "--no-progress", flag, value])
+        assert f"{flag} {value} (the run's:" in str(exc.value.code)
+    train(["--out", str(out), "--resume", "--no-progress", "--val-size", "4", "--epochs", "2"])
+    assert load_checkpoint(out / "last.npz")[1]["state"]["epoch"] == 2

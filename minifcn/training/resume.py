@@ -86,9 +86,11 @@ def merge_resume_args(args, given: set, saved: dict, defaults):
         if name in RESUME_CHANGEABLE:
             continue
         value, was = getattr(args, name), saved.get(name)
-        if value != was and was is not None:  # None: an older run that did not record it
-            flag = "--" + name.replace("_", "-")
-            conflicts.append(f"{flag} {value} (the run's: {was})")
+        flag = "--" + name.replace("_", "-")
+        if name not in saved:  # a run from before the flag existed: it cannot be applied
+            conflicts.append(f"{flag} {value} (the run did not record this setting)")
+        elif value != was:  # None: the run used the default, which the flag would change
+            conflicts.append(f"{flag} {value} (the run's: {'the default' if was is None else was})")
     if conflicts:
         raise RunError(
             "--resume continues a run with its own settings; these flags differ from it: "
