@@ -30,9 +30,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from ..backend import cupy_module
 from ..nn.im2col import conv_output_size
 from .cuda_kernels import (
+    LABEL_DTYPES,
     accumulate_wb_gpu,
     bias_nop_gpu,
     col2im_gpu,
@@ -171,8 +174,19 @@ class XentSaved(NamedTuple):
     lse: object  # (N, H, W), log-sum-exp over classes
 
 
+def kernel_labels(labels):
+    """``labels`` in a type the loss kernels are compiled for (uint8, int32, int64): any
+    other integer type (int8, int16, uint16, uint32, uint64) is converted once, to int32
+    where it holds every value of the type, else int64, as the plain path accepts them all."""
+    dtype = np.dtype(labels.dtype)
+    if dtype in LABEL_DTYPES or dtype.kind not in "iu":
+        return labels
+    return labels.astype(np.int32 if np.can_cast(dtype, np.int32) else np.int64)
+
+
 def softmax_xent(scores, labels, ignore_index: int, counted):
     """As ``nn.loss.softmax_xent``; the kernel checks the labels itself (``counted`` unused)."""
+    labels = kernel_labels(labels)
     lse, pixel_loss, _ = softmax_xent_forward_gpu(scores, labels, ignore_index)
     return pixel_loss, XentSaved(scores, lse)
 
@@ -184,10 +198,12 @@ def softmax_xent_totals(scores, labels, ignore_index: int):
     loss sum, counted pixels and out-of-range labels (the layer copies it to the host
     once and adds the rows up there, in float64: deterministic), saved as
     ``softmax_xent``'s."""
+    labels = kernel_labels(labels)
     lse, pixel_loss, status = softmax_xent_forward_gpu(scores, labels, ignore_index)
     return xent_partials_gpu(pixel_loss, status), XentSaved(scores, lse)
 
 
 def softmax_xent_backward(saved, labels, ignore_index: int, scale: float):
     """As ``nn.loss.softmax_xent_backward``, recomputing the softmax from the log-sum-exp."""
+    labels = kernel_labels(labels)
     return softmax_xent_backward_gpu(saved.scores, saved.lse, labels, ignore_index, scale)
