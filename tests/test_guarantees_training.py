@@ -157,3 +157,21 @@ def test_the_loss_takes_every_integer_label_type_on_both_paths(xp, dtype):
     loss = loss_fn(xp.asarray(scores), xp.asarray(labels))
     assert loss == pytest.approx(want_loss, rel=1e-6)
     close(loss_fn.backward(), want_grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "side, extra", [(50, []), (64, ["--crop-size", "50"])], ids=["image-side", "crop-size"]
+)
+def test_sizes_the_network_cannot_take_never_reach_a_step_unadapted(tmp_path, side, extra):
+    """Sides the mini backbone rejects (50) are fitted before the first step, with a note
+    saying how (minifcn.data.sizes), instead of a ValueError from inside the network."""
+    root = voc_tree(tmp_path / "voc", side=side)
+    out = tmp_path / "r"
+    code, stdout, err = command(
+        "minifcn.train", "--dataset", "voc", "--config", "mini", "--data-root", root,
+        "--batch-size", "1", "--epochs", "1", "--out", out, "--no-progress", "--grid", "1",
+        *extra,
+    )  # fmt: skip
+    assert code == 0 and "Traceback" not in err, err
+    assert "note:" in stdout and "50" in stdout
+    assert (out / "last.npz").exists()
