@@ -521,6 +521,24 @@ def test_the_relu_kernels_match_the_plain_path(rng, monkeypatch):
 
 
 @pytest.mark.gpu
+def test_the_dropout_kernel_matches_the_plain_path(rng, monkeypatch):
+    from minifcn.nn import Dropout
+
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    results = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv("MINIFCN_CUDA_KERNELS", switch)
+        layer = Dropout(0.3, rng=4)  # the same mask from the same seed on both paths
+        y = layer(cp.asarray(x))
+        dx = layer.backward(cp.asarray(np.random.default_rng(5).standard_normal(y.shape)
+                                       .astype(np.float32)))  # fmt: skip
+        results.append([as_numpy(y), as_numpy(dx)])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    assert (results[0][0] == 0).mean() == pytest.approx(0.3, abs=0.15)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("k,s,p,ceil", [(2, 2, 0, True), (3, 2, 1, True), (3, 1, 1, False)])
 def test_the_max_pool_kernels_match_the_plain_path(rng, monkeypatch, k, s, p, ceil):
     """Overlapping windows send several gradients to one pixel: the gather adds them."""

@@ -296,6 +296,17 @@ extern "C" __global__ void minifcn_relu_backward(
 }
 """
 
+_SCALE_BY_MASK = r"""
+// y = x * (keep * scale), one thread per entry: dropout's forward (x the input) and its
+// backward (x the upstream gradient), with the values of the plain path's mask.
+extern "C" __global__ void minifcn_scale_by_mask(
+        const T* x, const unsigned char* keep, T* y, const T scale, const long long total) {
+    GRID_STRIDE {
+        y[i] = x[i] * ((T)keep[i] * scale);
+    }
+}
+"""
+
 _XENT_PARTIALS = r"""
 // One thread per chunk of `chunk` pixels of the per-pixel loss and status (0 ignored,
 // 1 counted, 2 a label out of range): partial[3 * j .. 3 * j + 2] = that chunk's loss
@@ -381,6 +392,7 @@ KERNELS = {  # name -> (source template, whether it takes a label type L)
     "minifcn_softmax_xent_forward": (_XENT_FORWARD, True),
     "minifcn_softmax_xent_backward": (_XENT_BACKWARD, True),
     "minifcn_xent_partials": (_XENT_PARTIALS, False),
+    "minifcn_scale_by_mask": (_SCALE_BY_MASK, False),
     "minifcn_bias_nop": (_BIAS_NOP, False),
     "minifcn_accumulate_wb": (_ACCUMULATE_WB, False),
     "minifcn_max_pool": (_MAX_POOL, False),
@@ -580,6 +592,16 @@ def relu_backward_gpu(dy, mask):
     dx = cp.empty_like(dy)
     _launch("minifcn_relu_backward", dy.size, (dy, mask, dx, np.int64(dy.size)), dy.dtype)
     return dx
+
+
+def scale_by_mask_gpu(x, keep, scale: float):
+    """x * (keep * scale) in one pass; keep is uint8 on the device."""
+    cp = cupy_module()
+    x = cp.ascontiguousarray(x)
+    y = cp.empty_like(x)
+    args = (x, keep, y, x.dtype.type(scale), np.int64(x.size))
+    _launch("minifcn_scale_by_mask", x.size, args, x.dtype)
+    return y
 
 
 def adam_gpu(param, grad, exp_avg, exp_avg_sq, ends, hyper) -> None:

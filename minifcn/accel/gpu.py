@@ -20,7 +20,8 @@ Beyond the shared contract (``LayerOps``) this module offers fused forms that
 a layer uses when its accelerated module has them: ``conv2d_bias`` (the product's
 regrouping by image and the bias in one pass) with ``conv2d_backward`` (both
 parameter gradients from one product, as the patch matrix carries a row of
-ones), ``relu`` / ``relu_backward`` (one kernel each way) and
+ones), ``relu`` / ``relu_backward`` and ``dropout`` / ``dropout_backward`` (one kernel
+each way) and
 ``softmax_xent_totals``. On a GPU each array operation is a kernel launch with a
 fixed cost of microseconds, so a small network's step is bounded by the number of
 launches, not by arithmetic: these exist to issue fewer.
@@ -44,6 +45,7 @@ from .cuda_kernels import (
     max_pool_gpu,
     relu_backward_gpu,
     relu_gpu,
+    scale_by_mask_gpu,
     softmax_xent_backward_gpu,
     softmax_xent_forward_gpu,
     xent_partials_gpu,
@@ -167,6 +169,23 @@ def relu(x):
 def relu_backward(dy, mask):
     """dx = dy where x > 0, else 0."""
     return relu_backward_gpu(dy, mask)
+
+
+class DropoutMask(NamedTuple):
+    keep: object  # (x's shape) uint8 on the device
+    scale: float  # 1 / (1 - p)
+
+
+def dropout(x, keep, scale: float):
+    """As ``nn.dropout.dropout``: one copy of the keep mask (1 byte an element), one kernel."""
+    cp = cupy_module()
+    keep = cp.asarray(keep.view(np.uint8))
+    return scale_by_mask_gpu(x, keep, scale), DropoutMask(keep, scale)
+
+
+def dropout_backward(dy, mask):
+    """As ``nn.dropout.dropout_backward``, in one kernel."""
+    return scale_by_mask_gpu(dy, mask.keep, mask.scale)
 
 
 class XentSaved(NamedTuple):

@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import get_array_module
+from ..dispatch import ops_for
 from .coords import CoordMap
 from .module import Module
 
 
+def dropout(x, keep, scale: float):
+    """y = x * mask, where mask = keep * scale in x's dtype; and the mask for backward.
+
+    Args:
+        x: any shape; keep: bool NumPy array of x's shape (True: the element stays);
+        scale: 1 / (1 - p).
+    """
+    xp = get_array_module(x)
+    mask = xp.asarray(keep).astype(x.dtype) * x.dtype.type(scale)
+    return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    """dx = dy * mask."""
+    return dy * mask
+
+
+# The plain functions of a Dropout (on the GPU, minifcn.accel has one kernel each way).
+PLAIN = SimpleNamespace(dropout=dropout, dropout_backward=dropout_backward)
+
+
 class DropoutCache(NamedTuple):
+    ops: object  # the functions that ran forward
     mask: object  # kept/(1 - p) per element, or None in eval mode (the identity)
 
 
@@ -36,17 +60,17 @@ class Dropout(Module):
     def forward(self, x):
         """x: any shape -> same shape and dtype."""
         if not self.training or self.p == 0.0:
-            self._cache = DropoutCache(None)
+            self._cache = DropoutCache(None, None)
             return x
-        xp = get_array_module(x)
         keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
-        mask = xp.asarray(keep).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
-        self._cache = DropoutCache(mask)
-        return x * mask
+        ops = ops_for(x, PLAIN)
+        y, mask = ops.dropout(x, keep, 1.0 / (1.0 - self.p))
+        self._cache = DropoutCache(ops, mask)
+        return y
 
     def backward(self, dy):
-        mask = self.cached().mask
-        return dy if mask is None else dy * mask
+        ops, mask = self.cached()
+        return dy if mask is None else ops.dropout_backward(dy, mask)
 
     def coord_map(self) -> CoordMap:
         """Pointwise: every output pixel is the input pixel at the same place."""
