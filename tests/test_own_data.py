@@ -304,6 +304,14 @@ def test_differing_sizes_in_batches_get_random_crops_of_a_side_the_network_takes
     ]
 
 
+def test_a_backbone_that_takes_every_side_gets_whole_images_unpadded(tmp_path):
+    root = _folder(tmp_path, n=4)
+    _pair(root, "im1", size=(53, 41))
+    ds = FolderDataset(root)
+    assert fit_sizes(ds, lambda side: True, batch_size=1, what="the paper FCN-8s") == []
+    assert {tuple(ds[i][1].shape) for i in range(len(ds))} == set(ds.image_sizes())
+
+
 # ------------------------------------------------------------------ registry and examples
 def test_the_registry_builds_every_on_disk_dataset_from_command_settings(tmp_path):
     root = _folder(tmp_path)

@@ -2,7 +2,7 @@
 
 Writes DIR/folder (images/, masks/, classes.txt), DIR/folder-split (the same
 under train/ and val/) and DIR/labelme (labelme .json files beside their
-images), drawn like the shapes dataset at sizes from 72 to 120 pixels. Train on
+images), drawn like the shapes dataset at sizes from 64 to 96 pixels. Train on
 one with ``python -m minifcn.train --dataset folder --data-root DIR/folder``
 (see docs/your-data.md). Nothing is overwritten: a layout's folder must not
 exist yet.

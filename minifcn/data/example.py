@@ -33,7 +33,7 @@ from .palette import mask_image
 from .shapes import CLASS_NAMES, _background, _object_colour, make_shapes
 
 LAYOUTS = ("folder", "folder-split", "labelme")
-MIN_SIDE, MAX_SIDE = 72, 120
+MIN_SIDE, MAX_SIDE = 64, 96  # the shapes' own 96 pixels, cropped to several aspects
 LABELME_VERSION = "5.5.0"
 
 
@@ -42,7 +42,8 @@ def _sides(rng) -> tuple[int, int]:
 
 
 def folder_example(out: Path, n: int, seed: int, split_folders: bool = False) -> None:
-    """``n`` shapes images cropped to random sizes, as images/ + masks/ (+ train/ val/)."""
+    """``n`` shapes images (objects 36-78 px) cropped to random sizes, as images/ + masks/
+    (+ train/ val/)."""
     rng = np.random.default_rng([seed, 1])
     images, labels = make_shapes(n, image_size=MAX_SIDE, seed=seed)
     n_val = max(1, n // 5)
