@@ -232,6 +232,18 @@ def test_labelme_uses_the_embedded_image_when_there_is_no_image_file(tmp_path):
         assert label[5, 15] == 1
 
 
+def test_a_labelme_mask_shape_is_pasted_at_its_box_corner():
+    bits = np.zeros((10, 10), np.uint8)
+    bits[2:6, 3:5] = 1
+    buffer = io.BytesIO()
+    Image.fromarray(bits * 255).save(buffer, format="PNG")
+    shape = ("cat", "mask", [[10.0, 5.0], [19.0, 14.0]], base64.b64encode(buffer.getvalue()))
+    label = rasterize([shape], 30, 40, {"cat": 1}, 255)
+    expected = np.zeros((30, 40), np.uint8)
+    expected[7:11, 13:15] = 1
+    np.testing.assert_array_equal(label, expected)
+
+
 def test_labelme_problems_are_listed_at_once(tmp_path):
     root = tmp_path / "lm"
     root.mkdir()
