@@ -175,3 +175,22 @@ def test_sizes_the_network_cannot_take_never_reach_a_step_unadapted(tmp_path, si
     assert code == 0 and "Traceback" not in err, err
     assert "note:" in stdout and "50" in stdout
     assert (out / "last.npz").exists()
+
+
+def test_the_loss_takes_float16_scores_on_both_paths(xp):
+    from helpers import close
+
+    from minifcn.nn import SoftmaxCrossEntropy
+
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(2, 3, 4, 5)).astype(np.float16)
+    labels = rng.integers(0, 3, (2, 4, 5)).astype(np.uint8)
+    want = SoftmaxCrossEntropy()
+    want_loss = want(scores.astype(np.float32), labels)
+    want_grad = want.backward()
+    loss_fn = SoftmaxCrossEntropy()
+    loss = loss_fn(xp.asarray(scores), xp.asarray(labels))
+    grad = loss_fn.backward()
+    assert loss == pytest.approx(want_loss, rel=1e-3)
+    assert grad.dtype == np.float16
+    close(grad.astype(np.float32), want_grad, rtol=1e-2, atol=1e-3)

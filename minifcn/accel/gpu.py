@@ -37,6 +37,7 @@ from ..backend import cupy_module
 from ..nn.im2col import conv_output_size
 from .cuda_kernels import (
     LABEL_DTYPES,
+    SCORE_DTYPES,
     accumulate_wb_gpu,
     bias_nop_gpu,
     col2im_gpu,
@@ -189,8 +190,17 @@ def dropout_backward(dy, mask):
 
 
 class XentSaved(NamedTuple):
-    scores: object  # (N, C, H, W)
+    scores: object  # (N, C, H, W), in a type the kernels take
     lse: object  # (N, H, W), log-sum-exp over classes
+    dtype: object = None  # the caller's score type when it was converted (float16)
+
+
+def kernel_scores(scores):
+    """``scores`` in a type the loss kernels are compiled for: float16 (or any other
+    float) is computed in float32, converted once; results go back to its type."""
+    if np.dtype(scores.dtype) in SCORE_DTYPES or np.dtype(scores.dtype).kind != "f":
+        return scores, None
+    return scores.astype(np.float32), scores.dtype
 
 
 def kernel_labels(labels):
@@ -206,8 +216,11 @@ def kernel_labels(labels):
 def softmax_xent(scores, labels, ignore_index: int, counted):
     """As ``nn.loss.softmax_xent``; the kernel checks the labels itself (``counted`` unused)."""
     labels = kernel_labels(labels)
+    scores, dtype = kernel_scores(scores)
     lse, pixel_loss, _ = softmax_xent_forward_gpu(scores, labels, ignore_index)
-    return pixel_loss, XentSaved(scores, lse)
+    if dtype is not None:
+        pixel_loss = pixel_loss.astype(dtype)
+    return pixel_loss, XentSaved(scores, lse, dtype)
 
 
 def softmax_xent_totals(scores, labels, ignore_index: int):
@@ -218,11 +231,13 @@ def softmax_xent_totals(scores, labels, ignore_index: int):
     once and adds the rows up there, in float64: deterministic), saved as
     ``softmax_xent``'s."""
     labels = kernel_labels(labels)
+    scores, dtype = kernel_scores(scores)
     lse, pixel_loss, status = softmax_xent_forward_gpu(scores, labels, ignore_index)
-    return xent_partials_gpu(pixel_loss, status), XentSaved(scores, lse)
+    return xent_partials_gpu(pixel_loss, status), XentSaved(scores, lse, dtype)
 
 
 def softmax_xent_backward(saved, labels, ignore_index: int, scale: float):
     """As ``nn.loss.softmax_xent_backward``, recomputing the softmax from the log-sum-exp."""
     labels = kernel_labels(labels)
-    return softmax_xent_backward_gpu(saved.scores, saved.lse, labels, ignore_index, scale)
+    grad = softmax_xent_backward_gpu(saved.scores, saved.lse, labels, ignore_index, scale)
+    return grad if saved.dtype is None else grad.astype(saved.dtype)
