@@ -669,3 +669,20 @@ def test_bench_on_a_missing_gpu_stops_with_one_line(no_cupy):
 
     with pytest.raises(SystemExit, match="error: --device gpu: GPU requested but CuPy is not"):
         bench.main(["--device", "gpu", "--quick"])
+
+
+def test_gpucheck_training_passes_only_when_the_gpu_loss_matches_the_cpu_loss():
+    from minifcn.commands import gpucheck
+
+    assert gpucheck.losses_agree(0.512, 0.50)
+    assert not gpucheck.losses_agree(0.56, 0.50)  # finished without error, learned otherwise
+    assert not gpucheck.losses_agree(float("nan"), 0.5)
+    assert not gpucheck.losses_agree(0.5, float("inf"))
+    row = dict(
+        gpu_epoch1_loss=0.93, cpu_epoch1_loss=0.67, epoch1_s=1.0, resumed_epoch2_s=1.0,
+        evaluate_mean_iu=0.156, classes_found=1, num_classes=5, ok=False,
+    )  # fmt: skip
+    line = gpucheck.training_line(row)
+    assert line.split()[1] == "FAIL" and "GPU 0.9300 vs CPU 0.6700" in line
+    assert "IU > 0 for 1 of 5 classes" in line
+    assert gpucheck.training_line({**row, "ok": True}).split()[1] == "PASS"

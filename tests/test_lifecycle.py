@@ -16,8 +16,6 @@ from minifcn.commands.bench import main as bench_main
 from minifcn.commands.evaluate import main as evaluate_main
 from minifcn.commands.predict import main as predict_main
 from minifcn.commands.train import best_row, train
-from minifcn.inference.engine import predict_labels, segment_tiled
-from minifcn.models import FCN8s
 from minifcn.models.checkpoint import (
     load_checkpoint,
     load_model,
@@ -302,12 +300,6 @@ def test_evaluate_refuses_zero_sizes(base_run, capsys):
 
 
 # ---------------------------------------------------------------------- big images
-def test_tiles_give_the_whole_image_prediction():
-    model = FCN8s(5, "mini", rng=1).eval()
-    x = np.random.default_rng(0).normal(0, 50, (1, 3, 150, 170)).astype(np.float32)
-    np.testing.assert_array_equal(segment_tiled(model, x, tile=64), predict_labels(model, x))
-
-
 def test_predict_in_tiles_and_refusal_with_the_memory_needed(base_run, tmp_path):
     image = tmp_path / "big.png"
     rng = np.random.default_rng(0)

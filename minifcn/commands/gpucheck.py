@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -96,31 +97,56 @@ def run_bench(repeat: int, paper_size: int) -> dict:
     return result
 
 
+LOSS_AGREEMENT = 0.05  # GPU and CPU epoch-1 training losses, same seed: relative difference
+
+
+def _epoch1_loss(folder: Path) -> float:
+    return float(json.loads((folder / "metrics.json").read_text())[0]["train_loss"])
+
+
 def run_training(train_size: int) -> dict:
+    """Train 1 epoch on the GPU, resume it for a 2nd, evaluate on the GPU; train the same
+    first epoch on the CPU. The GPU run is right when its epoch-1 loss matches the CPU's
+    (same seed, same batches; float32 in a different order, so within LOSS_AGREEMENT)."""
     from minifcn.commands.evaluate import main as evaluate_main
     from minifcn.commands.train import train
 
-    out = Path(tempfile.mkdtemp(prefix="minifcn_gpucheck_")) / "run"
-    common = ["--out", str(out), "--device", "gpu", "--no-progress"]
-    common += ["--train-size", str(train_size), "--val-size", "128"]
+    base = Path(tempfile.mkdtemp(prefix="minifcn_gpucheck_"))
+    out, cpu_out = base / "run", base / "cpu"
+    common = ["--no-progress", "--train-size", str(train_size), "--val-size", "128"]
+    gpu = ["--out", str(out), "--device", "gpu", *common]
     t0 = time.perf_counter()
-    train([*common, "--epochs", "1"])
+    train([*gpu, "--epochs", "1"])
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    summary = train([*common, "--epochs", "2", "--resume"])
+    summary = train([*gpu, "--epochs", "2", "--resume"])
     second = time.perf_counter() - t0
     buffer = io.StringIO()
     with redirect_stdout(buffer):
         scores = evaluate_main(
             ["--checkpoint", str(out / "best.npz"), "--device", "gpu", "--size", "128"]
         )
+        train(["--out", str(cpu_out), "--device", "cpu", "--epochs", "1", *common])
+    gpu_loss, cpu_loss = _epoch1_loss(out), _epoch1_loss(cpu_out)
     return dict(
         folder=str(out),
         epoch1_s=first,
         resumed_epoch2_s=second,
         best_mean_iu=summary.get("best_mean_iu") if isinstance(summary, dict) else None,
         evaluate_mean_iu=scores["mean_iu"],
+        gpu_epoch1_loss=gpu_loss,
+        cpu_epoch1_loss=cpu_loss,
+        classes_found=sum(1 for iu in scores["per_class_iu"] if iu == iu and iu > 0),
+        num_classes=len(scores["per_class_iu"]),
+        ok=losses_agree(gpu_loss, cpu_loss),
     )
+
+
+def losses_agree(gpu_loss: float, cpu_loss: float, tolerance: float = LOSS_AGREEMENT) -> bool:
+    """True when both losses are finite and within ``tolerance`` of each other (relative)."""
+    if not (math.isfinite(gpu_loss) and math.isfinite(cpu_loss)):
+        return False
+    return abs(gpu_loss - cpu_loss) <= tolerance * max(abs(cpu_loss), 1e-12)
 
 
 def main(argv=None) -> dict:
@@ -192,7 +218,7 @@ def check_training(report: dict, train_size: int) -> None:
     t = _step("4. training on the GPU: 1 epoch, resumed for a 2nd, then evaluate --device gpu")
     try:
         report["training"] = run_training(train_size)
-        report["checks"]["training"] = True
+        report["checks"]["training"] = report["training"]["ok"]
     except (Exception, SystemExit) as err:  # report it in the summary, keep going
         report["training"] = dict(error=f"{type(err).__name__}: {err}")
         report["checks"]["training"] = False
@@ -220,14 +246,24 @@ def summary_text(report: dict, cpu_step_ms: float | None = None) -> str:
     if "error" in training:
         lines.append(f"training                  FAIL  {training['error']}")
     elif training:
-        lines.append(
-            f"training                  PASS  epoch 1 {training['epoch1_s']:.1f} s, "
-            f"resumed epoch 2 {training['resumed_epoch2_s']:.1f} s, "
-            f"evaluate mean IU {training['evaluate_mean_iu']:.3f}"
-        )
+        lines.append(training_line(training))
     lines.append(f"total {report['seconds']:.0f} s")
     lines.append("=" * 72)
     return "\n".join(re.sub(r"\s+$", "", ln) for ln in lines)
+
+
+def training_line(training: dict) -> str:
+    """PASS when the GPU's epoch-1 loss matches the CPU's for the same seed: finishing
+    without an error is not enough (a run that predicts background everywhere finishes)."""
+    mark = "PASS" if training.get("ok") else "FAIL"
+    found = f"IU > 0 for {training['classes_found']} of {training['num_classes']} classes"
+    return (
+        f"training                  {mark}  epoch-1 loss GPU {training['gpu_epoch1_loss']:.4f} "
+        f"vs CPU {training['cpu_epoch1_loss']:.4f} (same seed, within "
+        f"{LOSS_AGREEMENT:.0%}); epoch 1 {training['epoch1_s']:.1f} s, resumed epoch 2 "
+        f"{training['resumed_epoch2_s']:.1f} s, evaluate mean IU "
+        f"{training['evaluate_mean_iu']:.3f} ({found})"
+    )
 
 
 def _precision_lines(run: dict, cpu_step_ms: float | None) -> list:
