@@ -416,9 +416,9 @@ def test_sigterm_on_one_rank_stops_every_rank_and_rank_0_saves(tmp_path):
     args = ["--out", str(out), *TINY, "--batch-size", "2"]
     proc = mpiexec(["-m", "minifcn.train", *args], [str(RANKS), "train-term-at", "2", *args])
     assert proc.returncode != 0
-    assert any(line.strip() == "interrupted" for line in proc.lines)  # rank 1
+    assert any(line.strip() == "stopped by SIGTERM" for line in proc.lines)  # rank 1
     (line0,) = rank_lines(proc, 0)
-    assert line0.startswith("[rank 0/2] error: rank 1 stopped: interrupted (Ctrl-C or SIGTERM)")
+    assert line0.startswith("[rank 0/2] error: rank 1 stopped: SIGTERM.")
     assert f"saved {out / 'last.npz'} at epoch 1, step" in line0
     assert load_run_checkpoint(out / "last.npz")[1]["state"]["step_in_epoch"] >= 1
 
@@ -442,3 +442,11 @@ def test_more_ranks_than_the_batch_stops_every_rank_before_training(tmp_path):
         (line,) = rank_lines(proc, rank)
         assert "2 ranks but --batch-size 1" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_ranks_exit_status_is_named_for_the_other_ranks():
+    from minifcn.distributed.job import stop_reason
+
+    assert stop_reason(130) == "interrupted (Ctrl-C)"
+    assert stop_reason(143) == "SIGTERM" and stop_reason(129) == "SIGHUP"
+    assert stop_reason(1) == "exit status 1" and stop_reason(255) == "exit status 255"

@@ -68,7 +68,7 @@ def launched(argv=None):
         code, message = 1, f"error: {comm.failure or 'a rank did not finish'}"
     if message:
         say(comm, message)
-    reason = "interrupted (Ctrl-C or SIGTERM)" if code == 130 else f"exit status {code}"
+    reason = stop_reason(code)
     comm.raise_alarm(message.removeprefix("error: ") if message else reason)
     timed_out = comm.failure is not None and comm.failure.startswith("timed out")
     comm.barrier(
@@ -78,6 +78,19 @@ def launched(argv=None):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def stop_reason(code: int) -> str:
+    """What a rank's exit status says: Ctrl-C, a signal (128 + n, as the train command
+    exits on SIGTERM or SIGHUP), or a plain status."""
+    if code == 130:
+        return "interrupted (Ctrl-C)"
+    if 128 < code < 128 + 65:
+        try:
+            return signal.Signals(code - 128).name
+        except ValueError:
+            pass
+    return f"exit status {code}"
 
 
 def _interrupt(signum, frame):

@@ -20,13 +20,10 @@ import contextlib
 import io
 from pathlib import Path
 
-from ..data import num_batches
 from ..distributed import DistributedError, Sharding, check_ranks_fit
-from ..nn import SoftmaxCrossEntropy
-from .recipe import loss_reduction
 from .runfolder import RunFolderError
 from .saving import save_interrupted
-from .setup import fit_to_model, make_datasets, make_model, make_optimizer, set_up
+from .setup import assemble_run, fit_to_model, make_datasets, make_model, set_up
 from .state import Run, RunError, RunState
 
 
@@ -126,26 +123,12 @@ def _build_follower_run(head: dict) -> Run:
     names = [name for name, _ in model.named_parameters()]
     if names != head["names"]:
         raise RunError(f"the model has parameters {names[:3]}..., rank 0's {head['names'][:3]}...")
-    steps_per_epoch = num_batches(train_set, args.batch_size)
-    opt, schedule = make_optimizer(args, model, steps_per_epoch * args.epochs)
-    model.to(args.device)
-    return Run(
-        args=args,
-        folder=FollowerFolder(head["out"]),
-        cfg_name=head["cfg_name"],
-        train_set=train_set,
-        val_set=val_set,
-        model=model,
-        opt=opt,
-        schedule=schedule,
-        loss_fn=SoftmaxCrossEntropy(
-            ignore_index=train_set.ignore_index, reduction=loss_reduction(args)
-        ),
-        steps_per_epoch=steps_per_epoch,
-        state=RunState.from_dict(head["state"]),
-        step_rng=head["step_rng"],
-        on_disk=head["on_disk"],
-    )
+    state = RunState.from_dict(head["state"])
+    folder = FollowerFolder(head["out"])
+    return assemble_run(
+        args, folder, head["cfg_name"], train_set, val_set, model, state,
+        step_rng=head["step_rng"], on_disk=head["on_disk"],
+    )  # fmt: skip
 
 
 def stop_line(run: Run, text: str, sep: str = ". ") -> str:

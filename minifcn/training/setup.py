@@ -249,10 +249,20 @@ def _set_up_in(folder: RunFolder, args, given: set, defaults) -> Run:
         fit_to_model(args, train_set, model, cfg_name)
     except (FileNotFoundError, ValueError) as err:
         raise RunError(str(err)) from None
+    run = assemble_run(args, folder, cfg_name, train_set, val_set, model, state)
+    if resume_from is not None:
+        resume(run, *resume_from)
+    run.step_rng = model.rng_state()
+    return run
+
+
+def assemble_run(args, folder, cfg_name: str, train_set, val_set, model, state, **more) -> Run:
+    """The ``Run`` around a built model: optimiser, schedule and loss for ``args``; the
+    model moved to its device first (the optimiser state is restored onto it later)."""
     steps_per_epoch = num_batches(train_set, args.batch_size)
     opt, schedule = make_optimizer(args, model, steps_per_epoch * args.epochs)
-    model.to(args.device)  # before the optimiser state is restored onto the parameters' device
-    run = Run(
+    model.to(args.device)
+    return Run(
         args=args,
         folder=folder,
         cfg_name=cfg_name,
@@ -266,8 +276,5 @@ def _set_up_in(folder: RunFolder, args, given: set, defaults) -> Run:
         ),
         steps_per_epoch=steps_per_epoch,
         state=state,
+        **more,
     )
-    if resume_from is not None:
-        resume(run, *resume_from)
-    run.step_rng = model.rng_state()
-    return run
