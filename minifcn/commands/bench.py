@@ -563,37 +563,7 @@ def parse_args(argv=None):
 def measure(args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
     """The layer table, the train step and the paper step, once (at one precision)."""
     label = "" if tf32 is None else f" (TF32 {'on' if tf32 else 'off'} for both)"
-    rows = []
-    for case in layer_cases(args.quick):
-        ours = time_ours(case, args.device, args.repeat)
-        f_fwd, f_bwd = flops(case, ours["out_shape"])
-        total_s = ours["fwd_s"] + ours["bwd_s"]
-        gflops = (f_fwd + f_bwd) / total_s / 1e9 if f_fwd else None
-        shape = gemm_shape(case)
-        gemm = matmul_gflops(xp, *shape, args.repeat, sync) if shape else None
-        row = dict(
-            layer=case["name"],
-            kind=case["kind"],
-            shape=list(case["x"]),
-            args=list(case["args"]),
-            tf32=tf32,
-            fwd_ms=ours["fwd_s"] * 1e3,
-            bwd_ms=ours["bwd_s"] * 1e3,
-            gflops=gflops,
-            pct_matmul=None if gflops is None else 100 * gflops / peak,
-            gemm_shape=list(shape) if shape else None,
-            gemm_gflops=gemm,
-            pct_gemm=None if gflops is None or not gemm else 100 * gflops / gemm,
-        )
-        if not args.no_plain:
-            with backend.plain_path():
-                plain = time_ours(case, args.device, args.repeat)
-            row["plain_fwd_ms"], row["plain_bwd_ms"] = plain["fwd_s"] * 1e3, plain["bwd_s"] * 1e3
-        if torch is not None:
-            t = time_torch(torch, case, args.device, args.repeat)
-            row["torch_fwd_ms"], row["torch_bwd_ms"] = t["fwd_s"] * 1e3, t["bwd_s"] * 1e3
-            row["torch_ratio"] = total_s / (t["fwd_s"] + t["bwd_s"])
-        rows.append(row)
+    rows = [layer_row(case, args, xp, sync, torch, peak, tf32) for case in layer_cases(args.quick)]
     table = format_table(rows)
     print(f"layers{label}:\n{table}")
     print(
@@ -602,58 +572,98 @@ def measure(args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
         "% gemm: over a matmul shaped like the conv's own (O, C*k*k) @ (C*k*k, N*out_h*out_w); "
         "x torch: minifcn (accelerated) time / PyTorch time (fwd+bwd)."
     )
-
-    train = None
-    if not args.no_train:
-        batch, img = (2, 64) if args.quick else (8, 64)
-        train = train_step_ours(args.device, batch, img, args.repeat)
-        if train is not None:
-            model = train.pop("model")
-            line = (
-                f"\nmini FCN-8s train step{label} (batch {batch}, {img}x{img}): "
-                f"{train['step_s'] * 1e3:.1f} ms, {train['images_per_s']:.1f} images/s, "
-                f"peak memory {train['peak_bytes'] / 2**20:.1f} MiB ({train['peak_note']}), "
-                f"max RSS {train['max_rss_bytes'] / 2**20:.0f} MiB"
-            )
-            if train["launches_per_step"] is not None:
-                line += f", {train['launches_per_step']} device launches a step"
-            if not args.no_plain:
-                with backend.plain_path():
-                    plain = train_step_ours(args.device, batch, img, args.repeat)
-                plain.pop("model")
-                train["plain_step_s"] = plain["step_s"]
-                train["plain_speedup"] = plain["step_s"] / train["step_s"]
-                train["plain_launches_per_step"] = plain["launches_per_step"]
-                line += (
-                    f"\n  plain path: {plain['step_s'] * 1e3:.1f} ms, "
-                    f"{plain['images_per_s']:.1f} images/s; accelerated / plain = "
-                    f"{train['step_s'] / plain['step_s']:.2f}"
-                )
-            if torch is not None:
-                t = train_step_torch(torch, model, args.device, batch, img, args.repeat)
-                train["torch_step_s"] = t["step_s"]
-                train["torch_images_per_s"] = t["images_per_s"]
-                train["torch_ratio"] = train["step_s"] / t["step_s"]
-                line += (
-                    f"\n  torch: {t['step_s'] * 1e3:.1f} ms, {t['images_per_s']:.1f} images/s; "
-                    f"minifcn / torch = {train['torch_ratio']:.2f}"
-                )
-            print(line)
-
-    paper = None
-    if args.paper_step:
-        paper = paper_step(args.device, args.paper_step, args.repeat, torch)
-        line = (
-            f"\npaper FCN-8s (VGG16){label}, 1x3x{args.paper_step}x{args.paper_step}, "
-            f"forward+loss+backward: {paper['step_s'] * 1e3:.1f} ms"
-        )
-        if "torch_step_s" in paper:
-            line += (
-                f"\n  torch: {paper['torch_step_s'] * 1e3:.1f} ms; "
-                f"minifcn / torch = {paper['torch_ratio']:.2f}"
-            )
-        print(line)
+    train = None if args.no_train else measure_train_step(args, torch, label)
+    paper = measure_paper_step(args, torch, label) if args.paper_step else None
     return dict(tf32=tf32, layers=rows, train_step=train, paper_step=paper, table=table)
+
+
+def layer_row(case: dict, args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
+    """One layer's row of the table: ours (accelerated, plain), the matmul bounds, torch."""
+    ours = time_ours(case, args.device, args.repeat)
+    f_fwd, f_bwd = flops(case, ours["out_shape"])
+    total_s = ours["fwd_s"] + ours["bwd_s"]
+    gflops = (f_fwd + f_bwd) / total_s / 1e9 if f_fwd else None
+    shape = gemm_shape(case)
+    gemm = matmul_gflops(xp, *shape, args.repeat, sync) if shape else None
+    row = dict(
+        layer=case["name"],
+        kind=case["kind"],
+        shape=list(case["x"]),
+        args=list(case["args"]),
+        tf32=tf32,
+        fwd_ms=ours["fwd_s"] * 1e3,
+        bwd_ms=ours["bwd_s"] * 1e3,
+        gflops=gflops,
+        pct_matmul=None if gflops is None else 100 * gflops / peak,
+        gemm_shape=list(shape) if shape else None,
+        gemm_gflops=gemm,
+        pct_gemm=None if gflops is None or not gemm else 100 * gflops / gemm,
+    )
+    if not args.no_plain:
+        with backend.plain_path():
+            plain = time_ours(case, args.device, args.repeat)
+        row["plain_fwd_ms"], row["plain_bwd_ms"] = plain["fwd_s"] * 1e3, plain["bwd_s"] * 1e3
+    if torch is not None:
+        t = time_torch(torch, case, args.device, args.repeat)
+        row["torch_fwd_ms"], row["torch_bwd_ms"] = t["fwd_s"] * 1e3, t["bwd_s"] * 1e3
+        row["torch_ratio"] = total_s / (t["fwd_s"] + t["bwd_s"])
+    return row
+
+
+def measure_train_step(args, torch, label: str) -> dict | None:
+    """The mini FCN-8s train step: accelerated, plain and PyTorch's (printed and returned)."""
+    batch, img = (2, 64) if args.quick else (8, 64)
+    train = train_step_ours(args.device, batch, img, args.repeat)
+    if train is None:
+        return None
+    model = train.pop("model")
+    line = (
+        f"\nmini FCN-8s train step{label} (batch {batch}, {img}x{img}): "
+        f"{train['step_s'] * 1e3:.1f} ms, {train['images_per_s']:.1f} images/s, "
+        f"peak memory {train['peak_bytes'] / 2**20:.1f} MiB ({train['peak_note']}), "
+        f"max RSS {train['max_rss_bytes'] / 2**20:.0f} MiB"
+    )
+    if train["launches_per_step"] is not None:
+        line += f", {train['launches_per_step']} device launches a step"
+    if not args.no_plain:
+        with backend.plain_path():
+            plain = train_step_ours(args.device, batch, img, args.repeat)
+        plain.pop("model")
+        train["plain_step_s"] = plain["step_s"]
+        train["plain_speedup"] = plain["step_s"] / train["step_s"]
+        train["plain_launches_per_step"] = plain["launches_per_step"]
+        line += (
+            f"\n  plain path: {plain['step_s'] * 1e3:.1f} ms, "
+            f"{plain['images_per_s']:.1f} images/s; accelerated / plain = "
+            f"{train['step_s'] / plain['step_s']:.2f}"
+        )
+    if torch is not None:
+        t = train_step_torch(torch, model, args.device, batch, img, args.repeat)
+        train["torch_step_s"] = t["step_s"]
+        train["torch_images_per_s"] = t["images_per_s"]
+        train["torch_ratio"] = train["step_s"] / t["step_s"]
+        line += (
+            f"\n  torch: {t['step_s'] * 1e3:.1f} ms, {t['images_per_s']:.1f} images/s; "
+            f"minifcn / torch = {train['torch_ratio']:.2f}"
+        )
+    print(line)
+    return train
+
+
+def measure_paper_step(args, torch, label: str) -> dict:
+    """The paper FCN-8s forward + loss + backward at --paper-step (and PyTorch's)."""
+    paper = paper_step(args.device, args.paper_step, args.repeat, torch)
+    line = (
+        f"\npaper FCN-8s (VGG16){label}, 1x3x{args.paper_step}x{args.paper_step}, "
+        f"forward+loss+backward: {paper['step_s'] * 1e3:.1f} ms"
+    )
+    if "torch_step_s" in paper:
+        line += (
+            f"\n  torch: {paper['torch_step_s'] * 1e3:.1f} ms; "
+            f"minifcn / torch = {paper['torch_ratio']:.2f}"
+        )
+    print(line)
+    return paper
 
 
 def main(argv=None) -> dict:
