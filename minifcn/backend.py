@@ -134,18 +134,24 @@ def env_switch(name: str, environ=None) -> bool:
     )
 
 
-def requested_threads(environ=None) -> int | None:
-    """``MINIFCN_THREADS`` as a fixed BLAS thread count, or None to adapt (unset, empty
-    or "auto"); ``BadEnvironment`` for anything else."""
+AUTO_THREADS = "auto"
+
+
+def requested_threads(environ=None) -> int | str | None:
+    """``MINIFCN_THREADS``: a fixed BLAS thread count, "auto" (follow the idle cores), or
+    None when unset or empty (leave the BLAS at its own default); ``BadEnvironment`` for
+    anything else."""
     environ = os.environ if environ is None else environ
     value = environ.get(THREADS_ENV, "").strip()
-    if value.lower() in ("", "auto"):
+    if not value:
         return None
+    if value.lower() == AUTO_THREADS:
+        return AUTO_THREADS
     if value.isdigit() and 1 <= int(value) <= MAX_THREADS:
         return int(value)
     raise BadEnvironment(
         f"environment variable {THREADS_ENV}={value!r} is not understood: use a thread count "
-        f"1..{MAX_THREADS}, or auto (the default: as many threads as there are idle cores)"
+        f"1..{MAX_THREADS}, or auto (as many threads as there are idle cores)"
     )
 
 

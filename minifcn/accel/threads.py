@@ -1,24 +1,23 @@
-"""How many threads NumPy's BLAS may use: as many as there are idle cores.
+"""How many threads NumPy's BLAS uses: its own default, a fixed count, or the idle cores.
 
 The rule, and why:
 
-* A BLAS matrix product splits its output among its threads and waits for the
-  slowest. On a machine where another program keeps a core busy, one of those
-  threads runs only part of the time and every product waits for it; OpenBLAS's
-  threads also spin while they wait, taking cycles from the other program. Two
-  trainings that each start one thread per core (the BLAS default) on a shared
-  machine therefore run several times slower than one, not twice.
-* So minifcn chooses: the threads are the cores this process may run on
-  (``os.sched_getaffinity``) minus the cores other programs kept busy. At the
-  start that is read from the load average; then, every ``interval`` seconds, from
-  the machine's busy time (``/proc/stat``) minus this process's own CPU time over
-  the interval, which counts what others ran there and not our spinning threads.
-  A second copy of a minifcn training sees the first and both settle on sharing.
-* The products split the output, never the sum, among threads, so the number of
-  threads does not change a single bit of the results (a test checks it): adapting
-  keeps a seed's run reproducible.
-* ``MINIFCN_THREADS=N`` fixes the count (1..1024), ``MINIFCN_THREADS=auto`` (or
-  unset) adapts. When it is unset and the user set ``OPENBLAS_NUM_THREADS``,
+* By default (``MINIFCN_THREADS`` unset) the BLAS keeps its own count, one thread
+  per core. That count must not change during a run, nor between a run and its
+  resume: OpenBLAS picks different kernels, and so different float32 summation
+  orders, for different thread counts (conv1_1's weight gradient, a 64 x 27 output
+  summed over ~86k pixels, differs in the last bit between 1 and 2 threads; a test
+  shows it), so a seed's run is bit-reproducible only at a constant count.
+* ``MINIFCN_THREADS=N`` fixes the count (1..1024): two trainings on a 2-core
+  machine run best with ``MINIFCN_THREADS=1`` each.
+* ``MINIFCN_THREADS=auto`` follows the idle cores: the cores this process may run
+  on (``os.sched_getaffinity``) minus the cores other programs kept busy, read at
+  the start from the load average and then every ``interval`` seconds from the
+  machine's busy time (``/proc/stat``) minus this process's own CPU time. A BLAS
+  product waits for its slowest thread, and OpenBLAS's threads spin while they
+  wait, so on a shared machine fewer threads are faster. The price: the results'
+  last bits then depend on the load, and ``--resume`` is exact only up to round-off.
+* When ``MINIFCN_THREADS`` is unset and the user set ``OPENBLAS_NUM_THREADS``,
   ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``, that choice is kept as it is.
 
 ``threadpoolctl`` sets the limit on whichever BLAS NumPy loaded.
@@ -29,8 +28,8 @@ from __future__ import annotations
 import os
 import time
 
+from ..backend import AUTO_THREADS, requested_threads
 from ..backend import THREADS_ENV as ENV
-from ..backend import requested_threads
 
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -74,8 +73,10 @@ class BlasThreads:
     def __init__(self, interval: float = 2.0, environ=None):
         environ = os.environ if environ is None else environ
         self._blas_env = {v: environ[v] for v in BLAS_ENV if environ.get(v)}
-        self.fixed = requested_threads(environ)
-        self.inherited = self.fixed is None and any(environ.get(v) for v in BLAS_ENV)
+        requested = requested_threads(environ)
+        self.auto = requested == AUTO_THREADS
+        self.fixed = requested if isinstance(requested, int) else None
+        self.inherited = requested is None  # the BLAS's own count, or what the user set
         self.interval = interval
         self.cores = usable_cores()
         self.threads: int | None = None
@@ -85,16 +86,18 @@ class BlasThreads:
 
     @property
     def adaptive(self) -> bool:
-        return self.fixed is None and not self.inherited
+        return self.auto
 
     def describe(self) -> str:
         if self.fixed is not None:
             return f"{self.threads} (fixed by {ENV})"
-        if self.inherited:
+        if self.inherited and self._blas_env:
             return f"{self.threads}, as set by " + ", ".join(
                 f"{k}={v}" for k, v in self._blas_env.items()
             )
-        return f"{self.threads} of {self.cores} (as many as are idle; {ENV}=N fixes it)"
+        if self.inherited:
+            return f"{self.threads}, the BLAS default ({ENV}=N fixes it, =auto follows idle cores)"
+        return f"{self.threads} of {self.cores} (as many as are idle: {ENV}=auto)"
 
     def start(self) -> BlasThreads:
         if self.inherited:  # not ours to change: note what the BLAS runs with
