@@ -50,14 +50,19 @@ def iterate_batches(
     else:
         order = np.arange(n)
     for b in range(max(0, int(start)), num_batches(n, batch_size, drop_last)):
-        indices = order[b * batch_size : (b + 1) * batch_size]
-        items = [dataset[int(i)] for i in indices]
-        shapes = {tuple(image.shape) for image, _ in items}
-        if len(shapes) > 1:
-            raise DataError(
-                f"items {indices.tolist()} have different sizes {sorted(shapes)} and cannot be "
-                "stacked into one batch: set the dataset's crop_size or use batch_size=1"
-            )
-        images = np.stack([image for image, _ in items]).astype(np.float32, copy=False)
-        labels = np.stack([label for _, label in items]).astype(np.int64, copy=False)
-        yield images, labels
+        yield stack_items(dataset, order[b * batch_size : (b + 1) * batch_size])
+
+
+def stack_items(dataset, indices):
+    """The items ``indices`` of ``dataset`` as one batch: images (B, 3, H, W) float32 and
+    labels (B, H, W) int64; DataError when their sizes differ."""
+    items = [dataset[int(i)] for i in indices]
+    shapes = {tuple(image.shape) for image, _ in items}
+    if len(shapes) > 1:
+        raise DataError(
+            f"items {[int(i) for i in indices]} have different sizes {sorted(shapes)} and "
+            "cannot be stacked into one batch: set the dataset's crop_size or use batch_size=1"
+        )
+    images = np.stack([image for image, _ in items]).astype(np.float32, copy=False)
+    labels = np.stack([label for _, label in items]).astype(np.int64, copy=False)
+    return images, labels

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import DataError, num_batches
+from ..data import num_batches
+from ..data.loader import stack_items
 from ..inference.engine import evaluate
 from ..inference.metrics import SegmentationMetrics
 from .launch import DistributedError
@@ -79,19 +80,6 @@ class Shard:
         self.offset, self.total, self.weight, self.count = offset, total, weight, count
 
 
-def _stack(dataset, indices):
-    items = [dataset[int(i)] for i in indices]
-    shapes = {tuple(image.shape) for image, _ in items}
-    if len(shapes) > 1:
-        raise DataError(
-            f"items {list(map(int, indices))} have different sizes {sorted(shapes)} and cannot "
-            "be stacked into one batch: set the dataset's crop_size or use batch_size=1"
-        )
-    images = np.stack([image for image, _ in items]).astype(np.float32, copy=False)
-    labels = np.stack([label for _, label in items]).astype(np.int64, copy=False)
-    return images, labels
-
-
 class Sharding:
     """This rank's view of the global batches (and of its dropout layers)."""
 
@@ -117,7 +105,7 @@ class Sharding:
             lo, hi = shard_bounds(len(indices), self.rank, self.size)
             self.offset, self.total = (lo, len(indices)) if hi > lo else (0, len(indices))
             mine = indices[lo:hi] if hi > lo else indices[:1]
-            images, labels = _stack(dataset, mine)
+            images, labels = stack_items(dataset, mine)
             weight = int(np.count_nonzero(labels != dataset.ignore_index)) if hi > lo else 0
             yield Shard(images, labels, self.offset, self.total, weight, hi - lo)
 
