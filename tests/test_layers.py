@@ -259,6 +259,8 @@ PATH_CASES = {
     "conv3x3 2->9 large map": (lambda: Conv2d(2, 9, 3, 1, 1, rng=0), (1, 2, 34, 33)),
     "conv3x3 s2 large map": (lambda: Conv2d(8, 4, 3, 2, 2, rng=0), (2, 8, 41, 40)),
     "conv3x3 small map": (lambda: Conv2d(3, 4, 3, 1, 1, rng=0), (2, 3, 9, 8)),
+    "conv3x3 narrow mid map": (lambda: Conv2d(64, 2, 3, 1, 1, rng=0), (1, 64, 23, 23)),
+    "conv3x3 wide mid map": (lambda: Conv2d(65, 3, 3, 1, 1, rng=0), (1, 65, 24, 23)),
     "conv7x7 s3 p2": (lambda: Conv2d(2, 3, 7, 3, 2, rng=0), (2, 2, 11, 9)),
     "conv1x1": (lambda: Conv2d(4, 3, 1, rng=0), (2, 4, 5, 6)),
     "convT 4/2": (lambda: ConvTranspose2d(3, 3, 4, 2), (2, 3, 5, 4)),
@@ -402,6 +404,8 @@ def test_the_conv_path_cases_reach_both_accelerated_forms():
         "conv3x3 p4 (padding > k - 1)": cpu.RowShift,
         "conv5x5 p1": cpu.RowShift,
         "conv3x3 small map": np.ndarray,  # batch-major patches
+        "conv3x3 narrow mid map": cpu.RowShift,  # 529 pixels, NARROW_CHANNELS
+        "conv3x3 wide mid map": np.ndarray,  # 552 pixels, more channels than that
         "conv3x3 2->9 large map": np.ndarray,  # O > 4C, as VGG16's conv1_1
         "conv3x3 s2 large map": np.ndarray,
     }
@@ -413,11 +417,22 @@ def test_the_conv_path_cases_reach_both_accelerated_forms():
             assert isinstance(layer.cached().col, kind), name
 
 
-def test_accelerated_conv_in_bands_of_rows_matches_the_plain_path(rng, monkeypatch):
+@pytest.mark.parametrize(
+    "band_bytes,batch",
+    [(3000, 2), (600_000, 3)],
+    ids=["bands of a few rows, a short last one", "two images a piece, one in the last"],
+)
+def test_accelerated_conv_in_pieces_matches_the_plain_path(rng, monkeypatch, band_bytes, batch):
     from minifcn.accel import cpu
 
-    monkeypatch.setattr(cpu, "BAND_BYTES", 3000)  # bands of a few rows, a short last one
+    monkeypatch.setattr(cpu, "BAND_BYTES", band_bytes)
     make, shape = PATH_CASES["conv3x3 large map"]
+    shape = (batch,) + shape[1:]
+    pieces = cpu._row_pieces(batch, shape[1], 3, 3, shape[2], shape[3], 8)
+    assert len(pieces) > batch if band_bytes == 3000 else [p[0] for p in pieces] == [
+        slice(0, 2),
+        slice(2, 3),
+    ]
     x = rng.standard_normal(shape)
     with plain_path():
         plain = _run_layer(np, make, x)

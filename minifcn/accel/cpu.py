@@ -5,7 +5,8 @@ Every function has the name, arguments and results of its plain twin in
 is measured by ``python -m minifcn.bench`` (its "plain ms" column).
 
 Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
-    * Stride 1 on maps of ROW_SHIFT_PIXELS or more, the "row-shift" form: im2col copies each
+    * Stride 1 where ``row_shift_pays`` (maps of ROW_SHIFT_PIXELS or more, or of
+      NARROW_PIXELS or more with few channels), the "row-shift" form: im2col copies each
       pixel kh*kw times, but a kernel row i only needs the rows of kernel row 0
       moved down by i. So for a band of output rows of one image, the padded
       input is copied kw times, shifted one column each time: cols (C*kw,
@@ -15,7 +16,8 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
       gradient is kh products of dy with cols read i rows down (no copy). The
       input gradient is itself a stride-1 convolution: of dy with the kernel
       turned by 180 degrees and its in/out channels swapped, so it runs the same
-      code and writes each dx pixel once instead of col2im's k*k additions.
+      code (the same choice of form, too) and writes each dx pixel once instead of
+      col2im's k*k additions.
       Bands of a few MiB stay in cache between the copies and the product.
       The partial sums z are kh times the output, so the form loses when the
       convolution widens the channels much (per output pixel it moves about
@@ -59,7 +61,22 @@ from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerate
 from .shared import channels_first, pointwise, pointwise_input_grad, weight_grad_product
 
 BAND_BYTES = 4 * 2**20  # the shifted copies of one band of output rows: about this much
-ROW_SHIFT_PIXELS = 1024  # the row-shift form for output maps of at least this many pixels
+ROW_SHIFT_PIXELS = 1024  # the row-shift form for output maps of at least this many pixels,
+NARROW_PIXELS, NARROW_CHANNELS = 512, 64  # and of this many with at most this many input channels
+
+
+def row_shift_pays(c: int, o: int, pixels: int) -> bool:
+    """Whether a stride-1 convolution of C -> O channels onto ``pixels`` output pixels per
+    image runs faster in the row-shift form than as one im2col product over the batch.
+
+    The row-shift products are per image, (kh*O, C*kw) @ (C*kw, pixels): on small maps
+    they are too small for BLAS to run fast, less so when C is small (then im2col's
+    copies, C*kh*kw values per pixel, are what costs). The limits are measured with
+    ``python -m minifcn.bench`` on the shapes of both backbones.
+    """
+    if o > 4 * c:
+        return False
+    return pixels >= ROW_SHIFT_PIXELS or (pixels >= NARROW_PIXELS and c <= NARROW_CHANNELS)
 
 
 class Buffers:
@@ -158,23 +175,38 @@ def _scatter_add(col, img, kh: int, kw: int, s: int) -> None:
             img[..., i : i + s * out_h : s, j : j + s * out_w : s] += col[..., i, j, :, :]
 
 
-def _row_bands(c: int, kh: int, kw: int, out_h: int, out_w: int, itemsize: int) -> list:
-    """Slices of output rows whose shifted copies (c*kw values per input pixel) take
-    about BAND_BYTES."""
-    rows = max(1, BAND_BYTES // (c * kw * out_w * itemsize) - (kh - 1))
-    return [slice(r, min(r + rows, out_h)) for r in range(0, out_h, rows)]
+def _row_pieces(n: int, c: int, kh: int, kw: int, out_h: int, out_w: int, itemsize: int):
+    """The pieces of a row-shift convolution, (images, output rows) slice pairs whose
+    shifted copies (c*kw values per input pixel) take about BAND_BYTES: bands of rows of
+    one image when an image is larger than that, else groups of whole images (one
+    product for several small images runs faster than one each)."""
+    per_row = c * kw * out_w * itemsize
+    rows = max(1, BAND_BYTES // per_row - (kh - 1))
+    if rows < out_h:
+        bands = [slice(r, min(r + rows, out_h)) for r in range(0, out_h, rows)]
+        return [(slice(b, b + 1), band) for b in range(n) for band in bands]
+    images = max(1, BAND_BYTES // (per_row * (out_h + kh - 1)))
+    return [(slice(b, min(b + images, n)), slice(0, out_h)) for b in range(0, n, images)]
 
 
-def _shifted(xpad_i, rows: slice, buf, kh: int, kw: int, out_w: int):
-    """One padded image (C, Hp, Wp), the input rows that output rows ``rows`` read,
-    copied kw times: (C*kw, (r + kh - 1)*out_w), row (c, j) = xpad_i[c, rows', j:j+out_w]."""
-    c = xpad_i.shape[0]
+def _shifted(xpad_g, rows: slice, buf, kh: int, kw: int, out_w: int):
+    """Padded images (nb, C, Hp, Wp), the input rows that output rows ``rows`` read,
+    copied kw times: (C*kw, nb, (r + kh - 1)*out_w),
+    [(c, j), b] = xpad_g[b, c, rows', j:j+out_w]."""
+    nb, c = xpad_g.shape[:2]
     rin = rows.stop - rows.start + kh - 1
-    cols = buf[: c * kw * rin * out_w].reshape(c, kw, rin, out_w)
-    src = xpad_i[:, rows.start : rows.start + rin]
+    cols = buf[: c * kw * nb * rin * out_w].reshape(c, kw, nb, rin, out_w)
+    src = xpad_g[:, :, rows.start : rows.start + rin].transpose(1, 0, 2, 3)  # (C, nb, rin, Wp)
     for j in range(kw):
-        cols[:, j] = src[:, :, j : j + out_w]
-    return cols.reshape(c * kw, rin * out_w)
+        cols[:, j] = src[..., j : j + out_w]
+    return cols.reshape(c * kw, nb, rin * out_w)
+
+
+def _piece_buffer(pieces, per_value: int, kh: int, out_w: int, dtype):
+    """A buffer for the largest piece: ``per_value`` values per shifted input pixel."""
+    images, rows = pieces[0]
+    count = images.stop - images.start
+    return BUFFERS.take(per_value * count * (rows.stop - rows.start + kh - 1) * out_w, dtype)
 
 
 class RowShift(NamedTuple):
@@ -193,40 +225,43 @@ def _conv_row_shift(x, weight, padding: int):
     out_h, out_w = xpad.shape[2] - kh + 1, xpad.shape[3] - kw + 1
     stacked = weight.transpose(2, 0, 1, 3).reshape(kh * o, c * kw)  # row (i, o), col (c, j)
     y = np.empty((n, o, out_h, out_w), dtype=np.result_type(x, weight))
-    bands = _row_bands(c, kh, kw, out_h, out_w, x.itemsize)
-    rin = bands[0].stop + kh - 1
-    buf = BUFFERS.take(c * kw * rin * out_w, x.dtype)
-    zbuf = BUFFERS.take(kh * o * rin * out_w, y.dtype)
-    for b in range(n):
-        for rows in bands:
-            r = rows.stop - rows.start
-            cols = _shifted(xpad[b], rows, buf, kh, kw, out_w)
-            z = zbuf[: kh * o * cols.shape[1]].reshape(kh * o, -1)
-            np.matmul(stacked, cols, out=z)
-            z = z.reshape(kh, o, r + kh - 1, out_w)  # z[i]: kernel row i's partial sums
-            out = y[b, :, rows]
-            out[...] = z[0, :, :r]
-            for i in range(1, kh):
-                out += z[i, :, i : i + r]
+    pieces = _row_pieces(n, c, kh, kw, out_h, out_w, x.itemsize)
+    buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
+    zbuf = _piece_buffer(pieces, kh * o, kh, out_w, y.dtype)
+    for images, rows in pieces:
+        r = rows.stop - rows.start
+        cols = _shifted(xpad[images], rows, buf, kh, kw, out_w)
+        nb = cols.shape[1]
+        z = zbuf[: kh * o * cols[0].size].reshape(kh * o, -1)
+        np.matmul(stacked, cols.reshape(c * kw, -1), out=z)
+        z = z.reshape(kh, o, nb, r + kh - 1, out_w)  # z[i]: kernel row i's partial sums
+        out = y[images, :, rows].transpose(1, 0, 2, 3)  # (O, nb, r, out_w)
+        out[...] = z[0, :, :, :r]
+        for i in range(1, kh):
+            out += z[i, :, :, i : i + r]
     return y, RowShift(xpad, kh, kw)
 
 
 def _row_shift_weight_grad(saved: RowShift, dy):
-    """dW (O, K) of a stride-1 convolution: kh products per band, over one copy."""
+    """dW (O, K) of a stride-1 convolution: kh products per piece, over one copy."""
     xpad, kh, kw = saved
     n, o, out_h, out_w = dy.shape
     c = xpad.shape[1]
     dtype = np.result_type(xpad, dy)
-    bands = _row_bands(c, kh, kw, out_h, out_w, xpad.itemsize)
-    buf = BUFFERS.take(c * kw * (bands[0].stop + kh - 1) * out_w, xpad.dtype)
+    pieces = _row_pieces(n, c, kh, kw, out_h, out_w, xpad.itemsize)
+    buf = _piece_buffer(pieces, c * kw, kh, out_w, xpad.dtype)
     dw = np.zeros((kh, c * kw, o), dtype=dtype)  # dw[i, (c, j), o] = dW[o, c, i, j]
-    for b in range(n):
-        for rows in bands:
-            r = rows.stop - rows.start
-            cols = _shifted(xpad[b], rows, buf, kh, kw, out_w)
-            g = dy[b, :, rows].reshape(o, r * out_w).T  # (P, O)
-            for i in range(kh):  # (C*kw, P) @ (P, O): BLAS is faster this way round
-                dw[i] += cols[:, i * out_w : (i + r) * out_w] @ g
+    for images, rows in pieces:
+        r = rows.stop - rows.start
+        cols = _shifted(xpad[images], rows, buf, kh, kw, out_w)  # (C*kw, nb, rin*out_w)
+        nb = cols.shape[1]
+        g = dy[images, :, rows].reshape(nb, o, r * out_w)
+        for i in range(kh):  # (C*kw, P) @ (P, O): BLAS is faster this way round
+            read = cols[:, :, i * out_w : (i + r) * out_w]  # kernel row i: i rows down
+            if nb == 1:
+                dw[i] += read[:, 0] @ g[0].T
+            else:  # one product per image (a loop in C), then their sum
+                dw[i] += (read.transpose(1, 0, 2) @ g.transpose(0, 2, 1)).sum(axis=0)
     return dw.reshape(kh, c, kw, o).transpose(3, 1, 0, 2).reshape(o, -1)
 
 
@@ -244,7 +279,7 @@ def conv2d(x, weight, stride: int, padding: int):
     if pointwise(kh, kw, stride, padding):
         col = x.reshape(n, c, h * w)
         return (w2 @ col).reshape(n, o, out_h, out_w), col
-    if stride == 1 and out_h * out_w >= ROW_SHIFT_PIXELS and o <= 4 * c:
+    if stride == 1 and row_shift_pays(c, o, out_h * out_w):
         return _conv_row_shift(x, weight, padding)
     xpad = _padded(x, padding)
     col = BUFFERS.take((c, kh, kw, n, out_h, out_w), x.dtype)
@@ -266,7 +301,7 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
 
     At stride 1 the adjoint is itself a convolution: dy, padded by k - 1 - padding
     (cropped, when the padding is larger), correlated with the kernel turned by 180
-    degrees, its in and out channels swapped.
+    degrees, its in and out channels swapped; ``conv2d`` picks its form.
     """
     n, o, out_h, out_w = dy.shape
     _, c, kh, kw = weight.shape
@@ -277,7 +312,7 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
         q = kh - 1 - padding
         if q < 0:  # the outer -q rows and columns of dy only saw padding
             dy, q = dy[:, :, -q : out_h + q, -q : out_w + q], 0
-        return _conv_row_shift(dy, turned, q)[0]
+        return conv2d(dy, turned, 1, q)[0]
     dtype = np.result_type(weight, dy)
     hp = max(h + 2 * padding, stride * (out_h - 1) + kh)
     wp = max(w + 2 * padding, stride * (out_w - 1) + kw)
@@ -372,16 +407,24 @@ def conv_transpose2d_backward(saved, dy, weight, stride: int, padding: int, weig
 # ------------------------------------------------------------------------------ loss
 def softmax_xent(scores, labels, ignore_index: int, counted):
     """As ``nn.loss.softmax_xent``, but what it keeps is the finished gradient:
-    (softmax - one_hot(label)) on counted pixels, 0 elsewhere, (N, C, H, W)."""
-    index = np.where(counted, labels, 0)[:, None].astype(np.intp)  # (N, 1, H, W)
-    grad = scores - scores.max(axis=1, keepdims=True)  # shifted; becomes the gradient
-    picked = np.take_along_axis(grad, index, axis=1)[:, 0]
+    (softmax - one_hot(label)) on counted pixels, 0 elsewhere, (N, C, H, W).
+
+    Each pixel's own class is read and written through flat indices into the
+    scores, (n*C + label)*P + pixel, one gather and one scatter of N*P values.
+    """
+    n, c, h, w = scores.shape
+    p = h * w
+    first = np.arange(p, dtype=np.intp) + (np.arange(n, dtype=np.intp) * (c * p))[:, None]
+    own = (np.where(counted, labels, 0).reshape(n, p).astype(np.intp) * p + first).reshape(-1)
+    grad = BUFFERS.take(scores.shape, scores.dtype)  # the shifted scores; becomes the gradient
+    np.subtract(scores, scores.max(axis=1, keepdims=True), out=grad)
+    flat = grad.reshape(-1)
+    picked = flat[own].reshape(n, h, w)
     np.exp(grad, out=grad)
     sum_exp = grad.sum(axis=1)
     pixel_loss = (np.log(sum_exp) - picked) * counted
     grad *= (counted / sum_exp).astype(grad.dtype)[:, None]  # softmax, 0 where not counted
-    hit = np.take_along_axis(grad, index, axis=1)
-    np.put_along_axis(grad, index, hit - counted[:, None], axis=1)  # minus the one-hot
+    flat[own] -= counted.reshape(-1)  # minus the one-hot
     return pixel_loss, grad
 
 

@@ -116,6 +116,10 @@ def flops(case: dict, out_shape) -> tuple[float, float]:
 
 # ------------------------------------------------------------------- timing
 CLOCK = {"now": time.perf_counter}  # --cpu-time swaps in time.process_time
+# A pause before each figure: the threads the last timed library left spinning
+# (OpenBLAS's and PyTorch's OpenMP threads keep a core busy a while after their work)
+# then sleep, instead of slowing the next library's figure. --quick runs without it.
+SETTLE = {"seconds": 0.25}
 
 
 class CupyEvents:
@@ -148,11 +152,13 @@ class TorchEvents(CupyEvents):
 
 
 def timeit(fn, repeat: int, sync=None, events=None) -> float:
-    """Median seconds of ``fn()`` over ``repeat`` runs, after one warm-up run.
+    """Median seconds of ``fn()`` over ``repeat`` runs, after a pause (``SETTLE``) and
+    one warm-up run.
 
     With ``events`` (``CupyEvents`` / ``TorchEvents``, on the GPU) each run is timed
     by CUDA events recorded around it on the stream: the device's own clock."""
     now = CLOCK["now"]
+    time.sleep(SETTLE["seconds"])
     fn()
     if sync:
         sync()
@@ -684,6 +690,7 @@ def main(argv=None) -> dict:
             raise SystemExit("error: --under-load measures the CPU; drop --device gpu")
         return under_load_main(args)
     CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
+    SETTLE["seconds"] = 0.0 if args.quick else 0.25
     xp = backend.cupy_module() if args.device == "gpu" else np
     sync = (lambda: backend.synchronize(xp)) if args.device == "gpu" else None
     torch = import_torch() if args.compare == "torch" else None
