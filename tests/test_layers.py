@@ -429,10 +429,15 @@ def test_accelerated_conv_in_pieces_matches_the_plain_path(rng, monkeypatch, ban
     make, shape = PATH_CASES["conv3x3 large map"]
     shape = (batch,) + shape[1:]
     pieces = cpu._row_pieces(batch, shape[1], 3, 3, shape[2], shape[3], 8)
-    assert len(pieces) > batch if band_bytes == 3000 else [p[0] for p in pieces] == [
-        slice(0, 2),
-        slice(2, 3),
-    ]
+    assert (
+        len(pieces) > batch
+        if band_bytes == 3000
+        else [p[0] for p in pieces]
+        == [
+            slice(0, 2),
+            slice(2, 3),
+        ]
+    )
     x = rng.standard_normal(shape)
     with plain_path():
         plain = _run_layer(np, make, x)
