@@ -8,9 +8,10 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
     * Stride 1 where ``row_shift_pays`` (maps of ROW_SHIFT_PIXELS or more, or of
       NARROW_PIXELS or more with few channels), the "row-shift" form: im2col copies each
       pixel kh*kw times, but a kernel row i only needs the rows of kernel row 0
-      moved down by i. So for a band of output rows of one image, the padded
-      input is copied kw times, shifted one column each time: cols (C*kw,
-      (rows + kh - 1)*out_w), kw copies instead of kh*kw. ONE product with the
+      moved down by i. So for a band of output rows of one image, the input,
+      zero-padded as it is copied, is copied kw times, shifted one column each
+      time: cols (C*kw, (rows + kh - 1)*out_w), kw copies instead of kh*kw (and
+      no padded image is made first). ONE product with the
       kernel rows stacked, (kh*O, C*kw) @ cols, gives every kernel row's partial
       sums z[i]; y = the sum over i of z[i] moved up by i rows. The weight
       gradient is kh products of dy with cols read i rows down (no copy). The
@@ -18,7 +19,8 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
       turned by 180 degrees and its in/out channels swapped, so it runs the same
       code (the same choice of form, too) and writes each dx pixel once instead of
       col2im's k*k additions.
-      Bands of a few MiB stay in cache between the copies and the product.
+      Bands of a few MiB stay in cache between the copies and the product;
+      images smaller than that go several to a product (``_row_pieces``).
       The partial sums z are kh times the output, so the form loses when the
       convolution widens the channels much (per output pixel it moves about
       6C + 6O values against im2col's 18C, for 3x3): so conv1_1 of VGG16 (3 -> 64)
@@ -189,16 +191,27 @@ def _row_pieces(n: int, c: int, kh: int, kw: int, out_h: int, out_w: int, itemsi
     return [(slice(b, min(b + images, n)), slice(0, out_h)) for b in range(0, n, images)]
 
 
-def _shifted(xpad_g, rows: slice, buf, kh: int, kw: int, out_w: int):
-    """Padded images (nb, C, Hp, Wp), the input rows that output rows ``rows`` read,
-    copied kw times: (C*kw, nb, (r + kh - 1)*out_w),
-    [(c, j), b] = xpad_g[b, c, rows', j:j+out_w]."""
-    nb, c = xpad_g.shape[:2]
+def _shifted(x_g, p: int, rows: slice, buf, kh: int, kw: int, out_w: int):
+    """Images x_g (nb, C, H, W), seen zero-padded by p: the input rows that output rows
+    ``rows`` read, copied kw times, (C*kw, nb, (r + kh - 1)*out_w), where
+    [(c, j), b] = xpad[b, c, rows', j:j+out_w]. The padding is written as zeros into
+    the copies, so the padded image itself is never made."""
+    nb, c, h, w = x_g.shape
     rin = rows.stop - rows.start + kh - 1
     cols = buf[: c * kw * nb * rin * out_w].reshape(c, kw, nb, rin, out_w)
-    src = xpad_g[:, :, rows.start : rows.start + rin].transpose(1, 0, 2, 3)  # (C, nb, rin, Wp)
+    top = rows.start - p  # the image row that row 0 of the copies shows
+    r0 = min(max(0, -top), rin)  # rows r0:r1 of the copies show image rows, the rest padding
+    r1 = max(r0, min(rin, h - top))
+    src = x_g[:, :, top + r0 : top + r1].transpose(1, 0, 2, 3)  # (C, nb, r1 - r0, W)
     for j in range(kw):
-        cols[:, j] = src[..., j : j + out_w]
+        s0 = min(max(0, p - j), out_w)  # columns s0:s1 show image columns j - p + s
+        s1 = max(s0, min(out_w, w + p - j))
+        dst = cols[:, j]
+        dst[:, :, :r0] = 0
+        dst[:, :, r1:] = 0
+        dst[:, :, r0:r1, :s0] = 0
+        dst[:, :, r0:r1, s1:] = 0
+        dst[:, :, r0:r1, s0:s1] = src[..., s0 + j - p : s1 + j - p]
     return cols.reshape(c * kw, nb, rin * out_w)
 
 
@@ -210,19 +223,19 @@ def _piece_buffer(pieces, per_value: int, kh: int, out_w: int, dtype):
 
 
 class RowShift(NamedTuple):
-    """Saved by a stride-1 ``conv2d``: the padded input, to copy each band again."""
+    """Saved by a stride-1 ``conv2d``: the input and its padding, to copy each piece again."""
 
-    xpad: np.ndarray  # (N, C, H + 2p, W + 2p)
+    x: np.ndarray  # (N, C, H, W)
+    padding: int
     kh: int
     kw: int
 
 
 def _conv_row_shift(x, weight, padding: int):
     """Stride-1 convolution in the row-shift form: -> y (N, O, out_h, out_w), RowShift."""
-    n, c = x.shape[:2]
+    n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
-    xpad = _padded(x, padding)
-    out_h, out_w = xpad.shape[2] - kh + 1, xpad.shape[3] - kw + 1
+    out_h, out_w = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
     stacked = weight.transpose(2, 0, 1, 3).reshape(kh * o, c * kw)  # row (i, o), col (c, j)
     y = np.empty((n, o, out_h, out_w), dtype=np.result_type(x, weight))
     pieces = _row_pieces(n, c, kh, kw, out_h, out_w, x.itemsize)
@@ -230,7 +243,7 @@ def _conv_row_shift(x, weight, padding: int):
     zbuf = _piece_buffer(pieces, kh * o, kh, out_w, y.dtype)
     for images, rows in pieces:
         r = rows.stop - rows.start
-        cols = _shifted(xpad[images], rows, buf, kh, kw, out_w)
+        cols = _shifted(x[images], padding, rows, buf, kh, kw, out_w)
         nb = cols.shape[1]
         z = zbuf[: kh * o * cols[0].size].reshape(kh * o, -1)
         np.matmul(stacked, cols.reshape(c * kw, -1), out=z)
@@ -239,21 +252,21 @@ def _conv_row_shift(x, weight, padding: int):
         out[...] = z[0, :, :, :r]
         for i in range(1, kh):
             out += z[i, :, :, i : i + r]
-    return y, RowShift(xpad, kh, kw)
+    return y, RowShift(x, padding, kh, kw)
 
 
 def _row_shift_weight_grad(saved: RowShift, dy):
     """dW (O, K) of a stride-1 convolution: kh products per piece, over one copy."""
-    xpad, kh, kw = saved
+    x, padding, kh, kw = saved
     n, o, out_h, out_w = dy.shape
-    c = xpad.shape[1]
-    dtype = np.result_type(xpad, dy)
-    pieces = _row_pieces(n, c, kh, kw, out_h, out_w, xpad.itemsize)
-    buf = _piece_buffer(pieces, c * kw, kh, out_w, xpad.dtype)
+    c = x.shape[1]
+    dtype = np.result_type(x, dy)
+    pieces = _row_pieces(n, c, kh, kw, out_h, out_w, x.itemsize)
+    buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
     dw = np.zeros((kh, c * kw, o), dtype=dtype)  # dw[i, (c, j), o] = dW[o, c, i, j]
     for images, rows in pieces:
         r = rows.stop - rows.start
-        cols = _shifted(xpad[images], rows, buf, kh, kw, out_w)  # (C*kw, nb, rin*out_w)
+        cols = _shifted(x[images], padding, rows, buf, kh, kw, out_w)  # (C*kw, nb, rin*out_w)
         nb = cols.shape[1]
         g = dy[images, :, rows].reshape(nb, o, r * out_w)
         for i in range(kh):  # (C*kw, P) @ (P, O): BLAS is faster this way round
