@@ -1,4 +1,5 @@
-"""Environment variables are parsed strictly, and the BLAS thread count follows the idle cores."""
+"""Environment variables are parsed strictly; the CPU thread count follows the idle cores
+and never changes a result."""
 
 import subprocess
 import sys
@@ -92,72 +93,114 @@ class _FakeLimits:
     def limit(self, limits, user_api):
         self.calls.append((limits, user_api))
 
-    def select(self, user_api):
-        return self
 
-    def info(self):
-        return [{"num_threads": 4}]
-
-
-def test_adapting_follows_what_other_programs_keep_busy(monkeypatch):
+def test_the_count_follows_what_other_programs_keep_busy_and_the_blas_runs_alone(monkeypatch):
     """Over each interval: the machine's busy seconds minus this process's own."""
     clock = {"wall": 100.0, "busy": 1000.0, "ours": 10.0}
     monkeypatch.setattr(threads.time, "monotonic", lambda: clock["wall"])
     monkeypatch.setattr(threads.time, "process_time", lambda: clock["ours"])
     monkeypatch.setattr(threads, "_busy_seconds", lambda: clock["busy"])
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    t = threads.BlasThreads(interval=2.0, environ={"MINIFCN_THREADS": "auto"})
-    t._controller = fake = _FakeLimits()
-    t.start()
-    assert t.threads == 2 and fake.calls == [(2, "blas")]
+    for environ in ({}, {"MINIFCN_THREADS": "auto"}):  # unset is auto
+        t = threads.CpuThreads(interval=2.0, environ=environ)
+        t._controller = fake = _FakeLimits()
+        t.start()
+        assert t.threads == 2 and fake.calls == [(1, "blas")]  # every core until it looked
 
-    def interval(seconds, ours, others):
-        clock["wall"] += seconds
-        clock["ours"] += ours
-        clock["busy"] += ours + others
-        t.adapt()
+        def interval(t, seconds, ours, others):
+            clock["wall"] += seconds
+            clock["ours"] += ours
+            clock["busy"] += ours + others
+            t.adapt()
 
-    interval(2.5, ours=5.0, others=2.4)  # another program kept ~1 core busy
-    assert t.threads == 1 and t.others_busy == pytest.approx(2.4 / 2.5)
-    interval(1.0, ours=1.0, others=0.0)  # too soon to look again
-    assert t.threads == 1
-    interval(2.0, ours=2.0, others=0.0)  # 3 s, the other program gone
-    assert t.threads == 2 and fake.calls == [(2, "blas"), (1, "blas"), (2, "blas")]
+        interval(t, 2.5, ours=5.0, others=2.4)  # another program kept ~1 core busy
+        assert t.threads == 1 and t.others_busy == pytest.approx(2.4 / 2.5)
+        interval(t, 1.0, ours=1.0, others=0.0)  # too soon to look again
+        assert t.threads == 1
+        interval(t, 2.0, ours=2.0, others=0.0)  # 3 s, the other program gone
+        assert t.threads == 2 and fake.calls == [(1, "blas")]  # the BLAS stays at one
+        assert "as many as are idle" in t.describe()
 
 
 def test_a_fixed_or_inherited_thread_count_is_kept(monkeypatch):
-    fixed = threads.BlasThreads(environ={"MINIFCN_THREADS": "3"})
-    fixed._controller = fake = _FakeLimits()
-    fixed.start()
-    fixed._mark = (0.0, 0.0, 0.0)  # as if long ago: adapt would look again if it adapted
-    fixed.adapt()
-    assert fake.calls == [(3, "blas")] and "fixed by MINIFCN_THREADS" in fixed.describe()
-    inherited = threads.BlasThreads(environ={"OPENBLAS_NUM_THREADS": "1"})
-    inherited._controller = fake = _FakeLimits()
-    inherited.start()
-    assert fake.calls == [] and not inherited.adaptive
-    assert inherited.threads == 4 and "as set by OPENBLAS_NUM_THREADS=1" in inherited.describe()
-    default = threads.BlasThreads(environ={})
-    default._controller = fake = _FakeLimits()
-    default.start()
-    default._mark = (0.0, 0.0, 0.0)
-    default.adapt()
-    assert fake.calls == [] and not default.adaptive and "the BLAS default" in default.describe()
+    monkeypatch.setattr(threads, "_busy_seconds", lambda: 0.0)
+    fixed = threads.CpuThreads(environ={"MINIFCN_THREADS": "3"})
+    inherited = threads.CpuThreads(environ={"OPENBLAS_NUM_THREADS": "1"})
+    for t, count, said in [(fixed, 3, "fixed by MINIFCN_THREADS"), (inherited, 1, "=1")]:
+        t._controller = fake = _FakeLimits()
+        t.start()
+        t._mark = (0.0, -1e9, 0.0)  # as if long ago, and the machine busy: adapting would drop
+        t.adapt()
+        assert t.threads == count and not t.adaptive and fake.calls == [(1, "blas")]
+        assert said in t.describe()
 
 
-def test_the_thread_count_can_change_the_last_bits_so_the_default_never_changes_it():
-    """OpenBLAS picks other kernels for other thread counts: conv1_1's weight-gradient
-    product (64 x 27, summed over ~86k pixels) differs in its last bits between 1 and 2
-    threads. That is why the count stays the BLAS's own unless MINIFCN_THREADS says."""
-    from threadpoolctl import threadpool_limits
+def _gradients(count: int, monkeypatch) -> list:
+    """Every parameter's gradient in the second SGD step of a small FCN-8s (in the first
+    the zero-initialised score layers pass the backbone no gradient), and the loss, on
+    ``count`` pool threads."""
+    from minifcn.nn import SoftmaxCrossEntropy
+    from minifcn.optim import SGD
 
+    fixed = threads.CpuThreads(environ={"MINIFCN_THREADS": str(count)}).start()
+    monkeypatch.setattr(threads, "_PROCESS", fixed)
+    model = FCN8s(5, config="mini", rng=0)
+    opt, loss_fn = SGD(model.parameters(), lr=0.1, momentum=0.9), SoftmaxCrossEntropy()
     rng = np.random.default_rng(0)
-    dy = rng.standard_normal((64, 86436), dtype=np.float32)
-    col = rng.standard_normal((86436, 27), dtype=np.float32)
-    results = []
-    for count in (1, 2):
-        with threadpool_limits(count, user_api="blas"):
-            results.append(dy @ col)
-    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-3)
-    assert not threads.BlasThreads(environ={}).adaptive  # unset: the count never moves
+    x = rng.standard_normal((4, 3, 40, 40)).astype(np.float32)
+    labels = rng.integers(0, 5, (4, 40, 40)).astype(np.uint8)
+    for _ in range(2):
+        opt.zero_grad()
+        loss = loss_fn(model(x), labels)
+        model.backward(loss_fn.backward(), input_grad=False)
+        grads = [p.grad.copy() for p in model.parameters() if p.requires_grad]
+        opt.step()
+    return grads + [np.asarray(loss)]
+
+
+def test_a_training_step_gives_the_same_bits_on_one_thread_or_three(monkeypatch):
+    """The pieces are fixed by the shapes and each runs the BLAS alone, so the thread
+    count (which follows the load) never changes a result, nor a --resume."""
+    from minifcn.accel import workers
+
+    one = _gradients(1, monkeypatch)
+    three = _gradients(3, monkeypatch)
+    assert workers.workers().threads == 3
+    assert len(one) == len(three) > 30
+    assert all(np.any(g != 0) for g in one[:26])  # the backbone's too
+    for a, b in zip(one, three):  # the gradients (float32), then the loss
+        assert np.array_equal(a, b)
+    assert all(g.dtype == np.float32 for g in one[:-1])
+
+
+def test_the_pool_runs_every_piece_once_and_raises_the_first_error():
+    from minifcn.accel.workers import Workers
+
+    pool = Workers(3)
+    try:
+        seen = []
+        pool.run(seen.append, 50)
+        assert sorted(seen) == list(range(50))
+
+        def nested(i):  # a piece that starts pieces runs them itself, in its thread
+            inner = []
+            pool.run(inner.append, 4)
+            seen.append((i, inner))
+
+        seen.clear()
+        pool.run(nested, 6)
+        assert sorted(seen) == [(i, [0, 1, 2, 3]) for i in range(6)]
+
+        def fails(i):
+            if i == 3:
+                raise ValueError("piece 3")
+
+        with pytest.raises(ValueError, match="piece 3"):
+            pool.run(fails, 1000)
+        seen.clear()
+        pool.run(seen.append, 5)  # still usable
+        assert sorted(seen) == list(range(5))
+    finally:
+        pool.close()
+    with pytest.raises(ValueError, match="at least 1 thread"):
+        Workers(0)

@@ -54,17 +54,21 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 from typing import NamedTuple
 
 import numpy as np
 
 from ..nn.im2col import conv_output_size
 from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerated pooling)
-from .shared import channels_first, pointwise, pointwise_input_grad, weight_grad_product
+from .shared import channels_first, pointwise
+from .workers import run
 
 BAND_BYTES = 4 * 2**20  # the shifted copies of one band of output rows: about this much
 ROW_SHIFT_PIXELS = 1024  # the row-shift form for output maps of at least this many pixels,
 NARROW_PIXELS, NARROW_CHANNELS = 512, 64  # and of this many with at most this many input channels
+GROUP_PIXELS = 1024  # im2col and 1x1 products: pieces of whole images, this many pixels or more
+MIN_PIECES = 4  # a batch is cut into at least this many pieces where it has the images
 
 
 def row_shift_pays(c: int, o: int, pixels: int) -> bool:
@@ -93,8 +97,13 @@ class Buffers:
     def __init__(self, keep_bytes: int = 256 * 2**20):
         self.keep_bytes = keep_bytes
         self._arrays = []
+        self._lock = threading.Lock()  # the pieces of a layer take buffers from several threads
 
     def take(self, shape, dtype):
+        with self._lock:
+            return self._take(shape, dtype)
+
+    def _take(self, shape, dtype):
         dtype = np.dtype(dtype)
         size = int(np.prod(shape))
         for k in range(len(self._arrays)):
@@ -147,6 +156,14 @@ def keep_freed_memory(max_block: int = 64 * 2**20) -> bool:
     return kept and mallopt(M_TRIM_THRESHOLD, 4 * max_block) == 1
 
 
+def _image_groups(n: int, pixels: int) -> list:
+    """Slices of the batch, each of images with GROUP_PIXELS or more pixels in all (the
+    last may have fewer): the pieces of a product over whole images, fixed by the
+    shapes alone."""
+    size = max(1, -(-GROUP_PIXELS // max(1, pixels)))
+    return [slice(b, min(b + size, n)) for b in range(0, n, size)]
+
+
 def _padded(x, p: int):
     """x (N, C, H, W) -> (N, C, H + 2p, W + 2p), zero border (x itself when p == 0)."""
     if p == 0:
@@ -181,13 +198,16 @@ def _row_pieces(n: int, c: int, kh: int, kw: int, out_h: int, out_w: int, itemsi
     """The pieces of a row-shift convolution, (images, output rows) slice pairs whose
     shifted copies (c*kw values per input pixel) take about BAND_BYTES: bands of rows of
     one image when an image is larger than that, else groups of whole images (one
-    product for several small images runs faster than one each)."""
+    product for several small images runs faster than one each), at least MIN_PIECES
+    pieces where the batch has that many images. Fixed by the shapes alone: the
+    pieces run on ``minifcn.accel.workers``, and their results must not depend on how
+    many threads there are."""
     per_row = c * kw * out_w * itemsize
     rows = max(1, BAND_BYTES // per_row - (kh - 1))
     if rows < out_h:
         bands = [slice(r, min(r + rows, out_h)) for r in range(0, out_h, rows)]
         return [(slice(b, b + 1), band) for b in range(n) for band in bands]
-    images = max(1, BAND_BYTES // (per_row * (out_h + kh - 1)))
+    images = max(1, min(BAND_BYTES // (per_row * (out_h + kh - 1)), -(-n // MIN_PIECES)))
     return [(slice(b, min(b + images, n)), slice(0, out_h)) for b in range(0, n, images)]
 
 
@@ -216,7 +236,8 @@ def _shifted(x_g, p: int, rows: slice, buf, kh: int, kw: int, out_w: int):
 
 
 def _piece_buffer(pieces, per_value: int, kh: int, out_w: int, dtype):
-    """A buffer for the largest piece: ``per_value`` values per shifted input pixel."""
+    """A buffer for the largest piece (one per piece that runs at the same time):
+    ``per_value`` values per shifted input pixel."""
     images, rows = pieces[0]
     count = images.stop - images.start
     return BUFFERS.take(per_value * count * (rows.stop - rows.start + kh - 1) * out_w, dtype)
@@ -239,19 +260,22 @@ def _conv_row_shift(x, weight, padding: int):
     stacked = weight.transpose(2, 0, 1, 3).reshape(kh * o, c * kw)  # row (i, o), col (c, j)
     y = np.empty((n, o, out_h, out_w), dtype=np.result_type(x, weight))
     pieces = _row_pieces(n, c, kh, kw, out_h, out_w, x.itemsize)
-    buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
-    zbuf = _piece_buffer(pieces, kh * o, kh, out_w, y.dtype)
-    for images, rows in pieces:
+
+    def piece(k):
+        images, rows = pieces[k]
         r = rows.stop - rows.start
+        buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
         cols = _shifted(x[images], padding, rows, buf, kh, kw, out_w)
         nb = cols.shape[1]
-        z = zbuf[: kh * o * cols[0].size].reshape(kh * o, -1)
-        np.matmul(stacked, cols.reshape(c * kw, -1), out=z)
+        z = _piece_buffer(pieces, kh * o, kh, out_w, y.dtype)[: kh * o * cols[0].size]
+        np.matmul(stacked, cols.reshape(c * kw, -1), out=z.reshape(kh * o, -1))
         z = z.reshape(kh, o, nb, r + kh - 1, out_w)  # z[i]: kernel row i's partial sums
         out = y[images, :, rows].transpose(1, 0, 2, 3)  # (O, nb, r, out_w)
         out[...] = z[0, :, :, :r]
         for i in range(1, kh):
             out += z[i, :, :, i : i + r]
+
+    run(piece, len(pieces))
     return y, RowShift(x, padding, kh, kw)
 
 
@@ -262,19 +286,25 @@ def _row_shift_weight_grad(saved: RowShift, dy):
     c = x.shape[1]
     dtype = np.result_type(x, dy)
     pieces = _row_pieces(n, c, kh, kw, out_h, out_w, x.itemsize)
-    buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
-    dw = np.zeros((kh, c * kw, o), dtype=dtype)  # dw[i, (c, j), o] = dW[o, c, i, j]
-    for images, rows in pieces:
+    # each piece's share, parts[k, i, (c, j), o] (of dW[o, c, i, j]), added in piece order
+    parts = np.empty((len(pieces), kh, c * kw, o), dtype=dtype)
+
+    def piece(k):
+        images, rows = pieces[k]
         r = rows.stop - rows.start
+        buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
         cols = _shifted(x[images], padding, rows, buf, kh, kw, out_w)  # (C*kw, nb, rin*out_w)
         nb = cols.shape[1]
         g = dy[images, :, rows].reshape(nb, o, r * out_w)
         for i in range(kh):  # (C*kw, P) @ (P, O): BLAS is faster this way round
             read = cols[:, :, i * out_w : (i + r) * out_w]  # kernel row i: i rows down
             if nb == 1:
-                dw[i] += read[:, 0] @ g[0].T
+                np.matmul(read[:, 0], g[0].T, out=parts[k, i])
             else:  # one product per image (a loop in C), then their sum
-                dw[i] += (read.transpose(1, 0, 2) @ g.transpose(0, 2, 1)).sum(axis=0)
+                (read.transpose(1, 0, 2) @ g.transpose(0, 2, 1)).sum(axis=0, out=parts[k, i])
+
+    run(piece, len(pieces))
+    dw = parts.sum(axis=0)  # dw[i, (c, j), o] = dW[o, c, i, j]
     return dw.reshape(kh, c, kw, o).transpose(3, 1, 0, 2).reshape(o, -1)
 
 
@@ -289,24 +319,63 @@ def conv2d(x, weight, stride: int, padding: int):
     out_h = conv_output_size(h, kh, stride, padding)
     out_w = conv_output_size(w, kw, stride, padding)
     w2 = weight.reshape(o, -1)
+    p = out_h * out_w
+    if stride == 1 and not pointwise(kh, kw, stride, padding) and row_shift_pays(c, o, p):
+        return _conv_row_shift(x, weight, padding)
+    groups = _image_groups(n, p)
+    y = np.empty((n, o, p), dtype=np.result_type(x, weight))
     if pointwise(kh, kw, stride, padding):
         col = x.reshape(n, c, h * w)
-        return (w2 @ col).reshape(n, o, out_h, out_w), col
-    if stride == 1 and row_shift_pays(c, o, out_h * out_w):
-        return _conv_row_shift(x, weight, padding)
+        run(lambda k: np.matmul(w2, col[groups[k]], out=y[groups[k]]), len(groups))
+        return y.reshape(n, o, out_h, out_w), col
     xpad = _padded(x, padding)
     col = BUFFERS.take((c, kh, kw, n, out_h, out_w), x.dtype)
-    _gather(xpad.transpose(1, 0, 2, 3), col.transpose(0, 3, 1, 2, 4, 5), kh, kw, stride)
-    col = col.reshape(c * kh * kw, n * out_h * out_w)
-    y = np.ascontiguousarray((w2 @ col).reshape(o, n, -1).transpose(1, 0, 2))
+    patches = col.transpose(0, 3, 1, 2, 4, 5)  # (C, N, kh, kw, out_h, out_w)
+    col = col.reshape(c * kh * kw, n * p)
+
+    def group(k):
+        g = groups[k]
+        _gather(xpad[g].transpose(1, 0, 2, 3), patches[:, g], kh, kw, stride)
+        yg = w2 @ col[:, g.start * p : g.stop * p]  # (O, images * P)
+        y[g] = yg.reshape(o, -1, p).transpose(1, 0, 2)
+
+    run(group, len(groups))
     return y.reshape(n, o, out_h, out_w), col
+
+
+def _weight_grad_product(col, dy):
+    """dW (O, K) from the patches and dy (N, O, out_h, out_w), in image groups whose
+    shares are added in group order.
+
+    col: (N, K, P) on the 1x1 shortcut (x itself), else the batch-major (K, N*P).
+    Each share is computed as its transpose, col @ dy^T (K, O): BLAS is faster with
+    the long pixel axis contracted this way round.
+    """
+    n, o = dy.shape[:2]
+    p = dy.shape[2] * dy.shape[3]
+    groups = _image_groups(n, p)
+    k_ = col.shape[1] if col.ndim == 3 else col.shape[0]
+    parts = np.empty((len(groups), k_, o), dtype=np.result_type(col, dy))
+    dy3 = dy.reshape(n, o, p)
+
+    def group(k):
+        g = groups[k]
+        if col.ndim == 3:  # 1x1: x itself, (images, K, P)
+            cg = col[g].transpose(1, 0, 2).reshape(k_, -1)
+        else:
+            cg = col[:, g.start * p : g.stop * p]
+        dg = dy3[g].transpose(0, 2, 1).reshape(-1, o)  # (images * P, O)
+        np.matmul(cg, dg, out=parts[k])
+
+    run(group, len(groups))
+    return parts.sum(axis=0).T
 
 
 def conv2d_weight_grad(saved, dy):
     """As ``nn.conv.conv2d_weight_grad``: dW (O, K) from what ``conv2d`` saved and dy."""
     if isinstance(saved, RowShift):
         return _row_shift_weight_grad(saved, dy)
-    return weight_grad_product(saved, dy)
+    return _weight_grad_product(saved, dy)
 
 
 def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
@@ -318,8 +387,13 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     """
     n, o, out_h, out_w = dy.shape
     _, c, kh, kw = weight.shape
-    if pointwise(kh, kw, stride, padding):
-        return pointwise_input_grad(dy, weight, h, w)
+    if pointwise(kh, kw, stride, padding):  # dx = W^T dy, image group by group
+        wt = weight.reshape(o, -1).T
+        dx = np.empty((n, c, h * w), dtype=np.result_type(weight, dy))
+        dy3 = dy.reshape(n, o, -1)
+        groups = _image_groups(n, h * w)
+        run(lambda k: np.matmul(wt, dy3[groups[k]], out=dx[groups[k]]), len(groups))
+        return dx.reshape(n, c, h, w)
     if stride == 1 and kh == kw:
         turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
         q = kh - 1 - padding
@@ -372,20 +446,24 @@ def conv_transpose2d(x, weight, stride: int, padding: int):
     hb, wb = h + m - 1, w + m - 1
     xpad = _padded(x, m - 1)
     x2 = np.empty((n, hb, wb, ci, m, m), dtype=x.dtype)
-    for a in range(m):
-        for b in range(m):
-            window = xpad[:, :, m - 1 - a : m - 1 - a + hb, m - 1 - b : m - 1 - b + wb]
-            x2[..., a, b] = window.transpose(0, 2, 3, 1)
-    x2 = x2.reshape(n * hb * wb, ci * m * m)
-    y2 = BUFFERS.take((n * hb * wb, o * s * s), np.result_type(x, weight))
-    np.matmul(x2, _phase_weight(weight, s, m), out=y2)
-    full = np.empty((n, o, hb * s, wb * s), dtype=y2.dtype)
-    full.reshape(n, o, hb, s, wb, s)[...] = y2.reshape(n, hb, wb, o, s, s).transpose(
-        0, 3, 1, 4, 2, 5
-    )
+    w2 = _phase_weight(weight, s, m)
+    dtype = np.result_type(x, weight)
+    full = np.empty((n, o, hb * s, wb * s), dtype=dtype)
+
+    def image(i):  # the pieces: one image each
+        for a in range(m):
+            for b in range(m):
+                window = xpad[i, :, m - 1 - a : m - 1 - a + hb, m - 1 - b : m - 1 - b + wb]
+                x2[i, ..., a, b] = window.transpose(1, 2, 0)
+        y2 = BUFFERS.take((hb * wb, o * s * s), dtype)
+        np.matmul(x2[i].reshape(hb * wb, ci * m * m), w2, out=y2)
+        blocks = y2.reshape(hb, wb, o, s, s).transpose(2, 0, 3, 1, 4)
+        full[i].reshape(o, hb, s, wb, s)[...] = blocks
+
+    run(image, n)
     out_h, out_w = (h - 1) * s - 2 * padding + k, (w - 1) * s - 2 * padding + k
     y = full[:, :, padding : padding + out_h, padding : padding + out_w]
-    return y, SubPixel(x2, x.shape, m)
+    return y, SubPixel(x2.reshape(n * hb * wb, ci * m * m), x.shape, m)
 
 
 def conv_transpose2d_backward(saved, dy, weight, stride: int, padding: int, weight_grad: bool):
@@ -395,24 +473,35 @@ def conv_transpose2d_backward(saved, dy, weight, stride: int, padding: int, weig
     o = weight.shape[1]
     hb, wb = h + m - 1, w + m - 1
     out_h, out_w = dy.shape[2:]
-    if padding == 0 and (out_h, out_w) == (hb * s, wb * s):
-        full = dy
-    else:  # the rows and columns the padding (or a short kernel) cut off get no gradient
-        full = np.zeros((n, o, hb * s, wb * s), dtype=dy.dtype)
-        full[:, :, padding : padding + out_h, padding : padding + out_w] = dy
-    dy2 = BUFFERS.take((n, hb, wb, o, s, s), dy.dtype)
-    dy2[...] = full.reshape(n, o, hb, s, wb, s).transpose(0, 2, 4, 1, 3, 5)
-    dy2 = dy2.reshape(n * hb * wb, o * s * s)
-    w2 = _phase_weight(weight, s, m)
-    dx2 = (dy2 @ w2.T).reshape(n, hb, wb, ci, m, m)
-    dx = np.zeros((n, h, w, ci), dtype=dx2.dtype)
-    for a in range(m):
-        for b in range(m):
-            dx += dx2[:, a : a + h, b : b + w, :, a, b]
-    dx = np.ascontiguousarray(dx.transpose(0, 3, 1, 2))
+    whole = padding == 0 and (out_h, out_w) == (hb * s, wb * s)
+    w2t = _phase_weight(weight, s, m).T
+    dtype = np.result_type(weight, dy)
+    x3 = x2.reshape(n, hb * wb, ci * m * m)
+    dx = np.empty((n, ci, h, w), dtype=dtype)
+    parts = np.empty((n, ci * m * m, o * s * s), dtype=dtype) if weight_grad else None
+
+    def image(i):  # the pieces: one image each
+        if whole:
+            full = dy[i]
+        else:  # the rows and columns the padding (or a short kernel) cut off get no gradient
+            full = np.zeros((o, hb * s, wb * s), dtype=dy.dtype)
+            full[:, padding : padding + out_h, padding : padding + out_w] = dy[i]
+        dy2 = BUFFERS.take((hb, wb, o, s, s), dy.dtype)
+        dy2[...] = full.reshape(o, hb, s, wb, s).transpose(1, 3, 0, 2, 4)
+        dy2 = dy2.reshape(hb * wb, o * s * s)
+        dx2 = (dy2 @ w2t).reshape(hb, wb, ci, m, m)
+        acc = np.zeros((h, w, ci), dtype=dx2.dtype)
+        for a in range(m):
+            for b in range(m):
+                acc += dx2[a : a + h, b : b + w, :, a, b]
+        dx[i] = acc.transpose(2, 0, 1)
+        if weight_grad:  # this image's share of dW, added in image order below
+            np.matmul(x3[i].T, dy2, out=parts[i])
+
+    run(image, n)
     if not weight_grad:
         return dx, None
-    dw2 = (x2.T @ dy2).reshape(ci, m, m, o, s, s).transpose(0, 3, 1, 4, 2, 5)
+    dw2 = parts.sum(axis=0).reshape(ci, m, m, o, s, s).transpose(0, 3, 1, 4, 2, 5)
     dw = dw2.reshape(ci, o, m * s, m * s)[:, :, :k, :k]
     return dx, np.ascontiguousarray(dw)
 

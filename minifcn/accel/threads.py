@@ -1,26 +1,23 @@
-"""How many threads NumPy's BLAS uses: its own default, a fixed count, or the idle cores.
+"""How many threads the accelerated CPU path runs on, and the BLAS pinned to one.
 
 The rule, and why:
 
-* By default (``MINIFCN_THREADS`` unset) the BLAS keeps its own count, one thread
-  per core. That count must not change during a run, nor between a run and its
-  resume: OpenBLAS picks different kernels, and so different float32 summation
-  orders, for different thread counts (conv1_1's weight gradient, a 64 x 27 output
-  summed over ~86k pixels, differs in the last bit between 1 and 2 threads; a test
-  shows it), so a seed's run is bit-reproducible only at a constant count.
-* ``MINIFCN_THREADS=N`` fixes the count (1..1024): two trainings on a 2-core
-  machine run best with ``MINIFCN_THREADS=1`` each.
-* ``MINIFCN_THREADS=auto`` follows the idle cores: the cores this process may run
-  on (``os.sched_getaffinity``) minus the cores other programs kept busy, read at
-  the start from the load average and then every ``interval`` seconds from the
-  machine's busy time (``/proc/stat``) minus this process's own CPU time. A BLAS
-  product waits for its slowest thread, and OpenBLAS's threads spin while they
-  wait, so on a shared machine fewer threads are faster. The price: the results'
-  last bits then depend on the load, and ``--resume`` is exact only up to round-off.
+* The layers cut their work into pieces fixed by the shapes and run the pieces on
+  a pool of threads (``minifcn.accel.workers``); each piece calls the BLAS
+  single-threaded, so ``start()`` pins NumPy's BLAS to one thread (with
+  ``threadpoolctl``, whichever BLAS NumPy loaded). The results are then the same
+  bits for any thread count, and the count is free to follow the load.
+* By default (``MINIFCN_THREADS`` unset, or ``auto``) the count follows the idle
+  cores: the cores this process may run on (``os.sched_getaffinity``) minus the
+  cores other programs kept busy, every ``interval`` seconds from the machine's
+  busy time (``/proc/stat``) minus this process's own CPU time (every core until
+  the first interval has passed). Two programs that each split their work
+  over every core wait on each other's threads at every split; so beside another
+  busy program, or a second training, the pool shrinks to the cores left.
+* ``MINIFCN_THREADS=N`` fixes the count (1..1024).
 * When ``MINIFCN_THREADS`` is unset and the user set ``OPENBLAS_NUM_THREADS``,
-  ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``, that choice is kept as it is.
-
-``threadpoolctl`` sets the limit on whichever BLAS NumPy loaded.
+  ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` to a count, that count is the pool's,
+  fixed.
 """
 
 from __future__ import annotations
@@ -62,21 +59,29 @@ def idle_cores(others_busy: float, cores: int) -> int:
     return max(1, min(cores, int(cores - others_busy + 0.5)))
 
 
-class BlasThreads:
-    """The BLAS thread limit of this process, chosen and kept up to date.
+def _blas_setting(environ) -> tuple[str, int] | None:
+    """The first of BLAS_ENV the user set to a thread count, as (name, count)."""
+    for name in BLAS_ENV:
+        value = environ.get(name, "").strip()
+        if value.isdigit() and int(value) >= 1:
+            return name, int(value)
+    return None
 
-    ``start()`` sets the first limit; call ``adapt()`` as often as you like (every
-    training step): it looks again only every ``interval`` seconds, and changes
-    the limit only when the count of idle cores changed.
+
+class CpuThreads:
+    """The thread count of this process's accelerated CPU path, chosen and kept up to date.
+
+    ``start()`` pins the BLAS to one thread and sets the first count; call
+    ``adapt()`` as often as you like (every training step): it looks again only
+    every ``interval`` seconds, and only when the count is not fixed.
     """
 
     def __init__(self, interval: float = 2.0, environ=None):
         environ = os.environ if environ is None else environ
-        self._blas_env = {v: environ[v] for v in BLAS_ENV if environ.get(v)}
         requested = requested_threads(environ)
-        self.auto = requested == AUTO_THREADS
         self.fixed = requested if isinstance(requested, int) else None
-        self.inherited = requested is None  # the BLAS's own count, or what the user set
+        self.blas_setting = _blas_setting(environ) if requested is None else None
+        self.auto = requested == AUTO_THREADS or (requested is None and not self.blas_setting)
         self.interval = interval
         self.cores = usable_cores()
         self.threads: int | None = None
@@ -91,26 +96,18 @@ class BlasThreads:
     def describe(self) -> str:
         if self.fixed is not None:
             return f"{self.threads} (fixed by {ENV})"
-        if self.inherited and self._blas_env:
-            return f"{self.threads}, as set by " + ", ".join(
-                f"{k}={v}" for k, v in self._blas_env.items()
-            )
-        if self.inherited:
-            return f"{self.threads}, the BLAS default ({ENV}=N fixes it, =auto follows idle cores)"
-        return f"{self.threads} of {self.cores} (as many as are idle: {ENV}=auto)"
+        if self.blas_setting is not None:
+            return f"{self.threads}, as set by {self.blas_setting[0]}={self.blas_setting[1]}"
+        return f"{self.threads} of {self.cores}, as many as are idle ({ENV}=N fixes the count)"
 
-    def start(self) -> BlasThreads:
-        if self.inherited:  # not ours to change: note what the BLAS runs with
-            self.threads = self._current()
+    def start(self) -> CpuThreads:
+        self._controller_().limit(limits=1, user_api="blas")  # each piece runs the BLAS alone
         if self.fixed is not None:
-            self._set(self.fixed)
-        elif self.adaptive:
-            try:
-                load = os.getloadavg()[0]
-            except (AttributeError, OSError):
-                load = 0.0
-            self.others_busy = load
-            self._set(idle_cores(load, self.cores))
+            self.threads = self.fixed
+        elif self.blas_setting is not None:
+            self.threads = self.blas_setting[1]
+        else:  # every core, until the first interval has measured what others use
+            self.threads = self.cores
         self._mark = (time.monotonic(), _busy_seconds(), time.process_time())
         return self
 
@@ -127,7 +124,7 @@ class BlasThreads:
         if busy is None or busy_then is None:
             return
         self.others_busy = max(0.0, (busy - busy_then) - (ours - ours_then)) / (now - then)
-        self._set(idle_cores(self.others_busy, self.cores))
+        self.threads = idle_cores(self.others_busy, self.cores)
 
     def _controller_(self):
         if self._controller is None:
@@ -136,27 +133,16 @@ class BlasThreads:
             self._controller = ThreadpoolController()
         return self._controller
 
-    def _current(self) -> int | None:
-        """The thread count NumPy's BLAS runs with now (None when none is loaded)."""
-        counts = [lib["num_threads"] for lib in self._controller_().select(user_api="blas").info()]
-        return max(counts) if counts else None
 
-    def _set(self, threads: int) -> None:
-        if threads == self.threads:
-            return
-        self._controller_().limit(limits=threads, user_api="blas")
-        self.threads = threads
+_PROCESS: CpuThreads | None = None
 
 
-_PROCESS: BlasThreads | None = None
-
-
-def adapt_threads() -> BlasThreads:
-    """This process's BLAS threads: chosen on the first call, kept up to date on each
-    later one (the training loop calls it every step; it costs a clock read)."""
+def adapt_threads() -> CpuThreads:
+    """This process's thread count: chosen on the first call (which pins the BLAS to one
+    thread), kept up to date on later ones (every layer asks; it costs a clock read)."""
     global _PROCESS
     if _PROCESS is None:
-        _PROCESS = BlasThreads().start()
+        _PROCESS = CpuThreads().start()
     else:
         _PROCESS.adapt()
     return _PROCESS

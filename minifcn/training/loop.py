@@ -17,7 +17,6 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from ..accel.threads import adapt_threads
 from ..data import iterate_batches
 from ..data.registry import get_spec
 from ..distributed import sharded_evaluate
@@ -75,7 +74,6 @@ def train_epoch(run: Run, bar) -> float:
     )
     t_epoch, seen = time.perf_counter(), 0
     for shard in batches:
-        adapt_threads()  # as many BLAS threads as there are idle cores (minifcn.accel.threads)
         run.opt.lr = run.schedule(s.iteration)
         x, y = batch_to_device(
             shard.images,

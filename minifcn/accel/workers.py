@@ -1,0 +1,121 @@
+"""The accelerated CPU path's threads: a layer's work cut into pieces, the pieces spread
+over the cores.
+
+Why not leave the parallelism to the BLAS's own threads:
+
+* **The same bits for any thread count.** OpenBLAS sums in another order for
+  another thread count (a test shows it), so a result would depend on how many
+  threads ran. Here the pieces are fixed by the shapes alone (an image, a band
+  of rows, a group of images), never by the thread count; each piece runs the
+  BLAS single-threaded (``minifcn.accel.threads`` pins it to one thread), and
+  where pieces add up (a weight gradient) their partial sums are added in piece
+  order. So 1, 2 or 16 threads give identical results, and the count may follow
+  the machine's load without changing a run.
+* **A shared machine.** A BLAS product waits for its slowest thread, and
+  OpenBLAS's threads spin while they wait: when another program holds a core, a
+  product stalls far beyond its share of the machine. Here an idle thread takes
+  the next piece off a shared counter, so a thread the system pauses delays only
+  its own piece, and a thread with nothing left to take sleeps instead of
+  spinning.
+
+NumPy lets go of the interpreter lock inside products, copies and arithmetic on
+arrays, so the pieces run truly in parallel. A piece never starts pieces of its
+own (``run`` inside a piece runs its pieces in that thread).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+
+class Workers:
+    """``threads`` threads (the caller's among them) that run the pieces of one job.
+
+    ``run(piece, count)`` calls ``piece(i)`` once for every i in range(count),
+    each in whichever thread is free first, and returns when all have finished;
+    the first exception a piece raised is raised again (the pieces not started
+    by then are skipped).
+    """
+
+    def __init__(self, threads: int):
+        if threads < 1:
+            raise ValueError(f"a worker pool needs at least 1 thread, not {threads}")
+        self.threads = threads
+        self._pool = None
+        if threads > 1:
+            self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="minifcn-worker")
+        self._inside = threading.local()
+
+    def run(self, piece, count: int) -> None:
+        helpers = 0 if self._pool is None else min(self.threads, count) - 1
+        if helpers <= 0 or getattr(self._inside, "piece", False):
+            for i in range(count):
+                piece(i)
+            return
+        lock = threading.Lock()
+        state = {"next": 0, "error": None}
+
+        def drain():
+            self._inside.piece = True
+            try:
+                while True:
+                    with lock:
+                        i = state["next"]
+                        if i >= count or state["error"] is not None:
+                            return
+                        state["next"] = i + 1
+                    try:
+                        piece(i)
+                    except BaseException as err:
+                        with lock:
+                            if state["error"] is None:
+                                state["error"] = err
+                        return
+            finally:
+                self._inside.piece = False
+
+        futures = [self._pool.submit(drain) for _ in range(helpers)]
+        drain()
+        for f in futures:
+            f.result()
+        if state["error"] is not None:
+            raise state["error"]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+_WORKERS: Workers | None = None
+
+
+def workers() -> Workers:
+    """This process's pool, with as many threads as ``minifcn.accel.threads`` chose
+    (made again when that choice changes)."""
+    global _WORKERS
+    from .threads import adapt_threads
+
+    threads = adapt_threads().threads
+    if _WORKERS is None or _WORKERS.threads != threads:
+        old, _WORKERS = _WORKERS, Workers(threads)
+        if old is not None:
+            old.close()
+    return _WORKERS
+
+
+def run(piece, count: int) -> None:
+    """``piece(i)`` for every i in range(count), on this process's threads."""
+    workers().run(piece, count)
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's threads: it makes its own pool."""
+    global _WORKERS
+    _WORKERS = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
