@@ -166,3 +166,24 @@ def test_gpu_softmax_cross_entropy_kernels_match_numpy(xp, rng):
         cpu(scores, labels), rel=1e-5
     )
     close(gpu.backward(2.0), cpu.backward(2.0), rtol=1e-5, atol=1e-7)
+
+
+def test_winograd_f2x2_3x3_is_the_convolution_and_bench_times_its_parts(rng, capsys):
+    from minifcn.analysis import winograd
+    from minifcn.nn.conv import conv2d
+
+    for shape, padding in [((2, 3, 8, 6), 1), ((1, 2, 6, 8), 0), ((1, 1, 4, 4), 2)]:
+        x = rng.standard_normal(shape)
+        weight = rng.standard_normal((4, shape[1], 3, 3))
+        expected, _ = conv2d(x, weight, 1, padding)
+        close(winograd.conv3x3(x, weight, padding), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="5x7 is odd"):
+        winograd.transform_input(np.zeros((1, 1, 7, 9)), 0)
+    with pytest.raises(ValueError, match="3x3 kernel"):
+        winograd.transform_weight(np.zeros((1, 1, 5, 5)))
+    result = bench.main(["--quick", "--repeat", "1", "--no-train", "--no-plain", "--winograd"])
+    (row,) = result["winograd"]  # the quick table has one 3x3 stride-1 layer
+    assert row["winograd_ms"] == pytest.approx(
+        row["input_ms"] + row["products_ms"] + row["output_ms"]
+    )
+    assert "Winograd F(2x2, 3x3)" in capsys.readouterr().out

@@ -20,8 +20,11 @@ path on the GPU only). It is the default.
   holds the fused Adam and SGD steps ``minifcn.optim`` runs on the GPU.
 * ``pool.py``: max pooling over non-overlapping windows as strided views (NumPy).
 * ``shared.py``: what both share: the 1x1 shortcut and the batch-major products.
-* ``threads.py``: how many threads NumPy's BLAS uses (its own default unless
-  ``MINIFCN_THREADS`` fixes it, or ``MINIFCN_THREADS=auto`` follows the idle cores).
+* ``workers.py``: the pool of threads the CPU layers run their pieces on (pieces
+  fixed by the shapes, the BLAS single-threaded in each: the same bits for any
+  thread count).
+* ``threads.py``: how many threads that pool has (as many as there are idle cores,
+  unless ``MINIFCN_THREADS`` fixes it), and the BLAS pinned to one.
 
 A layer uses a fused form (``conv2d_bias``, ``relu``, ``softmax_xent_totals``...)
 only where its accelerated module offers one; the CPU module offers none of

@@ -45,6 +45,11 @@ Max pooling: ``pool.py`` (the tiled views), shared with the GPU.
 Loss (``softmax_xent``, ``softmax_xent_backward``)
     The forward pass finishes the gradient, softmax - one_hot (0 on ignored
     pixels), in place in the exp buffer; backward only scales it.
+Threads: each layer cuts its work into pieces fixed by the shapes alone (bands or
+    groups of images, ``_row_pieces``; image groups, ``_image_groups``; one image of a
+    transposed convolution) and runs them with ``workers.run``; where pieces add up
+    (a weight gradient) each writes its own share and the shares are added in piece
+    order, so no result depends on the thread count.
 Buffers: temporaries of megabytes come from ``BUFFERS``, which hands out an
     array again once nothing refers to it any more; that saves the page faults
     of fresh memory, which a product filling a new array pays for every page.

@@ -43,6 +43,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -248,16 +249,21 @@ def time_ours(case: dict, device: str, repeat: int) -> dict:
 
 
 # ------------------------------------------------------------------ PyTorch
-def blas_threads() -> int:
-    """The thread count NumPy's BLAS uses: minifcn's choice (``minifcn.accel.threads``),
-    else OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else all CPUs."""
-    chosen = adapt_threads().threads
-    if chosen is not None:
-        return chosen
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return os.cpu_count() or 1
+def cpu_threads() -> int:
+    """The threads minifcn's CPU layers run on now (``minifcn.accel.threads``): PyTorch
+    gets as many."""
+    return adapt_threads().threads
+
+
+@contextlib.contextmanager
+def plain_timing():
+    """The plain path, with NumPy's BLAS on as many threads as minifcn's pool: the plain
+    layers have no pieces, so their only threads are the BLAS's (the accelerated path
+    pins it to one)."""
+    from threadpoolctl import threadpool_limits
+
+    with backend.plain_path(), threadpool_limits(cpu_threads(), user_api="blas"):
+        yield
 
 
 def set_torch_tf32(torch, enabled: bool) -> dict:
@@ -271,13 +277,13 @@ def set_torch_tf32(torch, enabled: bool) -> dict:
 
 
 def import_torch():
-    """``torch`` with NumPy's BLAS thread count, or None (with a printed note)."""
+    """``torch`` with as many threads as minifcn runs on, or None (with a printed note)."""
     try:
         import torch
     except Exception as err:  # not installed, or broken
         print(f"--compare torch: cannot import torch ({err}); skipping the comparison.")
         return None
-    torch.set_num_threads(blas_threads())
+    torch.set_num_threads(cpu_threads())
     return torch
 
 
@@ -464,7 +470,7 @@ def machine_info(device: str) -> dict:
     info = dict(
         cpu=platform.processor() or platform.machine(),
         cores=os.cpu_count(),
-        blas_threads=blas_threads(),
+        cpu_threads=cpu_threads(),
         python=platform.python_version(),
         numpy=np.__version__,
         blas="unknown",
@@ -562,6 +568,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--steps", type=bounded_int(1, 1000), default=20, help="--under-load: timed steps per case"
     )
+    parser.add_argument(
+        "--winograd",
+        action="store_true",
+        help="also time Winograd F(2x2, 3x3)'s three parts (minifcn.analysis.winograd) at the "
+        "table's 3x3 shapes, against the accelerated forward (CPU)",
+    )
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -580,7 +592,50 @@ def measure(args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
     )
     train = None if args.no_train else measure_train_step(args, torch, label)
     paper = measure_paper_step(args, torch, label) if args.paper_step else None
-    return dict(tf32=tf32, layers=rows, train_step=train, paper_step=paper, table=table)
+    run = dict(tf32=tf32, layers=rows, train_step=train, paper_step=paper, table=table)
+    if args.winograd and args.device == "cpu":
+        run["winograd"] = measure_winograd(args)
+    return run
+
+
+def measure_winograd(args) -> list:
+    """Winograd F(2x2, 3x3)'s input transform, 16 products and output transform, timed at
+    every 3x3 stride-1 shape of the table, beside the accelerated forward (printed)."""
+    rows = []
+    print("\nWinograd F(2x2, 3x3), forward, ms (the weight transform is left out: once a step):")
+    for case in layer_cases(args.quick):
+        cin, cout, k, stride, pad = case["args"] if case["kind"] == "conv" else (0,) * 5
+        if k != 3 or stride != 1 or pad != 1 or case["x"][2] % 2:
+            continue
+        row = winograd_row(case, cin, cout, args.repeat)
+        print(
+            f"  {row['layer']:14s} input {row['input_ms']:.1f} + products "
+            f"{row['products_ms']:.1f} + output {row['output_ms']:.1f} = "
+            f"{row['winograd_ms']:.1f}; minifcn's forward {row['minifcn_ms']:.1f}"
+        )
+        rows.append(row)
+    return rows
+
+
+def winograd_row(case: dict, cin: int, cout: int, repeat: int) -> dict:
+    from minifcn.accel import cpu
+    from minifcn.analysis import winograd
+
+    x, _ = case_inputs(case)
+    weight = np.random.default_rng(1).standard_normal((cout, cin, 3, 3), dtype=np.float32)
+    n, _, h, w = x.shape
+    u = winograd.transform_weight(weight)
+    v = winograd.transform_input(x, 1)
+    m = winograd.products(u, v)
+    row = dict(
+        layer=case["name"],
+        input_ms=timeit(lambda: winograd.transform_input(x, 1), repeat) * 1e3,
+        products_ms=timeit(lambda: winograd.products(u, v), repeat) * 1e3,
+        output_ms=timeit(lambda: winograd.transform_output(m, n, h, w), repeat) * 1e3,
+        minifcn_ms=timeit(lambda: cpu.conv2d(x, weight, 1, 1), repeat) * 1e3,
+    )
+    row["winograd_ms"] = row["input_ms"] + row["products_ms"] + row["output_ms"]
+    return row
 
 
 def layer_row(case: dict, args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
@@ -606,7 +661,7 @@ def layer_row(case: dict, args, xp, sync, torch, peak: float, tf32: bool | None)
         pct_gemm=None if gflops is None or not gemm else 100 * gflops / gemm,
     )
     if not args.no_plain:
-        with backend.plain_path():
+        with plain_timing():
             plain = time_ours(case, args.device, args.repeat)
         row["plain_fwd_ms"], row["plain_bwd_ms"] = plain["fwd_s"] * 1e3, plain["bwd_s"] * 1e3
     if torch is not None:
@@ -632,7 +687,7 @@ def measure_train_step(args, torch, label: str) -> dict | None:
     if train["launches_per_step"] is not None:
         line += f", {train['launches_per_step']} device launches a step"
     if not args.no_plain:
-        with backend.plain_path():
+        with plain_timing():
             plain = train_step_ours(args.device, batch, img, args.repeat)
         plain.pop("model")
         train["plain_step_s"] = plain["step_s"]
@@ -698,7 +753,7 @@ def main(argv=None) -> dict:
     info = machine_info(args.device)
     print(
         f"machine: {info['cpu']}, {info['cores']} cores; numpy {info['numpy']} "
-        f"({info['blas']}, {info['blas_threads']} threads: {adapt_threads().describe()})"
+        f"({info['blas']}, one thread a piece); minifcn threads: {adapt_threads().describe()}"
     )
     if "gpu" in info:
         print(f"gpu: {info['gpu']} (CuPy {info['cupy']})")
@@ -736,12 +791,13 @@ def main(argv=None) -> dict:
             if args.device == "gpu"
             else ("process_time" if args.cpu_time else "perf_counter"),
             tf32=args.tf32 if args.device == "gpu" else None,
-            blas_threads=adapt_threads().describe(),
+            cpu_threads=adapt_threads().describe(),
         ),
         matmul=first["matmul"],
         layers=first["layers"],
         train_step=first["train_step"],
         paper_step=first["paper_step"],
+        winograd=first.get("winograd"),
         table=first["table"],
         precision_runs=runs,
     )
