@@ -14,8 +14,9 @@ cells, and saves its stubs back (see ``SOLVED``).
 Only the notebooks named are touched. Cells whose text is unchanged keep their id, metadata
 and (with --no-execute) their outputs; new cells get new ids. A full run unsets
 MINIFCN_QUICK and MPLBACKEND (so that the figures are saved); it sets
-OPENBLAS_NUM_THREADS=1 unless it is already set, because on a small machine shared with
-other jobs competing OpenBLAS threads make NumPy several times slower.
+OPENBLAS_NUM_THREADS=1 unless it is already set (minifcn's CPU layers then run on one
+thread, and the plain path's BLAS too): the outputs are the same for any thread count, and
+one thread keeps a notebook's own timings steady beside other jobs.
 Notebooks 04 and 05 train for minutes on a laptop CPU.
 
 ``jupytext --sync notebooks/03_transposed_convolution.py`` does the same as --no-execute.

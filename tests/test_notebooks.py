@@ -89,8 +89,8 @@ def test_merging_keeps_ids_and_outputs_of_unchanged_cells(tmp_path):
 def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MINIFCN_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    # One BLAS thread: on a small shared CI machine, OpenBLAS threads competing with other
-    # processes make the notebooks several times slower and their timings erratic.
+    # One thread (minifcn's CPU pool takes its count from OPENBLAS_NUM_THREADS): the kernel
+    # runs beside pytest on a small CI machine, and the outputs do not depend on the count.
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     pythonpath = os.environ.get("PYTHONPATH")
