@@ -516,22 +516,28 @@ def softmax_xent(scores, labels, ignore_index: int, counted):
     """As ``nn.loss.softmax_xent``, but what it keeps is the finished gradient:
     (softmax - one_hot(label)) on counted pixels, 0 elsewhere, (N, C, H, W).
 
-    Each pixel's own class is read and written through flat indices into the
-    scores, (n*C + label)*P + pixel, one gather and one scatter of N*P values.
+    One image a piece. Each pixel's own class is read and written through flat
+    indices into the image's scores, label*P + pixel: one gather and one scatter.
     """
     n, c, h, w = scores.shape
     p = h * w
-    first = np.arange(p, dtype=np.intp) + (np.arange(n, dtype=np.intp) * (c * p))[:, None]
-    own = (np.where(counted, labels, 0).reshape(n, p).astype(np.intp) * p + first).reshape(-1)
     grad = BUFFERS.take(scores.shape, scores.dtype)  # the shifted scores; becomes the gradient
-    np.subtract(scores, scores.max(axis=1, keepdims=True), out=grad)
-    flat = grad.reshape(-1)
-    picked = flat[own].reshape(n, h, w)
-    np.exp(grad, out=grad)
-    sum_exp = grad.sum(axis=1)
-    pixel_loss = (np.log(sum_exp) - picked) * counted
-    grad *= (counted / sum_exp).astype(grad.dtype)[:, None]  # softmax, 0 where not counted
-    flat[own] -= counted.reshape(-1)  # minus the one-hot
+    pixel_loss = np.empty((n, h, w), dtype=np.result_type(scores.dtype, np.float32))
+    pixels = np.arange(p, dtype=np.intp)
+
+    def image(b):
+        g, use = grad[b], counted[b]
+        own = np.where(use, labels[b], 0).reshape(p).astype(np.intp) * p + pixels
+        np.subtract(scores[b], scores[b].max(axis=0), out=g)
+        flat = g.reshape(-1)
+        picked = flat[own].reshape(h, w)
+        np.exp(g, out=g)
+        sum_exp = g.sum(axis=0)
+        pixel_loss[b] = (np.log(sum_exp) - picked) * use
+        g *= (use / sum_exp).astype(g.dtype)  # softmax, 0 where not counted
+        flat[own] -= use.reshape(-1)  # minus the one-hot
+
+    run(image, n)
     return pixel_loss, grad
 
 

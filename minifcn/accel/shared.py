@@ -1,5 +1,6 @@
-"""What the NumPy and CuPy accelerated paths share: the 1x1 shortcut and the
-batch-major products (written against ``xp``, so one copy serves both)."""
+"""What the NumPy and CuPy accelerated paths share: the 1x1 test and the batch-major
+layout (written against ``xp``), and the GPU's 1x1 and batch-major products (the CPU
+path computes those in pieces of images, ``cpu._weight_grad_product``)."""
 
 from __future__ import annotations
 

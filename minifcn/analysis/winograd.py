@@ -18,7 +18,6 @@ VGG16's 3x3 shapes; this module is where it is written out, once, for that.
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
@@ -33,20 +32,31 @@ def transform_weight(weight):
     return u.reshape(16, *weight.shape[:2])
 
 
-def _rows(d, m, axis: int):
-    """The 1-D transform ``m`` (rows: outputs, columns: inputs) along ``axis`` of d, written
-    as the additions it is (no multiply-adds over the tile)."""
-    parts = [np.take(d, i, axis=axis) for i in range(d.shape[axis])]
-    out = []
-    for row in m:
-        acc = None
-        for coef, part in zip(row, parts):
-            if coef == 0:
-                continue
-            term = part if coef == 1 else (-part if coef == -1 else coef * part)
-            acc = term if acc is None else acc + term
-        out.append(acc)
-    return np.stack(out, axis=axis)
+def _transform(src, m, axis: int, step: int, count: int, out):
+    """out[r] = sum over k of m[r, k] * src[..., k + step*t, ...] along ``axis`` for
+    t < count: the 1-D transform ``m`` of every tile, written as the additions it is,
+    each a whole-array operation on strided views (no tile is copied out first)."""
+
+    def part(k):
+        index = [slice(None)] * src.ndim
+        index[axis] = slice(k, k + step * (count - 1) + 1, step)
+        return src[tuple(index)]
+
+    for r, row in enumerate(m):
+        terms = [(coef, part(k)) for k, coef in enumerate(row) if coef != 0]
+        (c0, first), rest = terms[0], terms[1:]
+        if c0 == 1:
+            np.copyto(out[r], first)
+        else:
+            np.multiply(first, out.dtype.type(c0), out=out[r])
+        for coef, term in rest:
+            if coef == 1:
+                np.add(out[r], term, out=out[r])
+            elif coef == -1:
+                np.subtract(out[r], term, out=out[r])
+            else:
+                out[r] += out.dtype.type(coef) * term
+    return out
 
 
 def transform_input(x, padding: int):
@@ -58,10 +68,13 @@ def transform_input(x, padding: int):
         raise ValueError(f"F(2x2, 3x3) tiles the output in 2x2 blocks: {out_h}x{out_w} is odd")
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     th, tw = out_h // 2, out_w // 2
-    s = xp.strides
-    tiles = as_strided(xp, (n, c, th, tw, 4, 4), (s[0], s[1], 2 * s[2], 2 * s[3], s[2], s[3]))
-    v = _rows(_rows(tiles, B_T, axis=4), B_T, axis=5)  # (N, C, th, tw, 4, 4)
-    return np.ascontiguousarray(v.transpose(4, 5, 1, 0, 2, 3)).reshape(16, c, n * th * tw)
+    xc = xp.transpose(1, 0, 2, 3)  # (C, N, Hp, Wp): V's own order of channels and images
+    rows = np.empty((4, c, n, th, xp.shape[3]), dtype=x.dtype)
+    _transform(xc, B_T, axis=2, step=2, count=th, out=rows)  # B^T d, tile rows
+    v = np.empty((4, 4, c, n, th, tw), dtype=x.dtype)
+    for a in range(4):  # (B^T d) B, tile columns
+        _transform(rows[a], B_T, axis=3, step=2, count=tw, out=v[a])
+    return v.reshape(16, c, n * th * tw)
 
 
 def products(u, v):
@@ -74,8 +87,13 @@ def transform_output(m, n: int, out_h: int, out_w: int):
     o = m.shape[1]
     th, tw = out_h // 2, out_w // 2
     m6 = m.reshape(4, 4, o, n, th, tw)
-    y = _rows(_rows(m6, A_T, axis=0), A_T, axis=1)  # (2, 2, O, N, th, tw)
-    return np.ascontiguousarray(y.transpose(3, 2, 4, 0, 5, 1)).reshape(n, o, out_h, out_w)
+    left = np.empty((2, 4, o, n, th, tw), dtype=m.dtype)
+    _transform(m6, A_T, axis=0, step=1, count=1, out=left[:, None])  # A^T m
+    y = np.empty((n, o, th, 2, tw, 2), dtype=m.dtype)
+    yt = y.transpose(3, 5, 1, 0, 2, 4)  # (2, 2, O, N, th, tw) views of y
+    for a in range(2):  # (A^T m) A
+        _transform(left[a], A_T, axis=0, step=1, count=1, out=yt[a][:, None])
+    return y.reshape(n, o, out_h, out_w)
 
 
 def conv3x3(x, weight, padding: int = 1):
