@@ -46,10 +46,10 @@ Loss (``softmax_xent``, ``softmax_xent_backward``)
     The forward pass finishes the gradient, softmax - one_hot (0 on ignored
     pixels), in place in the exp buffer; backward only scales it.
 Threads: each layer cuts its work into pieces fixed by the shapes alone (bands or
-    groups of images, ``_row_pieces``; image groups, ``_image_groups``; one image of a
-    transposed convolution) and runs them with ``workers.run``; where pieces add up
-    (a weight gradient) each writes its own share and the shares are added in piece
-    order, so no result depends on the thread count.
+    groups of images, ``_row_pieces``; blocks of a product's rows and columns,
+    ``_product``; one image of a transposed convolution) and runs them with
+    ``workers.run``; where pieces add up (a weight gradient) each writes its own share
+    and the shares are added in piece order, so no result depends on the thread count.
 Buffers: temporaries of megabytes come from ``BUFFERS``, which hands out an
     array again once nothing refers to it any more; that saves the page faults
     of fresh memory, which a product filling a new array pays for every page.
@@ -72,8 +72,8 @@ from .workers import run
 BAND_BYTES = 4 * 2**20  # the shifted copies of one band of output rows: about this much
 ROW_SHIFT_PIXELS = 1024  # the row-shift form for output maps of at least this many pixels,
 NARROW_PIXELS, NARROW_CHANNELS = 512, 64  # and of this many with at most this many input channels
-GROUP_PIXELS = 1024  # im2col and 1x1 products: pieces of whole images, this many pixels or more
-MIN_PIECES = 4  # a batch is cut into at least this many pieces where it has the images
+MIN_PIECES = 4  # a layer's work is cut into at least this many pieces where it allows
+PIECE_ROWS, PIECE_COLUMNS = 32, 512  # the smallest blocks of a product's output
 
 
 def row_shift_pays(c: int, o: int, pixels: int) -> bool:
@@ -161,12 +161,28 @@ def keep_freed_memory(max_block: int = 64 * 2**20) -> bool:
     return kept and mallopt(M_TRIM_THRESHOLD, 4 * max_block) == 1
 
 
-def _image_groups(n: int, pixels: int) -> list:
-    """Slices of the batch, each of images with GROUP_PIXELS or more pixels in all (the
-    last may have fewer): the pieces of a product over whole images, fixed by the
-    shapes alone."""
-    size = max(1, -(-GROUP_PIXELS // max(1, pixels)))
-    return [slice(b, min(b + size, n)) for b in range(0, n, size)]
+def _blocks(size: int, count: int, least: int) -> list:
+    """range(size) cut into ``count`` slices of equal length (the last may be shorter),
+    fewer where a slice would be shorter than ``least``."""
+    count = max(1, min(count, size // max(1, least)))
+    step = -(-size // count)
+    return [slice(i, min(i + step, size)) for i in range(0, size, step)]
+
+
+def _product(a, b, out) -> None:
+    """out (M, N) = a (M, K) @ b (K, N), in pieces: blocks of rows, and of columns too where
+    the rows give fewer than MIN_PIECES. Each output value comes whole from one piece (the
+    sum over K is never split), and the blocks are fixed by the shapes alone."""
+    m, n = out.shape
+    rows = _blocks(m, MIN_PIECES, PIECE_ROWS)
+    cols = _blocks(n, -(-MIN_PIECES // len(rows)), PIECE_COLUMNS)
+    pieces = [(r, c) for r in rows for c in cols]
+
+    def piece(k):
+        r, c = pieces[k]
+        np.matmul(a[r], b[:, c], out=out[r, c])
+
+    run(piece, len(pieces))
 
 
 def _padded(x, p: int):
@@ -327,53 +343,67 @@ def conv2d(x, weight, stride: int, padding: int):
     p = out_h * out_w
     if stride == 1 and not pointwise(kh, kw, stride, padding) and row_shift_pays(c, o, p):
         return _conv_row_shift(x, weight, padding)
-    groups = _image_groups(n, p)
-    y = np.empty((n, o, p), dtype=np.result_type(x, weight))
-    if pointwise(kh, kw, stride, padding):
+    dtype = np.result_type(x, weight)
+    if pointwise(kh, kw, stride, padding):  # the image is its own patch matrix
         col = x.reshape(n, c, h * w)
-        run(lambda k: np.matmul(w2, col[groups[k]], out=y[groups[k]]), len(groups))
+        y = np.empty((n, o, p), dtype=dtype)
+        _per_image_product(w2, col, y)
         return y.reshape(n, o, out_h, out_w), col
     xpad = _padded(x, padding)
     col = BUFFERS.take((c, kh, kw, n, out_h, out_w), x.dtype)
-    patches = col.transpose(0, 3, 1, 2, 4, 5)  # (C, N, kh, kw, out_h, out_w)
+    channels = _blocks(c, MIN_PIECES, 1)
+
+    def gather(k):  # the patches of a block of input channels
+        ch = channels[k]
+        _gather(
+            xpad[:, ch].transpose(1, 0, 2, 3), col[ch].transpose(0, 3, 1, 2, 4, 5), kh, kw, stride
+        )
+
+    run(gather, len(channels))
     col = col.reshape(c * kh * kw, n * p)
-
-    def group(k):
-        g = groups[k]
-        _gather(xpad[g].transpose(1, 0, 2, 3), patches[:, g], kh, kw, stride)
-        yg = w2 @ col[:, g.start * p : g.stop * p]  # (O, images * P)
-        y[g] = yg.reshape(o, -1, p).transpose(1, 0, 2)
-
-    run(group, len(groups))
+    y2 = BUFFERS.take((o, n * p), dtype)
+    _product(w2, col, y2)
+    y = np.ascontiguousarray(y2.reshape(o, n, p).transpose(1, 0, 2))
     return y.reshape(n, o, out_h, out_w), col
 
 
+def _per_image_product(a, b, out) -> None:
+    """out[i] = a @ b[i] for every image i (a (M, K), b (N, K, P)), in pieces of (image,
+    block of rows)."""
+    rows = _blocks(a.shape[0], -(-MIN_PIECES // b.shape[0]), PIECE_ROWS)
+    pieces = [(i, r) for i in range(b.shape[0]) for r in rows]
+
+    def piece(k):
+        i, r = pieces[k]
+        np.matmul(a[r], b[i], out=out[i, r])
+
+    run(piece, len(pieces))
+
+
 def _weight_grad_product(col, dy):
-    """dW (O, K) from the patches and dy (N, O, out_h, out_w), in image groups whose
-    shares are added in group order.
+    """dW (O, K) from the patches and dy (N, O, out_h, out_w), computed as its transpose
+    col @ dy^T (K, O) (BLAS is faster with the long pixel axis contracted this way round),
+    in blocks of K rows.
 
     col: (N, K, P) on the 1x1 shortcut (x itself), else the batch-major (K, N*P).
-    Each share is computed as its transpose, col @ dy^T (K, O): BLAS is faster with
-    the long pixel axis contracted this way round.
     """
     n, o = dy.shape[:2]
-    p = dy.shape[2] * dy.shape[3]
-    groups = _image_groups(n, p)
-    k_ = col.shape[1] if col.ndim == 3 else col.shape[0]
-    parts = np.empty((len(groups), k_, o), dtype=np.result_type(col, dy))
-    dy3 = dy.reshape(n, o, p)
+    dtype = np.result_type(col, dy)
+    if col.ndim == 2:
+        out = np.empty((col.shape[0], o), dtype=dtype)
+        _product(col, channels_first(dy).T, out)
+        return out.T
+    k_ = col.shape[1]  # 1x1: each block of rows sums its images' products in image order
+    dy3 = dy.reshape(n, o, -1)
+    out = np.empty((k_, o), dtype=dtype)
+    rows = _blocks(k_, MIN_PIECES, PIECE_ROWS)
 
-    def group(k):
-        g = groups[k]
-        if col.ndim == 3:  # 1x1: x itself, (images, K, P)
-            cg = col[g].transpose(1, 0, 2).reshape(k_, -1)
-        else:
-            cg = col[:, g.start * p : g.stop * p]
-        dg = dy3[g].transpose(0, 2, 1).reshape(-1, o)  # (images * P, O)
-        np.matmul(cg, dg, out=parts[k])
+    def piece(k):
+        r = rows[k]
+        (col[:, r] @ dy3.transpose(0, 2, 1)).sum(axis=0, out=out[r])
 
-    run(group, len(groups))
-    return parts.sum(axis=0).T
+    run(piece, len(rows))
+    return out.T
 
 
 def conv2d_weight_grad(saved, dy):
@@ -392,12 +422,9 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     """
     n, o, out_h, out_w = dy.shape
     _, c, kh, kw = weight.shape
-    if pointwise(kh, kw, stride, padding):  # dx = W^T dy, image group by group
-        wt = weight.reshape(o, -1).T
+    if pointwise(kh, kw, stride, padding):  # dx = W^T dy
         dx = np.empty((n, c, h * w), dtype=np.result_type(weight, dy))
-        dy3 = dy.reshape(n, o, -1)
-        groups = _image_groups(n, h * w)
-        run(lambda k: np.matmul(wt, dy3[groups[k]], out=dx[groups[k]]), len(groups))
+        _per_image_product(weight.reshape(o, -1).T, dy.reshape(n, o, -1), dx)
         return dx.reshape(n, c, h, w)
     if stride == 1 and kh == kw:
         turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
@@ -410,7 +437,7 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     wp = max(w + 2 * padding, stride * (out_w - 1) + kw)
     img = np.zeros((n, c, hp, wp), dtype=dtype)
     dcol = BUFFERS.take((c * kh * kw, n * out_h * out_w), dtype)
-    np.matmul(weight.reshape(o, -1).T, channels_first(dy), out=dcol)
+    _product(weight.reshape(o, -1).T, channels_first(dy), dcol)
     dcol = dcol.reshape(c, kh, kw, n, out_h, out_w).transpose(0, 3, 1, 2, 4, 5)
     _scatter_add(dcol, img.transpose(1, 0, 2, 3), kh, kw, stride)
     return img[:, :, padding : padding + h, padding : padding + w]
