@@ -73,7 +73,8 @@ BAND_BYTES = 4 * 2**20  # the shifted copies of one band of output rows: about t
 ROW_SHIFT_PIXELS = 1024  # the row-shift form for output maps of at least this many pixels,
 NARROW_PIXELS, NARROW_CHANNELS = 512, 64  # and of this many with at most this many input channels
 MIN_PIECES = 4  # a layer's work is cut into at least this many pieces where it allows
-PIECE_ROWS, PIECE_COLUMNS = 32, 512  # the smallest blocks of a product's output
+PIECE_ROWS, PIECE_COLUMNS = 32, 512  # the smallest blocks of a product's output,
+PIECE_MACS = 2**24  # and the fewest multiply-adds of a piece: smaller products stay whole
 
 
 def row_shift_pays(c: int, o: int, pixels: int) -> bool:
@@ -171,11 +172,13 @@ def _blocks(size: int, count: int, least: int) -> list:
 
 def _product(a, b, out) -> None:
     """out (M, N) = a (M, K) @ b (K, N), in pieces: blocks of rows, and of columns too where
-    the rows give fewer than MIN_PIECES. Each output value comes whole from one piece (the
-    sum over K is never split), and the blocks are fixed by the shapes alone."""
+    the rows give fewer than MIN_PIECES, none under PIECE_MACS multiply-adds. Each output
+    value comes whole from one piece (the sum over K is never split), and the blocks are
+    fixed by the shapes alone."""
     m, n = out.shape
-    rows = _blocks(m, MIN_PIECES, PIECE_ROWS)
-    cols = _blocks(n, -(-MIN_PIECES // len(rows)), PIECE_COLUMNS)
+    count = max(1, min(MIN_PIECES, m * n * a.shape[1] // PIECE_MACS))
+    rows = _blocks(m, count, PIECE_ROWS)
+    cols = _blocks(n, -(-count // len(rows)), PIECE_COLUMNS)
     pieces = [(r, c) for r in rows for c in cols]
 
     def piece(k):
@@ -256,6 +259,12 @@ def _shifted(x_g, p: int, rows: slice, buf, kh: int, kw: int, out_w: int):
     return cols.reshape(c * kw, nb, rin * out_w)
 
 
+def _piece_work(pieces, per_value: int, kh: int, out_w: int) -> int:
+    """The work of the largest piece: ``per_value`` per shifted input pixel."""
+    images, rows = pieces[0]
+    return per_value * (images.stop - images.start) * (rows.stop - rows.start + kh - 1) * out_w
+
+
 def _piece_buffer(pieces, per_value: int, kh: int, out_w: int, dtype):
     """A buffer for the largest piece (one per piece that runs at the same time):
     ``per_value`` values per shifted input pixel."""
@@ -296,7 +305,7 @@ def _conv_row_shift(x, weight, padding: int):
         for i in range(1, kh):
             out += z[i, :, :, i : i + r]
 
-    run(piece, len(pieces))
+    run(piece, len(pieces), work=_piece_work(pieces, kh * o * c * kw, kh, out_w))
     return y, RowShift(x, padding, kh, kw)
 
 
@@ -324,7 +333,7 @@ def _row_shift_weight_grad(saved: RowShift, dy):
             else:  # one product per image (a loop in C), then their sum
                 (read.transpose(1, 0, 2) @ g.transpose(0, 2, 1)).sum(axis=0, out=parts[k, i])
 
-    run(piece, len(pieces))
+    run(piece, len(pieces), work=_piece_work(pieces, kh * o * c * kw, kh, out_w))
     dw = parts.sum(axis=0)  # dw[i, (c, j), o] = dW[o, c, i, j]
     return dw.reshape(kh, c, kw, o).transpose(3, 1, 0, 2).reshape(o, -1)
 
@@ -359,7 +368,7 @@ def conv2d(x, weight, stride: int, padding: int):
             xpad[:, ch].transpose(1, 0, 2, 3), col[ch].transpose(0, 3, 1, 2, 4, 5), kh, kw, stride
         )
 
-    run(gather, len(channels))
+    run(gather, len(channels), work=col.size // len(channels))
     col = col.reshape(c * kh * kw, n * p)
     y2 = BUFFERS.take((o, n * p), dtype)
     _product(w2, col, y2)
@@ -370,14 +379,16 @@ def conv2d(x, weight, stride: int, padding: int):
 def _per_image_product(a, b, out) -> None:
     """out[i] = a @ b[i] for every image i (a (M, K), b (N, K, P)), in pieces of (image,
     block of rows)."""
-    rows = _blocks(a.shape[0], -(-MIN_PIECES // b.shape[0]), PIECE_ROWS)
+    m, k_, p = a.shape[0], a.shape[1], b.shape[2]
+    count = max(1, min(-(-MIN_PIECES // b.shape[0]), m * k_ * p // PIECE_MACS))
+    rows = _blocks(m, count, PIECE_ROWS)
     pieces = [(i, r) for i in range(b.shape[0]) for r in rows]
 
     def piece(k):
         i, r = pieces[k]
         np.matmul(a[r], b[i], out=out[i, r])
 
-    run(piece, len(pieces))
+    run(piece, len(pieces), work=(rows[0].stop - rows[0].start) * k_ * p)
 
 
 def _weight_grad_product(col, dy):
@@ -396,13 +407,13 @@ def _weight_grad_product(col, dy):
     k_ = col.shape[1]  # 1x1: each block of rows sums its images' products in image order
     dy3 = dy.reshape(n, o, -1)
     out = np.empty((k_, o), dtype=dtype)
-    rows = _blocks(k_, MIN_PIECES, PIECE_ROWS)
+    rows = _blocks(k_, max(1, min(MIN_PIECES, col.size * o // PIECE_MACS)), PIECE_ROWS)
 
     def piece(k):
         r = rows[k]
         (col[:, r] @ dy3.transpose(0, 2, 1)).sum(axis=0, out=out[r])
 
-    run(piece, len(rows))
+    run(piece, len(rows), work=col.size * o // len(rows))
     return out.T
 
 
@@ -492,7 +503,7 @@ def conv_transpose2d(x, weight, stride: int, padding: int):
         blocks = y2.reshape(hb, wb, o, s, s).transpose(2, 0, 3, 1, 4)
         full[i].reshape(o, hb, s, wb, s)[...] = blocks
 
-    run(image, n)
+    run(image, n, work=hb * wb * ci * m * m * o * s * s)
     out_h, out_w = (h - 1) * s - 2 * padding + k, (w - 1) * s - 2 * padding + k
     y = full[:, :, padding : padding + out_h, padding : padding + out_w]
     return y, SubPixel(x2.reshape(n * hb * wb, ci * m * m), x.shape, m)
@@ -530,7 +541,7 @@ def conv_transpose2d_backward(saved, dy, weight, stride: int, padding: int, weig
         if weight_grad:  # this image's share of dW, added in image order below
             np.matmul(x3[i].T, dy2, out=parts[i])
 
-    run(image, n)
+    run(image, n, work=hb * wb * ci * m * m * o * s * s)
     if not weight_grad:
         return dx, None
     dw2 = parts.sum(axis=0).reshape(ci, m, m, o, s, s).transpose(0, 3, 1, 4, 2, 5)
@@ -564,7 +575,7 @@ def softmax_xent(scores, labels, ignore_index: int, counted):
         g *= (use / sum_exp).astype(g.dtype)  # softmax, 0 where not counted
         flat[own] -= use.reshape(-1)  # minus the one-hot
 
-    run(image, n)
+    run(image, n, work=c * p)
     return pixel_loss, grad
 
 

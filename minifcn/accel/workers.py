@@ -106,8 +106,18 @@ def workers() -> Workers:
     return _WORKERS
 
 
-def run(piece, count: int) -> None:
-    """``piece(i)`` for every i in range(count), on this process's threads."""
+PARALLEL_WORK = 2**22  # a piece of fewer multiply-adds (or values moved) runs in the caller
+
+
+def run(piece, count: int, work: int | None = None) -> None:
+    """``piece(i)`` for every i in range(count), on this process's threads; in the calling
+    thread alone when each piece does less than PARALLEL_WORK (``work``: its multiply-adds,
+    or values moved): handing small pieces between threads costs more than it saves. Which
+    thread runs a piece never changes its result."""
+    if work is not None and work < PARALLEL_WORK:
+        for i in range(count):
+            piece(i)
+        return
     workers().run(piece, count)
 
 
