@@ -163,6 +163,7 @@ def test_a_training_step_gives_the_same_bits_on_one_thread_or_three(monkeypatch)
     count (which follows the load) never changes a result, nor a --resume."""
     from minifcn.accel import workers
 
+    monkeypatch.setattr(workers, "PARALLEL_WORK", 0)  # every piece on the pool, however small
     one = _gradients(1, monkeypatch)
     three = _gradients(3, monkeypatch)
     assert workers.workers().threads == 3
@@ -204,3 +205,14 @@ def test_the_pool_runs_every_piece_once_and_raises_the_first_error():
         pool.close()
     with pytest.raises(ValueError, match="at least 1 thread"):
         Workers(0)
+
+
+def test_pieces_too_small_to_share_run_in_the_calling_thread(monkeypatch):
+    import threading
+
+    from minifcn.accel import workers
+
+    monkeypatch.setattr(workers, "workers", lambda: workers.Workers(3))
+    seen = []
+    workers.run(lambda i: seen.append(threading.get_ident()), 8, work=workers.PARALLEL_WORK - 1)
+    assert seen == [threading.get_ident()] * 8
