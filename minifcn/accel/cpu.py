@@ -170,13 +170,19 @@ def _blocks(size: int, count: int, least: int) -> list:
     return [slice(i, min(i + step, size)) for i in range(0, size, step)]
 
 
+def _piece_count(macs: int, most: int = MIN_PIECES) -> int:
+    """How many pieces a product of ``macs`` multiply-adds is cut into: at most ``most``,
+    none under PIECE_MACS, at least 1."""
+    return max(1, min(most, macs // PIECE_MACS))
+
+
 def _product(a, b, out) -> None:
     """out (M, N) = a (M, K) @ b (K, N), in pieces: blocks of rows, and of columns too where
     the rows give fewer than MIN_PIECES, none under PIECE_MACS multiply-adds. Each output
     value comes whole from one piece (the sum over K is never split), and the blocks are
     fixed by the shapes alone."""
     m, n = out.shape
-    count = max(1, min(MIN_PIECES, m * n * a.shape[1] // PIECE_MACS))
+    count = _piece_count(m * n * a.shape[1])
     rows = _blocks(m, count, PIECE_ROWS)
     cols = _blocks(n, -(-count // len(rows)), PIECE_COLUMNS)
     pieces = [(r, c) for r in rows for c in cols]
@@ -268,9 +274,7 @@ def _piece_work(pieces, per_value: int, kh: int, out_w: int) -> int:
 def _piece_buffer(pieces, per_value: int, kh: int, out_w: int, dtype):
     """A buffer for the largest piece (one per piece that runs at the same time):
     ``per_value`` values per shifted input pixel."""
-    images, rows = pieces[0]
-    count = images.stop - images.start
-    return BUFFERS.take(per_value * count * (rows.stop - rows.start + kh - 1) * out_w, dtype)
+    return BUFFERS.take(_piece_work(pieces, per_value, kh, out_w), dtype)
 
 
 class RowShift(NamedTuple):
@@ -380,8 +384,7 @@ def _per_image_product(a, b, out) -> None:
     """out[i] = a @ b[i] for every image i (a (M, K), b (N, K, P)), in pieces of (image,
     block of rows)."""
     m, k_, p = a.shape[0], a.shape[1], b.shape[2]
-    count = max(1, min(-(-MIN_PIECES // b.shape[0]), m * k_ * p // PIECE_MACS))
-    rows = _blocks(m, count, PIECE_ROWS)
+    rows = _blocks(m, _piece_count(m * k_ * p, -(-MIN_PIECES // b.shape[0])), PIECE_ROWS)
     pieces = [(i, r) for i in range(b.shape[0]) for r in rows]
 
     def piece(k):
@@ -407,7 +410,7 @@ def _weight_grad_product(col, dy):
     k_ = col.shape[1]  # 1x1: each block of rows sums its images' products in image order
     dy3 = dy.reshape(n, o, -1)
     out = np.empty((k_, o), dtype=dtype)
-    rows = _blocks(k_, max(1, min(MIN_PIECES, col.size * o // PIECE_MACS)), PIECE_ROWS)
+    rows = _blocks(k_, _piece_count(col.size * o), PIECE_ROWS)
 
     def piece(k):
         r = rows[k]

@@ -3,9 +3,9 @@ over the cores.
 
 Why not leave the parallelism to the BLAS's own threads:
 
-* **The same bits for any thread count.** OpenBLAS sums in another order for
-  another thread count (a test shows it), so a result would depend on how many
-  threads ran. Here the pieces are fixed by the shapes alone (an image, a band
+* **The same bits for any thread count.** OpenBLAS may sum in another order for
+  another thread count (it picks other kernels), so a result would depend on how
+  many threads ran. Here the pieces are fixed by the shapes alone (an image, a band
   of rows, a group of images), never by the thread count; each piece runs the
   BLAS single-threaded (``minifcn.accel.threads`` pins it to one thread), and
   where pieces add up (a weight gradient) their partial sums are added in piece
@@ -29,6 +29,10 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from .threads import adapt_threads
+
+_INSIDE = threading.local()  # .piece: this thread is running a piece now
+
 
 class Workers:
     """``threads`` threads (the caller's among them) that run the pieces of one job.
@@ -46,11 +50,10 @@ class Workers:
         self._pool = None
         if threads > 1:
             self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="minifcn-worker")
-        self._inside = threading.local()
 
     def run(self, piece, count: int) -> None:
         helpers = 0 if self._pool is None else min(self.threads, count) - 1
-        if helpers <= 0 or getattr(self._inside, "piece", False):
+        if helpers <= 0 or getattr(_INSIDE, "piece", False):
             for i in range(count):
                 piece(i)
             return
@@ -58,7 +61,7 @@ class Workers:
         state = {"next": 0, "error": None}
 
         def drain():
-            self._inside.piece = True
+            _INSIDE.piece = True
             try:
                 while True:
                     with lock:
@@ -74,7 +77,7 @@ class Workers:
                                 state["error"] = err
                         return
             finally:
-                self._inside.piece = False
+                _INSIDE.piece = False
 
         futures = [self._pool.submit(drain) for _ in range(helpers)]
         drain()
@@ -84,8 +87,9 @@ class Workers:
             raise state["error"]
 
     def close(self) -> None:
+        """Let the threads go once they are idle (without waiting for them here)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=False)
             self._pool = None
 
 
@@ -96,8 +100,6 @@ def workers() -> Workers:
     """This process's pool, with as many threads as ``minifcn.accel.threads`` chose
     (made again when that choice changes)."""
     global _WORKERS
-    from .threads import adapt_threads
-
     threads = adapt_threads().threads
     if _WORKERS is None or _WORKERS.threads != threads:
         old, _WORKERS = _WORKERS, Workers(threads)
@@ -114,7 +116,8 @@ def run(piece, count: int, work: int | None = None) -> None:
     thread alone when each piece does less than PARALLEL_WORK (``work``: its multiply-adds,
     or values moved): handing small pieces between threads costs more than it saves. Which
     thread runs a piece never changes its result."""
-    if work is not None and work < PARALLEL_WORK:
+    small = work is not None and work < PARALLEL_WORK
+    if small or getattr(_INSIDE, "piece", False):  # a piece's own pieces stay in its thread
         for i in range(count):
             piece(i)
         return
