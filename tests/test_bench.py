@@ -76,6 +76,37 @@ def test_bench_under_load_measures_idle_busy_and_a_second_copy(tmp_path, capsys)
     assert "beside a second copy: minifcn" in capsys.readouterr().out
 
 
+def test_bench_scaling_times_one_thread_every_core_and_the_convolution_side_by_side(
+    tmp_path, capsys
+):
+    from minifcn.accel.threads import usable_cores
+
+    path = tmp_path / "scaling.json"
+    bench.main(["--scaling", "--quick", "--steps", "1", "--json", str(path)])
+    saved = json.loads(path.read_text())["scaling"]
+    cores = usable_cores()
+    assert set(saved["steps"]) == {"minifcn"}
+    assert set(saved["steps"]["minifcn"]) == {"1", str(cores)}
+    assert all(t > 0 for t in saved["steps"]["minifcn"].values())
+    pieces = saved["pieces"]
+    assert [len(pieces[k]) for k in ("alone", "threads", "processes")] == [1, 2, 2]
+    assert all(t > 0 for times in pieces.values() for t in times)
+    out = capsys.readouterr().out
+    assert "1 thread" in out and "two processes at once" in out
+
+
+def test_bench_scaling_report_states_each_ratio():
+    from minifcn.commands.scaling import scaling_report
+
+    steps = {"minifcn": {"1": 0.2, "4": 0.1}, "torch": {"1": 0.3, "4": 0.1}}
+    pieces = {"alone": [0.001], "threads": [0.002, 0.0015], "processes": [0.001, 0.0011]}
+    lines = scaling_report(steps, pieces, cores=4)
+    assert "the threads buy 2.00x" in lines[1] and "the threads buy 3.00x" in lines[2]
+    assert lines[4] == "  alone 1000 us"
+    assert lines[5].endswith("2000, 1500 us (1.75x the time alone)")
+    assert lines[6].endswith("1000, 1100 us (1.05x the time alone)")
+
+
 def _im2col_by_offsets(x, kh, kw, s, p):
     """The textbook loop over kernel offsets, on an explicitly padded image."""
     n, c, h, w = x.shape

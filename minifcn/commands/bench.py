@@ -30,6 +30,10 @@ batch 2, 96x96, Adam, default settings) slows down when it shares the machine:
 idle, beside one busy process, and beside a second copy of itself, for minifcn
 and, with ``--compare torch``, PyTorch; each measured in a fresh process.
 
+``--scaling`` measures what the threads buy: the same step at one thread and at
+every core, and one convolution alone, in two threads and in two processes
+(``minifcn.commands.scaling`` says why).
+
 Examples::
 
     python -m minifcn.bench                      # CPU, full sizes
@@ -37,6 +41,7 @@ Examples::
     python -m minifcn.bench --compare torch --json bench.json
     python -m minifcn.bench --device gpu
     python -m minifcn.bench --under-load --compare torch --json load.json
+    python -m minifcn.bench --scaling --compare torch --json scaling.json
     OPENBLAS_NUM_THREADS=1 python -m minifcn.bench --compare torch --cpu-time   # shared CPU
 """
 
@@ -59,6 +64,7 @@ import numpy as np
 from minifcn import backend
 from minifcn.accel.cpu import keep_freed_memory
 from minifcn.accel.threads import adapt_threads
+from minifcn.commands import scaling
 from minifcn.commands.args import bounded_int
 from minifcn.export.torch_fcn import torch_fcn
 from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
@@ -570,7 +576,17 @@ def parse_args(argv=None):
         "second copy of itself (with --compare torch: PyTorch too), each in a fresh process",
     )
     parser.add_argument(
-        "--steps", type=bounded_int(1, 1000), default=20, help="--under-load: timed steps per case"
+        "--scaling",
+        action="store_true",
+        help="time the default training step at 1 thread and at every core (with --compare "
+        "torch: PyTorch too), and one convolution alone, in two threads and in two processes "
+        "(minifcn.commands.scaling), each in fresh processes",
+    )
+    parser.add_argument(
+        "--steps",
+        type=bounded_int(1, 1000),
+        default=20,
+        help="--under-load, --scaling: timed steps per case",
     )
     parser.add_argument(
         "--winograd",
@@ -744,10 +760,11 @@ def main(argv=None) -> dict:
         from minifcn.commands.args import ensure_device
 
         ensure_device("gpu")  # one line and exit 1 when the GPU cannot be used
-    if args.under_load:
+    if args.under_load or args.scaling:
         if args.device == "gpu":
-            raise SystemExit("error: --under-load measures the CPU; drop --device gpu")
-        return under_load_main(args)
+            flag = "--under-load" if args.under_load else "--scaling"
+            raise SystemExit(f"error: {flag} measures the CPU; drop --device gpu")
+        return under_load_main(args) if args.under_load else scaling_main(args)
     CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
     SETTLE["seconds"] = 0.0 if args.quick else 0.25
     xp = backend.cupy_module() if args.device == "gpu" else np
@@ -824,6 +841,7 @@ def write_json(path, result: dict) -> None:
 
 # ---------------------------------------------------------------- under load
 WORKERS = ("busy", "loop-minifcn", "loop-torch", "measure-minifcn", "measure-torch")
+WORKERS += scaling.PIECE_MODES
 WORKER_SECONDS = 600  # a load worker stops by itself after this, whatever happens
 
 
@@ -877,6 +895,8 @@ def run_worker(kind: str, quick: bool, steps: int) -> dict:
     """A process of the --under-load test: a load (``busy``, ``loop-*``: runs until it is
     stopped, at most WORKER_SECONDS) or the measured one (``measure-*``: prints one JSON
     line with its step times)."""
+    if kind in scaling.PIECE_MODES:
+        return scaling.piece_worker(kind, quick)
     deadline = time.monotonic() + WORKER_SECONDS
     if kind == "busy":
         while time.monotonic() < deadline:  # one core, kept busy in pure Python
@@ -926,8 +946,9 @@ def _worker_cmd(kind: str, args) -> list:
     return cmd + ["--steps", str(args.steps)] + (["--quick"] if args.quick else [])
 
 
-def measure_beside(impl: str, load: str | None, args) -> dict:
-    """The measured worker for ``impl``, beside the load worker ``load`` (or none)."""
+def measure_beside(impl: str, load: str | None, args, env: dict | None = None) -> dict:
+    """The measured worker for ``impl``, beside the load worker ``load`` (or none); ``env``:
+    environment variables for the measured worker."""
     loads = []
     try:
         if load is not None:
@@ -942,6 +963,7 @@ def measure_beside(impl: str, load: str | None, args) -> dict:
             capture_output=True,
             text=True,
             timeout=WORKER_SECONDS,
+            env=None if env is None else {**os.environ, **env},
         )
     finally:
         for p in loads:  # the processes this function started, by their handles
@@ -957,15 +979,38 @@ def measure_beside(impl: str, load: str | None, args) -> dict:
     return result
 
 
+def _impls(args, flag: str) -> list:
+    """minifcn, and PyTorch with --compare torch (which must then be importable)."""
+    if args.compare != "torch":
+        return ["minifcn"]
+    if import_torch() is None:
+        raise SystemExit(f"error: {flag} --compare torch: PyTorch cannot be imported")
+    return ["minifcn", "torch"]
+
+
+def scaling_main(args) -> dict:
+    from minifcn.accel.threads import usable_cores
+
+    impls = _impls(args, "--scaling")
+    info = machine_info("cpu")
+    print(f"machine: {info['cpu']}, {info['cores']} cores")
+    result = scaling.main(
+        args,
+        worker_cmd=lambda kind: _worker_cmd(kind, args),
+        measure_step=lambda impl, env: measure_beside(impl, None, args, env),
+        impls=impls,
+        cores=usable_cores(),
+    )
+    result = dict(machine=info, settings=dict(quick=args.quick, steps=args.steps), scaling=result)
+    write_json(args.json, result)
+    return result
+
+
 UNDER_LOAD_TARGET = 2.5  # the slowdown the issue allows in each loaded case
 
 
 def under_load_main(args) -> dict:
-    impls = ["minifcn"]
-    if args.compare == "torch":
-        if import_torch() is None:
-            raise SystemExit("error: --under-load --compare torch: PyTorch cannot be imported")
-        impls.append("torch")
+    impls = _impls(args, "--under-load")
     info = machine_info("cpu")
     print(
         f"machine: {info['cpu']}, {info['cores']} cores; default settings "
