@@ -90,7 +90,10 @@ def test_bench_scaling_times_one_thread_every_core_and_the_convolution_side_by_s
     assert all(t > 0 for t in saved["steps"]["minifcn"].values())
     pieces = saved["pieces"]
     assert [len(pieces[k]) for k in ("alone", "threads", "processes")] == [1, 2, 2]
-    assert all(t > 0 for times in pieces.values() for t in times)
+    assert all(t > 0 for k in ("alone", "threads", "processes") for t in pieces[k])
+    copies = pieces["copies"]["calls"]
+    assert list(copies) == ["1", "4", "16", "64"]
+    assert all(c["alone"] > 0 and len(c["threads"]) == 2 for c in copies.values())
     out = capsys.readouterr().out
     assert "1 thread" in out and "two processes at once" in out
 
@@ -99,12 +102,15 @@ def test_bench_scaling_report_states_each_ratio():
     from minifcn.commands.scaling import scaling_report
 
     steps = {"minifcn": {"1": 0.2, "4": 0.1}, "torch": {"1": 0.3, "4": 0.1}}
+    copies = {"values": 400_000, "calls": {"1": {"alone": 1e-4, "threads": [1e-4, 1.2e-4]}}}
     pieces = {"alone": [0.001], "threads": [0.002, 0.0015], "processes": [0.001, 0.0011]}
-    lines = scaling_report(steps, pieces, cores=4)
+    lines = scaling_report(steps, {**pieces, "copies": copies}, cores=4)
     assert "the threads buy 2.00x" in lines[1] and "the threads buy 3.00x" in lines[2]
     assert lines[4] == "  alone 1000 us"
     assert lines[5].endswith("2000, 1500 us (1.75x the time alone)")
     assert lines[6].endswith("1000, 1100 us (1.05x the time alone)")
+    assert lines[7] == "the same 1.6 MB copy in more NumPy calls:"
+    assert lines[8].endswith("alone    100 us, two threads at once    110 us each (1.10x)")
 
 
 def _im2col_by_offsets(x, kh, kw, s, p):

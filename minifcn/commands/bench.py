@@ -841,7 +841,7 @@ def write_json(path, result: dict) -> None:
 
 # ---------------------------------------------------------------- under load
 WORKERS = ("busy", "loop-minifcn", "loop-torch", "measure-minifcn", "measure-torch")
-WORKERS += scaling.PIECE_MODES
+WORKERS += scaling.WORKER_KINDS
 WORKER_SECONDS = 600  # a load worker stops by itself after this, whatever happens
 
 
@@ -895,8 +895,8 @@ def run_worker(kind: str, quick: bool, steps: int) -> dict:
     """A process of the --under-load test: a load (``busy``, ``loop-*``: runs until it is
     stopped, at most WORKER_SECONDS) or the measured one (``measure-*``: prints one JSON
     line with its step times)."""
-    if kind in scaling.PIECE_MODES:
-        return scaling.piece_worker(kind, quick)
+    if kind in scaling.WORKER_KINDS:
+        return scaling.worker(kind, quick)
     deadline = time.monotonic() + WORKER_SECONDS
     if kind == "busy":
         while time.monotonic() < deadline:  # one core, kept busy in pure Python

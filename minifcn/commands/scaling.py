@@ -14,10 +14,15 @@ Two measurements, each in fresh processes:
   and takes it back after; a thread that finds it taken waits for the other to let
   go. If two processes keep the time of one and two threads do not, what the threads
   lose is that wait, not the machine's cores or memory.
+* **One copy, in more and more calls.** The same 1.6 MB copied in 1, 4, 16 and 64
+  NumPy calls (``np.copyto`` of equal slices), alone and in two threads at once: the
+  wait is paid per call, so the more calls the same work takes, the more two threads
+  lose.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -28,55 +33,97 @@ import time
 import numpy as np
 
 PIECE_SHAPE = (2, 16, 57, 57)  # images, channels, height, width
-PIECE_MODES = ("piece-alone", "piece-threads")
+WORKER_KINDS = ("piece-alone", "piece-threads", "copies")
+COPY_VALUES = 400_000  # float32: 1.6 MB
+COPY_CALLS = (1, 4, 16, 64)
 
 
-def piece_worker(kind: str, quick: bool) -> dict:
-    """A process of the convolution test: the convolution repeated for a few seconds, in
-    one thread (``piece-alone``) or in two at once (``piece-threads``); prints one JSON
-    line with each thread's time per call. Run with ``MINIFCN_THREADS=1``, so that each
-    call runs in the thread that made it."""
+def _repeat(fn, seconds: float, out: list) -> None:
+    """Append the time per call of ``fn`` over ``seconds`` (after 3 warm-up calls)."""
+    for _ in range(3):
+        fn()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    out.append((time.perf_counter() - start) / calls)
+
+
+def _side_by_side(make, threads: int, seconds: float) -> list:
+    """Each of ``threads`` threads repeats its own ``make()`` at once: their times per call."""
+    times = []
+    runs = [threading.Thread(target=_repeat, args=(make(), seconds, times)) for _ in range(threads)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    return times
+
+
+def _copy_in(calls: int, values: int):
+    """A function copying ``values`` float32 in ``calls`` NumPy calls (equal slices)."""
+    src = np.random.default_rng(0).standard_normal(values, dtype=np.float32)
+    dst = np.empty_like(src)
+    cuts = [slice(k * values // calls, (k + 1) * values // calls) for k in range(calls)]
+    pairs = [(dst[c], src[c]) for c in cuts]
+
+    def copy():
+        for d, s in pairs:
+            np.copyto(d, s)
+
+    return copy
+
+
+def _convolution(quick: bool):
+    """The test's convolution, as a function of no arguments (minifcn's CPU path)."""
     from minifcn.accel import cpu
 
     rng = np.random.default_rng(0)
     n, c, h, w = (1, 8, 32, 32) if quick else PIECE_SHAPE
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     weight = rng.standard_normal((c, c, 3, 3), dtype=np.float32)
-    seconds = 0.2 if quick else 3.0
-    per_call = []
+    return lambda: cpu.conv2d(x, weight, 1, 1)
 
-    def repeat():
-        for _ in range(3):  # warm up the buffers
-            cpu.conv2d(x, weight, 1, 1)
-        calls, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            cpu.conv2d(x, weight, 1, 1)
-            calls += 1
-        per_call.append((time.perf_counter() - start) / calls)
 
-    threads = [threading.Thread(target=repeat) for _ in range(2 if kind == "piece-threads" else 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    result = dict(kind=kind, shape=[n, c, h, w], per_call_s=per_call)
+def worker(kind: str, quick: bool) -> dict:
+    """A process of the tests (run with ``MINIFCN_THREADS=1``, so that each convolution
+    runs in the thread that called it): the convolution repeated alone (``piece-alone``)
+    or in two threads at once (``piece-threads``), or the copy test (``copies``). Prints
+    one JSON line."""
+    seconds = 0.1 if quick else 3.0
+    if kind == "copies":
+        values = 40_000 if quick else COPY_VALUES
+        calls = {}
+        for count in COPY_CALLS:
+            make = functools.partial(_copy_in, count, values)
+            calls[str(count)] = dict(
+                alone=_side_by_side(make, 1, seconds / 3)[0],
+                threads=_side_by_side(make, 2, seconds / 3),
+            )
+        result = dict(values=values, calls=calls)
+    else:
+        make = functools.partial(_convolution, quick)
+        result = dict(per_call_s=_side_by_side(make, 2 if kind == "piece-threads" else 1, seconds))
     print("RESULT " + json.dumps(result), flush=True)
     return result
 
 
-def _result(proc, what: str) -> dict:
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+def _finish(proc, what: str, timeout: float) -> dict:
+    """The JSON line a worker process printed, or one line and exit if it failed."""
+    stdout, stderr = proc.communicate(timeout=timeout)
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
         raise SystemExit(f"error: --scaling: {what} failed: {tail}")
     return json.loads(lines[-1][len("RESULT ") :])
 
 
 def measure_pieces(worker_cmd, env: dict, timeout: float) -> dict:
-    """The convolution alone, in two threads, and in two processes (each process alone)."""
+    """The convolution alone, in two threads, and in two processes (each process alone);
+    then the copy test."""
     env = {**env, "MINIFCN_THREADS": "1"}
 
-    def run(kind):
+    def start(kind):
         return subprocess.Popen(
             worker_cmd(kind), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
@@ -87,13 +134,10 @@ def measure_pieces(worker_cmd, env: dict, timeout: float) -> dict:
         ("threads", ["piece-threads"]),
         ("processes", ["piece-alone", "piece-alone"]),
     ):
-        procs = [run(kind) for kind in kinds]  # started together
-        times = []
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=timeout)
-            done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-            times += _result(done, f"the convolution test ({name})")["per_call_s"]
-        out[name] = times
+        procs = [start(kind) for kind in kinds]  # started together
+        what = f"the convolution test ({name})"
+        out[name] = [t for p in procs for t in _finish(p, what, timeout)["per_call_s"]]
+    out["copies"] = _finish(start("copies"), "the copy test", timeout)
     return out
 
 
@@ -113,6 +157,14 @@ def scaling_report(steps: dict, pieces: dict, cores: int) -> list:
         each = ", ".join(f"{t * 1e6:.0f}" for t in pieces[name])
         slower = statistics.median(pieces[name]) / alone
         lines.append(f"  two {name:9s} at once: {each} us ({slower:.2f}x the time alone)")
+    copies = pieces["copies"]
+    lines.append(f"the same {copies['values'] * 4 / 1e6:g} MB copy in more NumPy calls:")
+    for count, t in copies["calls"].items():
+        two = statistics.mean(t["threads"])
+        lines.append(
+            f"  {int(count):3d} calls: alone {t['alone'] * 1e6:6.0f} us, two threads at once "
+            f"{two * 1e6:6.0f} us each ({two / t['alone']:.2f}x)"
+        )
     return lines
 
 
