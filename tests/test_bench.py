@@ -113,6 +113,17 @@ def test_bench_scaling_report_states_each_ratio():
     assert lines[8].endswith("alone    100 us, two threads at once    110 us each (1.10x)")
 
 
+def test_a_worker_result_is_its_json_line_and_a_failure_is_one_line_naming_it(capsys):
+    from minifcn.commands.scaling import emit, worker_result
+
+    emit({"a": 1})
+    assert worker_result("noise\n" + capsys.readouterr().out, "", 0, "x") == {"a": 1}
+    with pytest.raises(SystemExit, match="error: --scaling: the torch measurement failed: boom"):
+        worker_result("RESULT {}", "trace\nboom\n", 1, "--scaling: the torch measurement")
+    with pytest.raises(SystemExit, match="error: w failed: no output"):
+        worker_result("", "", 0, "w")
+
+
 def _im2col_by_offsets(x, kh, kw, s, p):
     """The textbook loop over kernel offsets, on an explicitly padded image."""
     n, c, h, w = x.shape

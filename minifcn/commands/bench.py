@@ -31,8 +31,8 @@ idle, beside one busy process, and beside a second copy of itself, for minifcn
 and, with ``--compare torch``, PyTorch; each measured in a fresh process.
 
 ``--scaling`` measures what the threads buy: the same step at one thread and at
-every core, and one convolution alone, in two threads and in two processes
-(``minifcn.commands.scaling`` says why).
+every core, one convolution alone, in two threads and in two processes, and one
+copy made in more and more calls (``minifcn.commands.scaling`` says why).
 
 Examples::
 
@@ -579,8 +579,8 @@ def parse_args(argv=None):
         "--scaling",
         action="store_true",
         help="time the default training step at 1 thread and at every core (with --compare "
-        "torch: PyTorch too), and one convolution alone, in two threads and in two processes "
-        "(minifcn.commands.scaling), each in fresh processes",
+        "torch: PyTorch too), one convolution alone, in two threads and in two processes, and "
+        "one copy in more and more calls (minifcn.commands.scaling), each in fresh processes",
     )
     parser.add_argument(
         "--steps",
@@ -937,7 +937,7 @@ def run_worker(kind: str, quick: bool, steps: int) -> dict:
         cpu_per_wall=(cpu1 - cpu0) / (wall1 - wall0),
         others_busy_cores=others,
     )
-    print("RESULT " + json.dumps(result), flush=True)
+    scaling.emit(result)
     return result
 
 
@@ -946,9 +946,11 @@ def _worker_cmd(kind: str, args) -> list:
     return cmd + ["--steps", str(args.steps)] + (["--quick"] if args.quick else [])
 
 
-def measure_beside(impl: str, load: str | None, args, env: dict | None = None) -> dict:
+def measure_beside(
+    impl: str, load: str | None, args, env: dict | None = None, flag: str = "--under-load"
+) -> dict:
     """The measured worker for ``impl``, beside the load worker ``load`` (or none); ``env``:
-    environment variables for the measured worker."""
+    environment variables for the measured worker; ``flag``: the option a failure names."""
     loads = []
     try:
         if load is not None:
@@ -969,11 +971,8 @@ def measure_beside(impl: str, load: str | None, args, env: dict | None = None) -
         for p in loads:  # the processes this function started, by their handles
             p.terminate()
             p.wait()
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"error: --under-load: the {impl} measurement failed: {tail}")
-    result = json.loads(lines[-1][len("RESULT ") :])
+    failure = f"{flag}: the {impl} measurement"
+    result = scaling.worker_result(proc.stdout, proc.stderr, proc.returncode, failure)
     result["load"] = load or "none"
     result["load_average_before"] = load_avg
     return result
@@ -995,11 +994,11 @@ def scaling_main(args) -> dict:
     info = machine_info("cpu")
     print(f"machine: {info['cpu']}, {info['cores']} cores")
     result = scaling.main(
-        args,
         worker_cmd=lambda kind: _worker_cmd(kind, args),
-        measure_step=lambda impl, env: measure_beside(impl, None, args, env),
+        measure_step=lambda impl, env: measure_beside(impl, None, args, env, "--scaling"),
         impls=impls,
         cores=usable_cores(),
+        quick=args.quick,
     )
     result = dict(machine=info, settings=dict(quick=args.quick, steps=args.steps), scaling=result)
     write_json(args.json, result)

@@ -1,6 +1,6 @@
 """What a second thread buys on the CPU, and what it costs: ``python -m minifcn.bench --scaling``.
 
-Two measurements, each in fresh processes:
+Three measurements, each in fresh processes:
 
 * **The training step at one thread and at every core.** The default training step
   (mini FCN-8s on shapes, batch 2, 96x96, Adam) with ``MINIFCN_THREADS=1`` and with
@@ -10,14 +10,17 @@ Two measurements, each in fresh processes:
   images, 16 -> 16 channels at 57x57 (conv2_2 of the mini network at the bench's
   size, in the row-shift form), on one thread: what one of minifcn's threads runs at
   a time. It is repeated for a few seconds alone, in two threads of one process, and
-  in two processes at once. NumPy lets go of the interpreter lock inside each call
-  and takes it back after; a thread that finds it taken waits for the other to let
-  go. If two processes keep the time of one and two threads do not, what the threads
-  lose is that wait, not the machine's cores or memory.
+  in two processes at once. If two processes keep the time of one and two threads do
+  not, what the threads lose is something threads share and processes do not, not the
+  machine's cores.
 * **One copy, in more and more calls.** The same 1.6 MB copied in 1, 4, 16 and 64
-  NumPy calls (``np.copyto`` of equal slices), alone and in two threads at once: the
-  wait is paid per call, so the more calls the same work takes, the more two threads
-  lose.
+  NumPy calls (``np.copyto`` of equal slices), alone and in two threads at once. NumPy
+  lets go of the interpreter lock inside each call and takes it back after; a thread
+  that finds it taken waits for the other to let go. That wait is paid per call, so
+  the more calls the same work takes, the more two threads lose.
+
+Every worker process prints its figures as one JSON line (``emit``), which the
+measuring process reads back (``worker_result``); ``--under-load`` uses the same two.
 """
 
 from __future__ import annotations
@@ -33,9 +36,26 @@ import time
 import numpy as np
 
 PIECE_SHAPE = (2, 16, 57, 57)  # images, channels, height, width
+QUICK_PIECE_SHAPE = (1, 8, 32, 32)
+RESULT = "RESULT "  # the prefix of a worker's JSON line
 WORKER_KINDS = ("piece-alone", "piece-threads", "copies")
 COPY_VALUES = 400_000  # float32: 1.6 MB
 COPY_CALLS = (1, 4, 16, 64)
+
+
+def emit(result: dict) -> None:
+    """Print a worker's figures as its one JSON line."""
+    print(RESULT + json.dumps(result), flush=True)
+
+
+def worker_result(stdout: str, stderr: str, returncode: int, failure: str) -> dict:
+    """The JSON line a worker process printed, or one line naming ``failure`` (and the
+    worker's last line on stderr) and exit, if it failed."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT)]
+    if returncode != 0 or not lines:
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: {failure} failed: {tail}")
+    return json.loads(lines[-1][len(RESULT) :])
 
 
 def _repeat(fn, seconds: float, out: list) -> None:
@@ -79,7 +99,7 @@ def _convolution(quick: bool):
     from minifcn.accel import cpu
 
     rng = np.random.default_rng(0)
-    n, c, h, w = (1, 8, 32, 32) if quick else PIECE_SHAPE
+    n, c, h, w = QUICK_PIECE_SHAPE if quick else PIECE_SHAPE
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
     weight = rng.standard_normal((c, c, 3, 3), dtype=np.float32)
     return lambda: cpu.conv2d(x, weight, 1, 1)
@@ -104,18 +124,14 @@ def worker(kind: str, quick: bool) -> dict:
     else:
         make = functools.partial(_convolution, quick)
         result = dict(per_call_s=_side_by_side(make, 2 if kind == "piece-threads" else 1, seconds))
-    print("RESULT " + json.dumps(result), flush=True)
+    emit(result)
     return result
 
 
 def _finish(proc, what: str, timeout: float) -> dict:
-    """The JSON line a worker process printed, or one line and exit if it failed."""
+    """The figures of a worker process started with ``Popen``."""
     stdout, stderr = proc.communicate(timeout=timeout)
-    lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (stderr.strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"error: --scaling: {what} failed: {tail}")
-    return json.loads(lines[-1][len("RESULT ") :])
+    return worker_result(stdout, stderr, proc.returncode, f"--scaling: {what}")
 
 
 def measure_pieces(worker_cmd, env: dict, timeout: float) -> dict:
@@ -168,7 +184,7 @@ def scaling_report(steps: dict, pieces: dict, cores: int) -> list:
     return lines
 
 
-def main(args, worker_cmd, measure_step, impls: list, cores: int) -> dict:
+def main(worker_cmd, measure_step, impls: list, cores: int, quick: bool) -> dict:
     """``--scaling``: ``measure_step(impl, env)`` times one fresh process's default step."""
     steps = {}
     for impl in impls:
@@ -178,4 +194,5 @@ def main(args, worker_cmd, measure_step, impls: list, cores: int) -> dict:
             steps[impl][str(n)] = measure_step(impl, {name: str(n)})["median_step_s"]
     pieces = measure_pieces(worker_cmd, dict(os.environ), timeout=600)
     print("\n".join(scaling_report(steps, pieces, cores)))
-    return dict(steps=steps, pieces=pieces, cores=cores, piece_shape=list(PIECE_SHAPE))
+    shape = QUICK_PIECE_SHAPE if quick else PIECE_SHAPE
+    return dict(steps=steps, pieces=pieces, cores=cores, piece_shape=list(shape))
