@@ -8,13 +8,14 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
     * Stride 1 where ``row_shift_pays`` (maps of ROW_SHIFT_PIXELS or more, or of
       NARROW_PIXELS or more with few channels), the "row-shift" form: im2col copies each
       pixel kh*kw times, but a kernel row i only needs the rows of kernel row 0
-      moved down by i. So for a band of output rows of one image, the input,
-      zero-padded as it is copied, is copied kw times, shifted one column each
-      time: cols (C*kw, (rows + kh - 1)*out_w), kw copies instead of kh*kw (and
-      no padded image is made first). ONE product with the
+      moved down by i. So for a band of output rows of one image, the zero-padded
+      input (padded once for the batch) is copied kw times, shifted one column
+      each time: cols (C*kw, (rows + kh - 1)*out_w), kw copies instead of kh*kw,
+      made in one strided copy. ONE product with the
       kernel rows stacked, (kh*O, C*kw) @ cols, gives every kernel row's partial
       sums z[i]; y = the sum over i of z[i] moved up by i rows. The weight
-      gradient is kh products of dy with cols read i rows down (no copy). The
+      gradient is kh products of dy with cols read i rows down (no copy), made
+      in one stacked product. The
       input gradient is itself a stride-1 convolution: of dy with the kernel
       turned by 180 degrees and its in/out channels swapped, so it runs the same
       code (the same choice of form, too) and writes each dx pixel once instead of
@@ -50,6 +51,9 @@ Threads: each layer cuts its work into pieces fixed by the shapes alone (bands o
     ``_product``; one image of a transposed convolution) and runs them with
     ``workers.run``; where pieces add up (a weight gradient) each writes its own share
     and the shares are added in piece order, so no result depends on the thread count.
+    A piece makes few NumPy calls: two threads' pieces take turns at the interpreter
+    lock at every call (NumPy lets go of it only inside a call), and each turn costs
+    (``python -m minifcn.bench --scaling`` measures it).
 Buffers: temporaries of megabytes come from ``BUFFERS``, which hands out an
     array again once nothing refers to it any more; that saves the page faults
     of fresh memory, which a product filling a new array pays for every page.
@@ -58,11 +62,13 @@ Buffers: temporaries of megabytes come from ``BUFFERS``, which hands out an
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 import threading
 from typing import NamedTuple
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ..nn.im2col import conv_output_size
 from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerated pooling)
@@ -111,7 +117,7 @@ class Buffers:
 
     def _take(self, shape, dtype):
         dtype = np.dtype(dtype)
-        size = int(np.prod(shape))
+        size = shape if isinstance(shape, int) else math.prod(shape)
         for k in range(len(self._arrays)):
             a = self._arrays[k]
             # free: referred to only by the list, `a` and getrefcount's argument
@@ -209,11 +215,12 @@ def _padded(x, p: int):
 
 
 def _gather(img, col, kh: int, kw: int, s: int) -> None:
-    """im2col of a padded img (..., Hp, Wp) into col (..., kh, kw, out_h, out_w)."""
+    """im2col of a padded img (..., Hp, Wp) into col (..., kh, kw, out_h, out_w): ONE
+    copy, from a strided view whose (i, j, y, x) element is img[..., i + s*y, j + s*x]."""
     out_h, out_w = col.shape[-2:]
-    for i in range(kh):
-        for j in range(kw):
-            col[..., i, j, :, :] = img[..., i : i + s * out_h : s, j : j + s * out_w : s]
+    *lead, sh, sw = img.strides
+    shape = (*img.shape[:-2], kh, kw, out_h, out_w)
+    np.copyto(col, as_strided(img, shape, (*lead, sh, sw, s * sh, s * sw), writeable=False))
 
 
 def _scatter_add(col, img, kh: int, kw: int, s: int) -> None:
@@ -241,27 +248,18 @@ def _row_pieces(n: int, c: int, kh: int, kw: int, out_h: int, out_w: int, itemsi
     return [(slice(b, min(b + images, n)), slice(0, out_h)) for b in range(0, n, images)]
 
 
-def _shifted(x_g, p: int, rows: slice, buf, kh: int, kw: int, out_w: int):
-    """Images x_g (nb, C, H, W), seen zero-padded by p: the input rows that output rows
-    ``rows`` read, copied kw times, (C*kw, nb, (r + kh - 1)*out_w), where
-    [(c, j), b] = xpad[b, c, rows', j:j+out_w]. The padding is written as zeros into
-    the copies, so the padded image itself is never made."""
-    nb, c, h, w = x_g.shape
+def _shifted(xpad_g, rows: slice, buf, kh: int, kw: int, out_w: int):
+    """Zero-padded images xpad_g (nb, C, Hp, Wp): the rows that output rows ``rows`` read,
+    copied kw times, (C*kw, nb, (r + kh - 1)*out_w), where [(c, j), b] =
+    xpad[b, c, rows', j:j+out_w]. ONE copy, from a strided view in which j steps one
+    column: every NumPy call costs a piece a turn at the interpreter lock."""
+    nb, c = xpad_g.shape[:2]
     rin = rows.stop - rows.start + kh - 1
+    src = xpad_g[:, :, rows.start : rows.start + rin]  # (nb, C, rin, Wp)
+    s_b, s_c, s_r, s_w = src.strides
+    view = as_strided(src, (c, kw, nb, rin, out_w), (s_c, s_w, s_b, s_r, s_w), writeable=False)
     cols = buf[: c * kw * nb * rin * out_w].reshape(c, kw, nb, rin, out_w)
-    top = rows.start - p  # the image row that row 0 of the copies shows
-    r0 = min(max(0, -top), rin)  # rows r0:r1 of the copies show image rows, the rest padding
-    r1 = max(r0, min(rin, h - top))
-    src = x_g[:, :, top + r0 : top + r1].transpose(1, 0, 2, 3)  # (C, nb, r1 - r0, W)
-    for j in range(kw):
-        s0 = min(max(0, p - j), out_w)  # columns s0:s1 show image columns j - p + s
-        s1 = max(s0, min(out_w, w + p - j))
-        dst = cols[:, j]
-        dst[:, :, :r0] = 0
-        dst[:, :, r1:] = 0
-        dst[:, :, r0:r1, :s0] = 0
-        dst[:, :, r0:r1, s1:] = 0
-        dst[:, :, r0:r1, s0:s1] = src[..., s0 + j - p : s1 + j - p]
+    np.copyto(cols, view)
     return cols.reshape(c * kw, nb, rin * out_w)
 
 
@@ -278,7 +276,7 @@ def _piece_buffer(pieces, per_value: int, kh: int, out_w: int, dtype):
 
 
 class RowShift(NamedTuple):
-    """Saved by a stride-1 ``conv2d``: the input and its padding, to copy each piece again."""
+    """Saved by a stride-1 ``conv2d``: the input and its padding, to copy the pieces again."""
 
     x: np.ndarray  # (N, C, H, W)
     padding: int
@@ -294,19 +292,23 @@ def _conv_row_shift(x, weight, padding: int):
     stacked = weight.transpose(2, 0, 1, 3).reshape(kh * o, c * kw)  # row (i, o), col (c, j)
     y = np.empty((n, o, out_h, out_w), dtype=np.result_type(x, weight))
     pieces = _row_pieces(n, c, kh, kw, out_h, out_w, x.itemsize)
+    xpad = _padded(x, padding)  # once for the batch; the pieces copy bands out of it
 
     def piece(k):
         images, rows = pieces[k]
         r = rows.stop - rows.start
         buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
-        cols = _shifted(x[images], padding, rows, buf, kh, kw, out_w)
+        cols = _shifted(xpad[images], rows, buf, kh, kw, out_w)
         nb = cols.shape[1]
         z = _piece_buffer(pieces, kh * o, kh, out_w, y.dtype)[: kh * o * cols[0].size]
         np.matmul(stacked, cols.reshape(c * kw, -1), out=z.reshape(kh * o, -1))
         z = z.reshape(kh, o, nb, r + kh - 1, out_w)  # z[i]: kernel row i's partial sums
         out = y[images, :, rows].transpose(1, 0, 2, 3)  # (O, nb, r, out_w)
-        out[...] = z[0, :, :, :r]
-        for i in range(1, kh):
+        if kh == 1:
+            out[...] = z[0, :, :, :r]
+        else:
+            np.add(z[0, :, :, :r], z[1, :, :, 1 : 1 + r], out=out)
+        for i in range(2, kh):
             out += z[i, :, :, i : i + r]
 
     run(piece, len(pieces), work=_piece_work(pieces, kh * o * c * kw, kh, out_w))
@@ -314,7 +316,16 @@ def _conv_row_shift(x, weight, padding: int):
 
 
 def _row_shift_weight_grad(saved: RowShift, dy):
-    """dW (O, K) of a stride-1 convolution: kh products per piece, over one copy."""
+    """dW (O, K) of a stride-1 convolution: kh products per image, over one copy.
+
+    Kernel row i pairs dy with the copies read i rows down. The kh reads are one
+    strided view of the copies (windows of r rows, i rows apart), so one stacked
+    ``np.matmul`` makes every kernel row's product of every image of the piece.
+    One call, not kh: NumPy lets go of the interpreter lock inside a product only
+    when its result holds more than 500 values, and a single kernel row's result,
+    C*kw x O, is smaller than that on the narrow layers, so separate products would
+    run one thread at a time.
+    """
     x, padding, kh, kw = saved
     n, o, out_h, out_w = dy.shape
     c = x.shape[1]
@@ -322,20 +333,22 @@ def _row_shift_weight_grad(saved: RowShift, dy):
     pieces = _row_pieces(n, c, kh, kw, out_h, out_w, x.itemsize)
     # each piece's share, parts[k, i, (c, j), o] (of dW[o, c, i, j]), added in piece order
     parts = np.empty((len(pieces), kh, c * kw, o), dtype=dtype)
+    xpad = _padded(x, padding)  # made again rather than kept since the forward pass
 
     def piece(k):
         images, rows = pieces[k]
         r = rows.stop - rows.start
         buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
-        cols = _shifted(x[images], padding, rows, buf, kh, kw, out_w)  # (C*kw, nb, rin*out_w)
+        cols = _shifted(xpad[images], rows, buf, kh, kw, out_w)  # (C*kw, nb, rin*out_w)
         nb = cols.shape[1]
-        g = dy[images, :, rows].reshape(nb, o, r * out_w)
-        for i in range(kh):  # (C*kw, P) @ (P, O): BLAS is faster this way round
-            read = cols[:, :, i * out_w : (i + r) * out_w]  # kernel row i: i rows down
-            if nb == 1:
-                np.matmul(read[:, 0], g[0].T, out=parts[k, i])
-            else:  # one product per image (a loop in C), then their sum
-                (read.transpose(1, 0, 2) @ g.transpose(0, 2, 1)).sum(axis=0, out=parts[k, i])
+        g = dy[images, :, rows].reshape(nb, o, r * out_w).transpose(0, 2, 1)  # (nb, P, O)
+        # reads[i, b] = cols[:, b, i*out_w : (i + r)*out_w]: kernel row i, i rows down
+        reads = sliding_window_view(cols, r * out_w, axis=2)[:, :, ::out_w]
+        reads = reads.transpose(2, 1, 0, 3)  # (kh, nb, C*kw, P)
+        if nb == 1:  # (C*kw, P) @ (P, O): BLAS is faster this way round
+            np.matmul(reads, g, out=parts[k][:, None])
+        else:  # one product per image (a loop in C), then their sum
+            np.matmul(reads, g).sum(axis=1, out=parts[k])
 
     run(piece, len(pieces), work=_piece_work(pieces, kh * o * c * kw, kh, out_w))
     dw = parts.sum(axis=0)  # dw[i, (c, j), o] = dW[o, c, i, j]
