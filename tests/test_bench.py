@@ -94,8 +94,12 @@ def test_bench_scaling_times_one_thread_every_core_and_the_convolution_side_by_s
     copies = pieces["copies"]["calls"]
     assert list(copies) == ["1", "4", "16", "64"]
     assert all(c["alone"] > 0 and len(c["threads"]) == 2 for c in copies.values())
+    beside = pieces["beside"]
+    assert all(beside[k] > 0 for k in ("alone", "long_copy", "short_copies"))
+    assert beside["short_calls"] == 64 and beside["long_values"] > beside["short_values"]
     out = capsys.readouterr().out
     assert "1 thread" in out and "two processes at once" in out
+    assert "(turns at the lock)" in out
 
 
 def test_bench_scaling_report_states_each_ratio():
@@ -111,6 +115,23 @@ def test_bench_scaling_report_states_each_ratio():
     assert lines[6].endswith("1000, 1100 us (1.05x the time alone)")
     assert lines[7] == "the same 1.6 MB copy in more NumPy calls:"
     assert lines[8].endswith("alone    100 us, two threads at once    110 us each (1.10x)")
+    assert len(lines) == 9  # a report of an older run, without the convolution beside copies
+
+
+def test_bench_scaling_report_states_the_convolution_beside_each_copy():
+    from minifcn.commands.scaling import scaling_report
+
+    steps = {"minifcn": {"1": 0.2, "2": 0.1}}
+    copies = {"values": 400_000, "calls": {}}
+    beside = dict(alone=0.001, long_copy=0.0011, short_copies=0.0015)
+    beside.update(long_values=4_000_000, short_values=400_000, short_calls=64)
+    pieces = {"alone": [0.001], "threads": [0.002], "processes": [0.001]}
+    lines = scaling_report(steps, {**pieces, "copies": copies, "beside": beside}, 2)
+    tail = lines[-4:]
+    assert tail[0] == "the convolution on one thread while a second thread copies:"
+    assert tail[1] == "  alone 1000 us"
+    assert tail[2] == "  beside 16 MB in one call (memory traffic): 1100 us (1.10x)"
+    assert tail[3] == "  beside 1.6 MB in 64 calls (turns at the lock): 1500 us (1.50x)"
 
 
 def test_a_worker_result_is_its_json_line_and_a_failure_is_one_line_naming_it(capsys):

@@ -321,10 +321,12 @@ def _row_shift_weight_grad(saved: RowShift, dy):
     Kernel row i pairs dy with the copies read i rows down. The kh reads are one
     strided view of the copies (windows of r rows, i rows apart), so one stacked
     ``np.matmul`` makes every kernel row's product of every image of the piece.
-    One call, not kh: NumPy lets go of the interpreter lock inside a product only
-    when its result holds more than 500 values, and a single kernel row's result,
-    C*kw x O, is smaller than that on the narrow layers, so separate products would
-    run one thread at a time.
+    One call, not kh: ``np.matmul`` lets go of the interpreter lock only when its
+    loop is larger than 500 (NumPy's generalized-ufunc loop, ufunc_object.c, counts
+    the result's values, not the length of the sums), and one kernel row's result,
+    C*kw x O, is smaller than that on the narrow layers (24 x 8 for 8 -> 8): such
+    products would hold the lock and run one thread at a time. Stacked, the result
+    is kh*nb times larger.
     """
     x, padding, kh, kw = saved
     n, o, out_h, out_w = dy.shape

@@ -31,8 +31,9 @@ idle, beside one busy process, and beside a second copy of itself, for minifcn
 and, with ``--compare torch``, PyTorch; each measured in a fresh process.
 
 ``--scaling`` measures what the threads buy: the same step at one thread and at
-every core, one convolution alone, in two threads and in two processes, and one
-copy made in more and more calls (``minifcn.commands.scaling`` says why).
+every core, one convolution alone, in two threads and in two processes, one
+copy made in more and more calls, and the convolution beside a long copy and beside
+many short ones (``minifcn.commands.scaling`` says why).
 
 Examples::
 
@@ -580,7 +581,8 @@ def parse_args(argv=None):
         action="store_true",
         help="time the default training step at 1 thread and at every core (with --compare "
         "torch: PyTorch too), one convolution alone, in two threads and in two processes, and "
-        "one copy in more and more calls (minifcn.commands.scaling), each in fresh processes",
+        "one copy in more and more calls, the convolution beside copies "
+        "(minifcn.commands.scaling), each in fresh processes",
     )
     parser.add_argument(
         "--steps",

@@ -1,6 +1,6 @@
 """What a second thread buys on the CPU, and what it costs: ``python -m minifcn.bench --scaling``.
 
-Three measurements, each in fresh processes:
+Four measurements, each in fresh processes:
 
 * **The training step at one thread and at every core.** The default training step
   (mini FCN-8s on shapes, batch 2, 96x96, Adam) with ``MINIFCN_THREADS=1`` and with
@@ -18,7 +18,11 @@ Three measurements, each in fresh processes:
   lets go of the interpreter lock inside each call and takes it back after; a thread
   that finds it taken waits for the other to let go. That wait is paid per call, so
   the more calls the same work takes, the more two threads lose.
-
+* **The convolution beside copies.** The convolution repeated on one thread while a
+  second thread repeats a 16 MB copy in one call (memory traffic, the lock nearly
+  always free), and while it repeats the 1.6 MB copy in 64 calls (little traffic, the
+  lock taken and let go all the time). The first says what sharing the memory costs,
+  the second what sharing the lock costs.
 Every worker process prints its figures as one JSON line (``emit``), which the
 measuring process reads back (``worker_result``); ``--under-load`` uses the same two.
 """
@@ -38,9 +42,10 @@ import numpy as np
 PIECE_SHAPE = (2, 16, 57, 57)  # images, channels, height, width
 QUICK_PIECE_SHAPE = (1, 8, 32, 32)
 RESULT = "RESULT "  # the prefix of a worker's JSON line
-WORKER_KINDS = ("piece-alone", "piece-threads", "copies")
+WORKER_KINDS = ("piece-alone", "piece-threads", "copies", "beside")
 COPY_VALUES = 400_000  # float32: 1.6 MB
 COPY_CALLS = (1, 4, 16, 64)
+LONG_COPY_VALUES = 4_000_000  # float32: 16 MB, in one call
 
 
 def emit(result: dict) -> None:
@@ -105,13 +110,51 @@ def _convolution(quick: bool):
     return lambda: cpu.conv2d(x, weight, 1, 1)
 
 
+def _in_background(fn):
+    """Start a thread repeating ``fn()`` until the returned function is called."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            fn()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+
+    def finish():
+        stop.set()
+        thread.join()
+
+    return finish
+
+
+def _beside_copies(quick: bool, seconds: float) -> dict:
+    """The convolution's time per call on this thread: alone, beside a thread copying
+    16 MB in one call, and beside one copying 1.6 MB in 64 calls."""
+    conv = _convolution(quick)
+    scale = 10 if quick else 1
+    long_values, short_values = LONG_COPY_VALUES // scale, COPY_VALUES // scale
+    out = dict(alone=_side_by_side(lambda: conv, 1, seconds)[0])
+    out.update(long_values=long_values, short_values=short_values, short_calls=COPY_CALLS[-1])
+    for name, copy in (
+        ("long_copy", _copy_in(1, long_values)),
+        ("short_copies", _copy_in(COPY_CALLS[-1], short_values)),
+    ):
+        finish = _in_background(copy)
+        out[name] = _side_by_side(lambda: conv, 1, seconds)[0]
+        finish()
+    return out
+
+
 def worker(kind: str, quick: bool) -> dict:
     """A process of the tests (run with ``MINIFCN_THREADS=1``, so that each convolution
     runs in the thread that called it): the convolution repeated alone (``piece-alone``)
-    or in two threads at once (``piece-threads``), or the copy test (``copies``). Prints
-    one JSON line."""
+    or in two threads at once (``piece-threads``), the copy test (``copies``), the
+    convolution beside copies (``beside``). Prints one JSON line."""
     seconds = 0.1 if quick else 3.0
-    if kind == "copies":
+    if kind == "beside":
+        result = _beside_copies(quick, seconds)
+    elif kind == "copies":
         values = 40_000 if quick else COPY_VALUES
         calls = {}
         for count in COPY_CALLS:
@@ -154,6 +197,7 @@ def measure_pieces(worker_cmd, env: dict, timeout: float) -> dict:
         what = f"the convolution test ({name})"
         out[name] = [t for p in procs for t in _finish(p, what, timeout)["per_call_s"]]
     out["copies"] = _finish(start("copies"), "the copy test", timeout)
+    out["beside"] = _finish(start("beside"), "the convolution beside copies", timeout)
     return out
 
 
@@ -181,6 +225,18 @@ def scaling_report(steps: dict, pieces: dict, cores: int) -> list:
             f"  {int(count):3d} calls: alone {t['alone'] * 1e6:6.0f} us, two threads at once "
             f"{two * 1e6:6.0f} us each ({two / t['alone']:.2f}x)"
         )
+    if "beside" in pieces:
+        beside = pieces["beside"]
+        lines.append("the convolution on one thread while a second thread copies:")
+        lines.append(f"  alone {beside['alone'] * 1e6:.0f} us")
+        long_mb, short_mb = beside["long_values"] * 4 / 1e6, beside["short_values"] * 4 / 1e6
+        calls = beside["short_calls"]
+        for key, what in (
+            ("long_copy", f"{long_mb:g} MB in one call (memory traffic)"),
+            ("short_copies", f"{short_mb:g} MB in {calls} calls (turns at the lock)"),
+        ):
+            ratio = beside[key] / beside["alone"]
+            lines.append(f"  beside {what}: {beside[key] * 1e6:.0f} us ({ratio:.2f}x)")
     return lines
 
 
