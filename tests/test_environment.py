@@ -207,6 +207,34 @@ def test_the_pool_runs_every_piece_once_and_raises_the_first_error():
         Workers(0)
 
 
+def test_a_second_caller_runs_its_own_pieces_while_the_pool_is_busy():
+    import threading
+
+    from minifcn.accel.workers import Workers
+
+    pool = Workers(2)
+    started, release = threading.Event(), threading.Event()
+    mine = []
+    try:
+
+        def slow(i):  # holds the pool's job until the other caller has run
+            started.set()
+            release.wait(10)
+
+        first = threading.Thread(target=pool.run, args=(slow, 2))
+        first.start()
+        assert started.wait(10)
+        pool.run(lambda i: mine.append((i, threading.get_ident())), 3)
+        release.set()
+        first.join(10)
+        assert mine == [(i, threading.get_ident()) for i in range(3)]  # in order, in this thread
+        pool.run(mine.append, 2)  # the pool is free again
+        assert mine[-2:] in ([0, 1], [1, 0])
+    finally:
+        release.set()
+        pool.close()
+
+
 def test_pieces_too_small_to_share_run_in_the_calling_thread(monkeypatch):
     import threading
 

@@ -27,11 +27,39 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from .threads import adapt_threads
 
 _INSIDE = threading.local()  # .piece: this thread is running a piece now
+
+
+class _Job:
+    """One ``run``: its pieces, the next one to hand out, the first error."""
+
+    def __init__(self, piece, count: int):
+        self.piece, self.count = piece, count
+        self.next, self.error = 0, None
+        self.lock = threading.Lock()
+
+    def drain(self) -> None:
+        """Run pieces until none is left (or one has failed), in this thread."""
+        _INSIDE.piece = True
+        try:
+            while True:
+                with self.lock:
+                    i = self.next
+                    if i >= self.count or self.error is not None:
+                        return
+                    self.next = i + 1
+                try:
+                    self.piece(i)
+                except BaseException as err:
+                    with self.lock:
+                        if self.error is None:
+                            self.error = err
+                    return
+        finally:
+            _INSIDE.piece = False
 
 
 class Workers:
@@ -41,56 +69,66 @@ class Workers:
     each in whichever thread is free first, and returns when all have finished;
     the first exception a piece raised is raised again (the pieces not started
     by then are skipped).
+
+    Each helper thread waits on a lock of its own, which ``run`` lets go of to start
+    it, and lets go of another when it has drained the job: two lock handovers per
+    helper and job, the least a handover between threads costs (a pool built on
+    queues and futures costs several times as much per job, and a layer's job is
+    often only a few milliseconds). A second thread calling ``run`` while a job is
+    under way runs its own pieces itself.
     """
 
     def __init__(self, threads: int):
         if threads < 1:
             raise ValueError(f"a worker pool needs at least 1 thread, not {threads}")
         self.threads = threads
-        self._pool = None
-        if threads > 1:
-            self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="minifcn-worker")
+        self._job: _Job | None = None
+        self._closed = False
+        self._busy = threading.Lock()  # held while a job is under way
+        self._helpers = []  # (start, finished) locks, held while the helper has nothing to do
+        for _ in range(threads - 1):
+            start, finished = threading.Lock(), threading.Lock()
+            start.acquire()
+            finished.acquire()
+            self._helpers.append((start, finished))
+            threading.Thread(
+                target=self._serve, args=(start, finished), name="minifcn-worker", daemon=True
+            ).start()
+
+    def _serve(self, start, finished) -> None:
+        while True:
+            start.acquire()
+            if self._closed:
+                return
+            self._job.drain()
+            finished.release()
 
     def run(self, piece, count: int) -> None:
-        helpers = 0 if self._pool is None else min(self.threads, count) - 1
-        if helpers <= 0 or getattr(_INSIDE, "piece", False):
+        helpers = self._helpers[: min(self.threads, count) - 1]
+        if not helpers or getattr(_INSIDE, "piece", False) or not self._busy.acquire(False):
             for i in range(count):
                 piece(i)
             return
-        lock = threading.Lock()
-        state = {"next": 0, "error": None}
-
-        def drain():
-            _INSIDE.piece = True
-            try:
-                while True:
-                    with lock:
-                        i = state["next"]
-                        if i >= count or state["error"] is not None:
-                            return
-                        state["next"] = i + 1
-                    try:
-                        piece(i)
-                    except BaseException as err:
-                        with lock:
-                            if state["error"] is None:
-                                state["error"] = err
-                        return
-            finally:
-                _INSIDE.piece = False
-
-        futures = [self._pool.submit(drain) for _ in range(helpers)]
-        drain()
-        for f in futures:
-            f.result()
-        if state["error"] is not None:
-            raise state["error"]
+        try:
+            job = self._job = _Job(piece, count)
+            for start, _ in helpers:
+                start.release()
+            job.drain()
+            for _, finished in helpers:
+                finished.acquire()
+        finally:
+            self._job = None
+            self._busy.release()
+        if job.error is not None:
+            raise job.error
 
     def close(self) -> None:
-        """Let the threads go once they are idle (without waiting for them here)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        """Let the threads go (without waiting for them here)."""
+        with self._busy:
+            self._closed = True
+            for start, _ in self._helpers:
+                start.release()
+            self._helpers = []
 
 
 _WORKERS: Workers | None = None
