@@ -97,6 +97,7 @@ def test_bench_scaling_times_one_thread_every_core_and_the_convolution_side_by_s
     beside = pieces["beside"]
     assert all(beside[k] > 0 for k in ("alone", "long_copy", "short_copies"))
     assert beside["short_calls"] == 64 and beside["long_values"] > beside["short_values"]
+    assert 0 < pieces["handover"] < 1
     out = capsys.readouterr().out
     assert "1 thread" in out and "two processes at once" in out
     assert "(turns at the lock)" in out
@@ -128,6 +129,8 @@ def test_bench_scaling_report_states_the_convolution_beside_each_copy():
     pieces = {"alone": [0.001], "threads": [0.002], "processes": [0.001]}
     lines = scaling_report(steps, {**pieces, "copies": copies, "beside": beside}, 2)
     tail = lines[-4:]
+    handed = scaling_report(steps, {**pieces, "copies": copies, "handover": 2.5e-4}, 2)
+    assert handed[-1] == "a job of two empty pieces on a pool of two threads: 250 us"
     assert tail[0] == "the convolution on one thread while a second thread copies:"
     assert tail[1] == "  alone 1000 us"
     assert tail[2] == "  beside 16 MB in one call (memory traffic): 1100 us (1.10x)"

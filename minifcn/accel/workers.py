@@ -72,10 +72,10 @@ class Workers:
 
     Each helper thread waits on a lock of its own, which ``run`` lets go of to start
     it, and lets go of another when it has drained the job: two lock handovers per
-    helper and job, the least a handover between threads costs (a pool built on
-    queues and futures costs several times as much per job, and a layer's job is
-    often only a few milliseconds). A second thread calling ``run`` while a job is
-    under way runs its own pieces itself.
+    helper and job, and no queue or future objects. The handovers still wake sleeping
+    threads, which is what a job of empty pieces costs (``python -m minifcn.bench
+    --scaling`` times it): hence PARALLEL_WORK. A second thread calling ``run`` while
+    a job is under way runs its own pieces itself.
     """
 
     def __init__(self, threads: int):

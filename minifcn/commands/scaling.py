@@ -1,6 +1,6 @@
 """What a second thread buys on the CPU, and what it costs: ``python -m minifcn.bench --scaling``.
 
-Four measurements, each in fresh processes:
+Five measurements, each in fresh processes:
 
 * **The training step at one thread and at every core.** The default training step
   (mini FCN-8s on shapes, batch 2, 96x96, Adam) with ``MINIFCN_THREADS=1`` and with
@@ -23,6 +23,10 @@ Four measurements, each in fresh processes:
   always free), and while it repeats the 1.6 MB copy in 64 calls (little traffic, the
   lock taken and let go all the time). The first says what sharing the memory costs,
   the second what sharing the lock costs.
+* **A job handed to the pool.** minifcn's pool of two threads runs a job of two empty
+  pieces, repeated: the time is what handing work to a waiting thread and back costs,
+  paid by every layer's job that runs on the pool (``minifcn.accel.workers``).
+
 Every worker process prints its figures as one JSON line (``emit``), which the
 measuring process reads back (``worker_result``); ``--under-load`` uses the same two.
 """
@@ -42,7 +46,7 @@ import numpy as np
 PIECE_SHAPE = (2, 16, 57, 57)  # images, channels, height, width
 QUICK_PIECE_SHAPE = (1, 8, 32, 32)
 RESULT = "RESULT "  # the prefix of a worker's JSON line
-WORKER_KINDS = ("piece-alone", "piece-threads", "copies", "beside")
+WORKER_KINDS = ("piece-alone", "piece-threads", "copies", "beside", "handover")
 COPY_VALUES = 400_000  # float32: 1.6 MB
 COPY_CALLS = (1, 4, 16, 64)
 LONG_COPY_VALUES = 4_000_000  # float32: 16 MB, in one call
@@ -146,14 +150,37 @@ def _beside_copies(quick: bool, seconds: float) -> dict:
     return out
 
 
+def _handover(seconds: float) -> float:
+    """Median seconds of a job of two empty pieces on a pool of two threads."""
+    from minifcn.accel.workers import Workers
+
+    pool = Workers(2)
+    try:
+        times, end = [], time.perf_counter() + seconds
+        while time.perf_counter() < end or len(times) < 5:
+            start = time.perf_counter()
+            pool.run(_nothing, 2)
+            times.append(time.perf_counter() - start)
+    finally:
+        pool.close()
+    return statistics.median(times)
+
+
+def _nothing(i: int) -> None:
+    """An empty piece."""
+
+
 def worker(kind: str, quick: bool) -> dict:
     """A process of the tests (run with ``MINIFCN_THREADS=1``, so that each convolution
     runs in the thread that called it): the convolution repeated alone (``piece-alone``)
     or in two threads at once (``piece-threads``), the copy test (``copies``), the
-    convolution beside copies (``beside``). Prints one JSON line."""
+    convolution beside copies (``beside``), or the pool's handover (``handover``). Prints
+    one JSON line."""
     seconds = 0.1 if quick else 3.0
     if kind == "beside":
         result = _beside_copies(quick, seconds)
+    elif kind == "handover":
+        result = dict(per_job_s=_handover(seconds))
     elif kind == "copies":
         values = 40_000 if quick else COPY_VALUES
         calls = {}
@@ -198,6 +225,7 @@ def measure_pieces(worker_cmd, env: dict, timeout: float) -> dict:
         out[name] = [t for p in procs for t in _finish(p, what, timeout)["per_call_s"]]
     out["copies"] = _finish(start("copies"), "the copy test", timeout)
     out["beside"] = _finish(start("beside"), "the convolution beside copies", timeout)
+    out["handover"] = _finish(start("handover"), "the pool's handover", timeout)["per_job_s"]
     return out
 
 
@@ -237,6 +265,10 @@ def scaling_report(steps: dict, pieces: dict, cores: int) -> list:
         ):
             ratio = beside[key] / beside["alone"]
             lines.append(f"  beside {what}: {beside[key] * 1e6:.0f} us ({ratio:.2f}x)")
+    if "handover" in pieces:
+        lines.append(
+            f"a job of two empty pieces on a pool of two threads: {pieces['handover'] * 1e6:.0f} us"
+        )
     return lines
 
 
