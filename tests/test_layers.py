@@ -442,6 +442,34 @@ def test_accelerated_conv_in_pieces_matches_the_plain_path(rng, monkeypatch, ban
         close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "name", ["maxpool 2/2 ceil", "maxpool 2/2 floor", "maxpool 3/2 p1", "relu"]
+)
+def test_pooling_and_relu_in_blocks_of_images_match_the_plain_path(rng, monkeypatch, name):
+    from minifcn.accel import cpu
+    from minifcn.accel import pool as tiled
+
+    monkeypatch.setattr(cpu, "ELEMENTWISE_WORK", 0)  # blocks however small the layer
+    calls = []
+    for fn in ("max_pool2d", "max_pool2d_backward"):
+        real = getattr(tiled, fn)
+        monkeypatch.setattr(tiled, fn, lambda *a, real=real: calls.append(a[0].shape) or real(*a))
+    make, shape = (ReLU, (2, 3, 7, 6)) if name == "relu" else PATH_CASES[name]
+    shape = (5,) + shape[1:]  # blocks of 2, 2 and 1 images
+    x = rng.permutation(np.arange(np.prod(shape)) * 0.01 - 1).reshape(shape)  # no pool ties
+    with plain_path():
+        plain = _run_layer(np, make, x)
+    with plain_path(False):
+        fast = _run_layer(np, make, x)
+    for a, b in zip(plain, fast):
+        assert a.shape == b.shape and np.array_equal(a, b)
+    if name != "relu":
+        assert [c[0] for c in calls] == [2, 2, 1, 2, 2, 1]  # forward, then backward, by block
+    flat = rng.standard_normal((5, 4))  # a ReLU after a Linear layer: any shape
+    y, mask = cpu.relu(flat)
+    assert np.array_equal(y, flat * (flat > 0)) and np.array_equal(mask, flat > 0)
+
+
 @pytest.mark.parametrize("plain", [True, False])
 def test_max_pool_ties_send_the_gradient_to_the_first_offset_in_row_major_order(xp, plain):
     x = xp.asarray(np.array([[[[1.0, 1.0, 0.0], [1.0, 1.0, 2.0], [2.0, 0.0, 2.0]]]]))

@@ -10,8 +10,9 @@ path on the GPU only). It is the default.
   copies of each band of rows instead of im2col's kh*kw, one stacked product)
   whose input gradient is itself such a convolution, batch-major im2col for
   other strides, reused buffers, a 1x1 shortcut, the transposed convolution as
-  one "sub-pixel" matrix product, and a loss whose gradient is finished in the
-  loss forward.
+  one "sub-pixel" matrix product, a loss whose gradient is finished in the
+  loss forward, and pooling and ReLU on blocks of images (on the pool of threads
+  where a block is large enough).
 * ``gpu.py`` (CuPy): the same layers with the custom CUDA kernels of
   ``cuda_kernels.py`` (im2col, col2im as a gather, max pooling with its argmax
   and its backward as a gather, ReLU, the softmax cross-entropy summed on the
@@ -26,9 +27,9 @@ path on the GPU only). It is the default.
 * ``threads.py``: how many threads that pool has (as many as there are idle cores,
   unless ``MINIFCN_THREADS`` fixes it), and the BLAS pinned to one.
 
-A layer uses a fused form (``conv2d_bias``, ``relu``, ``softmax_xent_totals``...)
-only where its accelerated module offers one; the CPU module offers none of
-them, so the CPU arithmetic is the nine functions' alone.
+A layer uses an optional form (``conv2d_bias``, ``relu``, ``softmax_xent_totals``...)
+only where its accelerated module offers one; of them the CPU module offers only
+``relu`` and ``relu_backward`` (the plain arithmetic, on blocks of images).
 
 Each accelerated module implements ``minifcn.dispatch.LayerOps`` (the nine
 functions conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d,

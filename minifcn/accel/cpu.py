@@ -42,7 +42,8 @@ Transposed convolution (``conv_transpose2d``, ``conv_transpose2d_backward``)
     times a (K, O*s*s) matrix, and backward is the transposed products. No
     col2im over a (I*k*k)-row matrix: FCN's 16/8 and 64/32 upsampling get 4x fewer
     multiply-adds of memory traffic than as the adjoint of a convolution.
-Max pooling: ``pool.py`` (the tiled views), shared with the GPU.
+Max pooling (``max_pool2d``, ``max_pool2d_backward``) and ReLU (``relu``, ``relu_backward``)
+    ``pool.py``'s tiled views and the plain ReLU's arithmetic, in pieces of images.
 Loss (``softmax_xent``, ``softmax_xent_backward``)
     The forward pass finishes the gradient, softmax - one_hot (0 on ignored
     pixels), in place in the exp buffer; backward only scales it.
@@ -70,8 +71,9 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from ..nn import relu as plain_relu
 from ..nn.im2col import conv_output_size
-from .pool import max_pool2d, max_pool2d_backward  # noqa: F401  (the accelerated pooling)
+from . import pool as tiled
 from .shared import channels_first, pointwise
 from .workers import run
 
@@ -81,6 +83,7 @@ NARROW_PIXELS, NARROW_CHANNELS = 512, 64  # and of this many with at most this m
 MIN_PIECES = 4  # a layer's work is cut into at least this many pieces where it allows
 PIECE_ROWS, PIECE_COLUMNS = 32, 512  # the smallest blocks of a product's output,
 PIECE_MACS = 2**24  # and the fewest multiply-adds of a piece: smaller products stay whole
+ELEMENTWISE_WORK = 2**20  # pooling and ReLU: the fewest values a block of images moves
 
 
 def row_shift_pays(c: int, o: int, pixels: int) -> bool:
@@ -600,3 +603,76 @@ def softmax_xent(scores, labels, ignore_index: int, counted):
 def softmax_xent_backward(grad, labels, ignore_index: int, scale: float):
     """dscores = the gradient ``softmax_xent`` finished, times ``scale``."""
     return grad * grad.dtype.type(scale)
+
+
+# ------------------------------------------------------------- pooling and ReLU
+def _image_blocks(n: int, per_image: int):
+    """Blocks of images for an elementwise layer to run on the pool (at least MIN_PIECES
+    where the batch has that many), or None where a block would move fewer than
+    PARALLEL_WORK values (``per_image`` a image): then the whole batch in one go is
+    faster than the same calls block by block in one thread."""
+    blocks = _blocks(n, MIN_PIECES, 1)
+    if len(blocks) < 2 or per_image * blocks[0].stop < ELEMENTWISE_WORK:
+        return None
+    return blocks
+
+
+def max_pool2d(x, k: int, s: int, p: int, out_h: int, out_w: int):
+    """As ``nn.pool.max_pool2d``: ``pool.max_pool2d``, on blocks of images where they pay."""
+    n, c = x.shape[:2]
+    blocks = _image_blocks(n, 3 * k * k * x[0].size)
+    if blocks is None:
+        return tiled.max_pool2d(x, k, s, p, out_h, out_w)
+    y = np.empty((n, c, out_h, out_w), dtype=x.dtype)
+    arg = np.empty((n, c, out_h, out_w), dtype=tiled.arg_dtype(np, k))
+
+    def piece(i):
+        b = blocks[i]
+        y[b], arg[b] = tiled.max_pool2d(x[b], k, s, p, out_h, out_w)
+
+    run(piece, len(blocks))
+    return y, arg
+
+
+def max_pool2d_backward(dy, arg, x_shape, k: int, s: int, p: int):
+    """As ``nn.pool.max_pool2d_backward``: ``pool.max_pool2d_backward``, on blocks of
+    images where they pay."""
+    n, c, h, w = x_shape
+    blocks = _image_blocks(n, 3 * c * h * w)
+    if blocks is None:
+        return tiled.max_pool2d_backward(dy, arg, x_shape, k, s, p)
+    dx = np.empty(x_shape, dtype=dy.dtype)
+
+    def piece(i):
+        b = blocks[i]
+        dx[b] = tiled.max_pool2d_backward(dy[b], arg[b], (b.stop - b.start, c, h, w), k, s, p)
+
+    run(piece, len(blocks))
+    return dx
+
+
+def relu(x):
+    """As ``nn.relu.relu`` (y = x * (x > 0), and the mask), on blocks of images where
+    they pay."""
+    blocks = _image_blocks(x.shape[0], 3 * x[0].size) if x.ndim else None
+    if blocks is None:
+        return plain_relu.relu(x)
+    y, mask = np.empty_like(x), np.empty(x.shape, dtype=bool)
+
+    def piece(i):
+        b = blocks[i]
+        np.greater(x[b], 0, out=mask[b])
+        np.multiply(x[b], mask[b], out=y[b])
+
+    run(piece, len(blocks))
+    return y, mask
+
+
+def relu_backward(dy, mask):
+    """As ``nn.relu.relu_backward`` (dx = dy * mask), on blocks of images where they pay."""
+    blocks = _image_blocks(dy.shape[0], 3 * dy[0].size) if dy.ndim else None
+    if blocks is None:
+        return plain_relu.relu_backward(dy, mask)
+    dx = np.empty_like(dy)
+    run(lambda i: np.multiply(dy[blocks[i]], mask[blocks[i]], out=dx[blocks[i]]), len(blocks))
+    return dx

@@ -14,6 +14,11 @@ from ..backend import get_array_module
 from ..nn import pool as plain
 
 
+def arg_dtype(xp, k: int):
+    """The dtype of the winning offsets of k x k windows: int8 while they fit."""
+    return xp.int8 if k * k < 128 else xp.int32
+
+
 def max_pool2d(x, k: int, s: int, p: int, out_h: int, out_w: int):
     """x (N, C, H, W) -> y (N, C, out_h, out_w), arg (the winning offsets, int8)."""
     if s != k or p != 0:
@@ -32,7 +37,7 @@ def max_pool2d(x, k: int, s: int, p: int, out_h: int, out_w: int):
     for view in offsets[1:]:
         xp.maximum(y, view, out=y)
     # arg counts the offsets passed before the first one equal to the maximum
-    arg = xp.zeros(y.shape, dtype=xp.int8 if k * k < 128 else xp.int32)
+    arg = xp.zeros(y.shape, dtype=arg_dtype(xp, k))
     found = offsets[0] == y
     for view in offsets[1:]:
         arg += ~found
