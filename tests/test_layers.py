@@ -317,6 +317,25 @@ def test_plain_and_accelerated_losses_agree(xp, rng, dtype, reduction):
     close(results[0][1], results[1][1], rtol=tol, atol=tol * 0.1)
 
 
+@pytest.mark.parametrize("least", [0, None], ids=["blocks on the pool", "one block"])
+def test_the_accelerated_loss_in_blocks_of_images_matches_the_plain_loss(rng, monkeypatch, least):
+    from minifcn.accel import cpu
+
+    if least is not None:
+        monkeypatch.setattr(cpu, "ELEMENTWISE_WORK", least)
+    scores = rng.standard_normal((5, 4, 6, 7)) * 5  # blocks of 2, 2 and 1 images
+    labels = rng.integers(0, 4, (5, 6, 7)).astype(np.uint8)
+    labels[3, 2:4] = 255  # ignored pixels in the second block
+    results = []
+    for plain in (True, False):
+        with plain_path(plain):
+            loss = SoftmaxCrossEntropy(reduction="sum")
+            results.append((loss(scores, labels), loss.backward(1.0)))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
+    close(results[0][1], results[1][1], rtol=1e-12, atol=1e-13)
+    assert np.all(results[1][1][3, :, 2:4] == 0)
+
+
 def test_a_layer_backward_follows_the_path_its_forward_took(rng):
     x = rng.standard_normal((2, 8, 40, 37))
     with plain_path(False):

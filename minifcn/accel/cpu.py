@@ -83,7 +83,8 @@ NARROW_PIXELS, NARROW_CHANNELS = 512, 64  # and of this many with at most this m
 MIN_PIECES = 4  # a layer's work is cut into at least this many pieces where it allows
 PIECE_ROWS, PIECE_COLUMNS = 32, 512  # the smallest blocks of a product's output,
 PIECE_MACS = 2**24  # and the fewest multiply-adds of a piece: smaller products stay whole
-ELEMENTWISE_WORK = 2**20  # pooling and ReLU: the fewest values a block of images moves
+ELEMENTWISE_WORK = 2**20  # pooling, ReLU, loss: the fewest values a block of images moves
+LOSS_PASSES = 10  # the loss reads or writes each score about this many times
 
 
 def row_shift_pays(c: int, o: int, pixels: int) -> bool:
@@ -575,28 +576,33 @@ def softmax_xent(scores, labels, ignore_index: int, counted):
     """As ``nn.loss.softmax_xent``, but what it keeps is the finished gradient:
     (softmax - one_hot(label)) on counted pixels, 0 elsewhere, (N, C, H, W).
 
-    One image a piece. Each pixel's own class is read and written through flat
-    indices into the image's scores, label*P + pixel: one gather and one scatter.
+    Blocks of images (on the pool where they are large enough, else the whole batch in
+    one block). Each pixel's own class is read and written through flat indices into
+    the block's scores, (image*C + label)*P + pixel: one gather and one scatter.
     """
     n, c, h, w = scores.shape
     p = h * w
     grad = BUFFERS.take(scores.shape, scores.dtype)  # the shifted scores; becomes the gradient
     pixel_loss = np.empty((n, h, w), dtype=np.result_type(scores.dtype, np.float32))
+    blocks = _image_blocks(n, LOSS_PASSES * c * p) or [slice(0, n)]
+    first = np.arange(blocks[0].stop, dtype=np.intp)[:, None] * c  # image*C, for a block
     pixels = np.arange(p, dtype=np.intp)
 
-    def image(b):
-        g, use = grad[b], counted[b]
-        own = np.where(use, labels[b], 0).reshape(p).astype(np.intp) * p + pixels
-        np.subtract(scores[b], scores[b].max(axis=0), out=g)
+    def piece(i):
+        b = blocks[i]
+        g, use, nb = grad[b], counted[b], b.stop - b.start
+        own = np.where(use, labels[b], 0).reshape(nb, p).astype(np.intp)
+        own = ((own + first[:nb]) * p + pixels).reshape(-1)
+        np.subtract(scores[b], scores[b].max(axis=1, keepdims=True), out=g)
         flat = g.reshape(-1)
-        picked = flat[own].reshape(h, w)
+        picked = flat[own].reshape(nb, h, w)
         np.exp(g, out=g)
-        sum_exp = g.sum(axis=0)
+        sum_exp = g.sum(axis=1)
         pixel_loss[b] = (np.log(sum_exp) - picked) * use
-        g *= (use / sum_exp).astype(g.dtype)  # softmax, 0 where not counted
+        g *= (use / sum_exp).astype(g.dtype)[:, None]  # softmax, 0 where not counted
         flat[own] -= use.reshape(-1)  # minus the one-hot
 
-    run(image, n, work=c * p)
+    run(piece, len(blocks))
     return pixel_loss, grad
 
 
