@@ -225,6 +225,7 @@ def test_a_second_caller_runs_its_own_pieces_while_the_pool_is_busy():
         first.start()
         assert started.wait(10)
         pool.run(lambda i: mine.append((i, threading.get_ident())), 3)
+        assert first.is_alive()  # it did not wait for the first job
         release.set()
         first.join(10)
         assert mine == [(i, threading.get_ident()) for i in range(3)]  # in order, in this thread

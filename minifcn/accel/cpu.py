@@ -257,8 +257,9 @@ def _shifted(xpad_g, rows: slice, buf, kh: int, kw: int, out_w: int):
     copied kw times, (C*kw, nb, (r + kh - 1)*out_w), where [(c, j), b] =
     xpad[b, c, rows', j:j+out_w]. ONE copy, from a strided view in which j steps one
     column: every NumPy call costs a piece a turn at the interpreter lock."""
-    nb, c = xpad_g.shape[:2]
+    nb, c, hp, wp = xpad_g.shape
     rin = rows.stop - rows.start + kh - 1
+    assert rows.start + rin <= hp and out_w + kw - 1 <= wp  # the view reads only xpad_g
     src = xpad_g[:, :, rows.start : rows.start + rin]  # (nb, C, rin, Wp)
     s_b, s_c, s_r, s_w = src.strides
     view = as_strided(src, (c, kw, nb, rin, out_w), (s_c, s_w, s_b, s_r, s_w), writeable=False)
