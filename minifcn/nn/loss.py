@@ -102,6 +102,7 @@ class SoftmaxCrossEntropy(Module):
                 f"{type(scores).__module__} scores and {type(labels).__module__} labels"
             )
         xp = get_array_module(scores)
+        self._cache = None  # the previous call's gradient can go (accel reuses its memory)
         ops = ops_for(scores, PLAIN)
         if hasattr(ops, "softmax_xent_totals"):  # an accelerated path that sums on the device
             partial, saved = ops.softmax_xent_totals(scores, labels, self.ignore_index)
