@@ -437,6 +437,29 @@ def test_the_conv_path_cases_reach_both_accelerated_forms():
 
 
 @pytest.mark.parametrize(
+    "shape,k,s,p",
+    [
+        ((2, 8, 40, 37), 3, 1, 1),
+        ((2, 6, 9, 8), 3, 1, 1),
+        ((2, 3, 11, 9), 3, 2, 2),
+        ((2, 4, 5, 6), 1, 1, 0),
+    ],
+    ids=["row-shift", "batch-major", "stride 2", "1x1"],
+)
+def test_the_cpu_convolution_with_its_bias_is_the_convolution_then_the_bias_bit_for_bit(
+    rng, shape, k, s, p
+):
+    from minifcn.accel import cpu
+
+    x = rng.standard_normal(shape).astype(np.float32)
+    weight = rng.standard_normal((5, shape[1], k, k)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    y, _ = cpu.conv2d(x, weight, s, p)
+    fused, _ = cpu.conv2d_bias(x, weight, bias, s, p)
+    assert fused.dtype == np.float32 and np.array_equal(fused, y + bias.reshape(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize(
     "band_bytes,batch",
     [(3000, 2), (600_000, 9)],
     ids=["bands of a few rows, a short last one", "two images a piece, one in the last"],

@@ -28,8 +28,10 @@ path on the GPU only). It is the default.
   unless ``MINIFCN_THREADS`` fixes it), and the BLAS pinned to one.
 
 A layer uses an optional form (``conv2d_bias``, ``relu``, ``softmax_xent_totals``...)
-only where its accelerated module offers one; of them the CPU module offers only
-``relu`` and ``relu_backward`` (the plain arithmetic, on blocks of images).
+only where its accelerated module offers one; of them the CPU module offers
+``relu`` and ``relu_backward`` (the plain arithmetic, on blocks of images) and
+``conv2d_bias`` with ``conv2d_backward`` (the bias added where each form writes its
+output, the same values as adding it after).
 
 Each accelerated module implements ``minifcn.dispatch.LayerOps`` (the nine
 functions conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d,

@@ -34,6 +34,8 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
       (K, N*P), which BLAS runs much faster than N small ones (on a small map the
       row-shift form's per-image products are too small to run fast).
     * 1x1 kernels, stride 1, no padding: the image is its own patch matrix.
+    * ``conv2d_bias`` adds the bias where each form writes its output (in the pieces,
+      or in the batch-major form's transposing copy), not in a pass of its own.
 Transposed convolution (``conv_transpose2d``, ``conv_transpose2d_backward``)
     The "sub-pixel" form: with the kernel zero-padded to m*s (m = ceil(k/s)), output
     pixel (R*s + u, S*s + v) is a sum over an m x m window of input pixels with
@@ -289,8 +291,9 @@ class RowShift(NamedTuple):
     kw: int
 
 
-def _conv_row_shift(x, weight, padding: int):
-    """Stride-1 convolution in the row-shift form: -> y (N, O, out_h, out_w), RowShift."""
+def _conv_row_shift(x, weight, padding: int, bias=None):
+    """Stride-1 convolution in the row-shift form: -> y (N, O, out_h, out_w), RowShift;
+    ``bias`` (O,), if given, added to each piece's output while it is in cache."""
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     out_h, out_w = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
@@ -315,6 +318,8 @@ def _conv_row_shift(x, weight, padding: int):
             np.add(z[0, :, :, :r], z[1, :, :, 1 : 1 + r], out=out)
         for i in range(2, kh):
             out += z[i, :, :, i : i + r]
+        if bias is not None:
+            out += bias.reshape(o, 1, 1, 1)
 
     run(piece, len(pieces), work=_piece_work(pieces, kh * o * c * kw, kh, out_w))
     return y, RowShift(x, padding, kh, kw)
@@ -368,6 +373,11 @@ def conv2d(x, weight, stride: int, padding: int):
     saved: (N, K, P) for 1x1 kernels (x itself), ``RowShift`` in the row-shift
     form, else the patches (K, N*P) in the batch-major layout.
     """
+    return _conv2d(x, weight, stride, padding, None)
+
+
+def _conv2d(x, weight, stride: int, padding: int, bias):
+    """``conv2d``, with ``bias`` (O,) added where each form writes its output (or None)."""
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     out_h = conv_output_size(h, kh, stride, padding)
@@ -375,12 +385,12 @@ def conv2d(x, weight, stride: int, padding: int):
     w2 = weight.reshape(o, -1)
     p = out_h * out_w
     if stride == 1 and not pointwise(kh, kw, stride, padding) and row_shift_pays(c, o, p):
-        return _conv_row_shift(x, weight, padding)
+        return _conv_row_shift(x, weight, padding, bias)
     dtype = np.result_type(x, weight)
     if pointwise(kh, kw, stride, padding):  # the image is its own patch matrix
         col = x.reshape(n, c, h * w)
         y = np.empty((n, o, p), dtype=dtype)
-        _per_image_product(w2, col, y)
+        _per_image_product(w2, col, y, bias)
         return y.reshape(n, o, out_h, out_w), col
     xpad = _padded(x, padding)
     col = BUFFERS.take((c, kh, kw, n, out_h, out_w), x.dtype)
@@ -396,13 +406,17 @@ def conv2d(x, weight, stride: int, padding: int):
     col = col.reshape(c * kh * kw, n * p)
     y2 = BUFFERS.take((o, n * p), dtype)
     _product(w2, col, y2)
-    y = np.ascontiguousarray(y2.reshape(o, n, p).transpose(1, 0, 2))
+    y = np.empty((n, o, p), dtype=dtype)
+    if bias is None:
+        np.copyto(y, y2.reshape(o, n, p).transpose(1, 0, 2))
+    else:  # the bias added in the same pass
+        np.add(y2.reshape(o, n, p).transpose(1, 0, 2), bias.reshape(1, o, 1), out=y)
     return y.reshape(n, o, out_h, out_w), col
 
 
-def _per_image_product(a, b, out) -> None:
-    """out[i] = a @ b[i] for every image i (a (M, K), b (N, K, P)), in pieces of (image,
-    block of rows)."""
+def _per_image_product(a, b, out, bias=None) -> None:
+    """out[i] = a @ b[i] (+ bias (M,) per row, if given) for every image i (a (M, K),
+    b (N, K, P)), in pieces of (image, block of rows)."""
     m, k_, p = a.shape[0], a.shape[1], b.shape[2]
     rows = _blocks(m, _piece_count(m * k_ * p, -(-MIN_PIECES // b.shape[0])), PIECE_ROWS)
     pieces = [(i, r) for i in range(b.shape[0]) for r in rows]
@@ -410,6 +424,8 @@ def _per_image_product(a, b, out) -> None:
     def piece(k):
         i, r = pieces[k]
         np.matmul(a[r], b[i], out=out[i, r])
+        if bias is not None:
+            out[i, r] += bias[r, None]
 
     run(piece, len(pieces), work=(rows[0].stop - rows[0].start) * k_ * p)
 
@@ -475,6 +491,24 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     dcol = dcol.reshape(c, kh, kw, n, out_h, out_w).transpose(0, 3, 1, 2, 4, 5)
     _scatter_add(dcol, img.transpose(1, 0, 2, 3), kh, kw, stride)
     return img[:, :, padding : padding + h, padding : padding + w]
+
+
+def conv2d_bias(x, weight, bias, stride: int, padding: int):
+    """``conv2d``, then + bias (O,) per output channel: the addition made where each form
+    writes its output (in the pieces, while the output is in cache; no pass of its
+    own). The values are the plain path's: the convolution's sums, then the bias."""
+    return _conv2d(x, weight, stride, padding, bias)
+
+
+def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, padding, input_grad):
+    """The backward of ``conv2d_bias``, as ``nn.conv.Conv2d.backward``: adds dW into
+    ``weight_grad`` and the bias's gradient into ``bias_grad`` (each unless None), and
+    returns dx (None unless ``input_grad``)."""
+    if weight_grad is not None:
+        weight_grad += conv2d_weight_grad(col, dy).reshape(weight.shape)
+    if bias_grad is not None:
+        bias_grad += dy.sum(axis=(0, 2, 3))
+    return conv2d_input_grad(dy, weight, h, w, stride, padding) if input_grad else None
 
 
 # ------------------------------------------------------------ transposed convolution
