@@ -650,7 +650,7 @@ def softmax_xent_backward(grad, labels, ignore_index: int, scale: float):
 def _image_blocks(n: int, per_image: int):
     """Blocks of images for an elementwise layer to run on the pool (at least MIN_PIECES
     where the batch has that many), or None where a block would move fewer than
-    PARALLEL_WORK values (``per_image`` a image): then the whole batch in one go is
+    ELEMENTWISE_WORK values (``per_image`` an image): then the whole batch in one go is
     faster than the same calls block by block in one thread."""
     blocks = _blocks(n, MIN_PIECES, 1)
     if len(blocks) < 2 or per_image * blocks[0].stop < ELEMENTWISE_WORK:
