@@ -30,8 +30,8 @@ path on the GPU only). It is the default.
 A layer uses an optional form (``conv2d_bias``, ``relu``, ``softmax_xent_totals``...)
 only where its accelerated module offers one; of them the CPU module offers
 ``relu`` and ``relu_backward`` (the plain arithmetic, on blocks of images) and
-``conv2d_bias`` with ``conv2d_backward`` (the bias added where each form writes its
-output, the same values as adding it after).
+``conv2d_bias`` (the bias added where each form writes its output, the same values
+as adding it after; it keeps what ``conv2d`` keeps, so no ``conv2d_backward``).
 
 Each accelerated module implements ``minifcn.dispatch.LayerOps`` (the nine
 functions conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d,

@@ -496,19 +496,9 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
 def conv2d_bias(x, weight, bias, stride: int, padding: int):
     """``conv2d``, then + bias (O,) per output channel: the addition made where each form
     writes its output (in the pieces, while the output is in cache; no pass of its
-    own). The values are the plain path's: the convolution's sums, then the bias."""
+    own). The values are the plain path's: the convolution's sums, then the bias. It
+    keeps what ``conv2d`` keeps, so the layer's own backward follows it."""
     return _conv2d(x, weight, stride, padding, bias)
-
-
-def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, padding, input_grad):
-    """The backward of ``conv2d_bias``, as ``nn.conv.Conv2d.backward``: adds dW into
-    ``weight_grad`` and the bias's gradient into ``bias_grad`` (each unless None), and
-    returns dx (None unless ``input_grad``)."""
-    if weight_grad is not None:
-        weight_grad += conv2d_weight_grad(col, dy).reshape(weight.shape)
-    if bias_grad is not None:
-        bias_grad += dy.sum(axis=(0, 2, 3))
-    return conv2d_input_grad(dy, weight, h, w, stride, padding) if input_grad else None
 
 
 # ------------------------------------------------------------ transposed convolution

@@ -96,7 +96,7 @@ class ConvCache(NamedTuple):
     ops: object  # the functions that ran forward (PLAIN or an accelerated module)
     x_shape: tuple  # (N, C, H, W)
     col: object  # the patches, in the layout ``ops`` uses
-    fused: bool = False  # whether ops.conv2d_bias ran (then ops.conv2d_backward follows)
+    fused: bool = False  # whether ops.conv2d_backward is the backward (after ops.conv2d_bias)
 
 
 class Conv2d(Module):
@@ -156,7 +156,8 @@ class Conv2d(Module):
         self._cache = None  # the previous call's patches can go (accel reuses their memory)
         ops = ops_for(x, PLAIN)
         # An accelerated path may offer the convolution and its bias as one fused step
-        # (conv2d_bias, with conv2d_backward for its backward); same values.
+        # (conv2d_bias, and conv2d_backward for its backward where it keeps other state
+        # than conv2d would); same values.
         fused = self.bias is not None and hasattr(ops, "conv2d_bias")
         if fused:
             y, col = ops.conv2d_bias(x, self.weight.data, self.bias.data, self.stride, p)
@@ -164,7 +165,7 @@ class Conv2d(Module):
             y, col = ops.conv2d(x, self.weight.data, self.stride, p)
             if self.bias is not None:
                 y += self.bias.data.reshape(1, -1, 1, 1)
-        self._cache = ConvCache(ops, x.shape, col, fused)
+        self._cache = ConvCache(ops, x.shape, col, fused and hasattr(ops, "conv2d_backward"))
         return y
 
     def backward(self, dy, input_grad: bool = True):
