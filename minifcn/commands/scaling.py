@@ -103,6 +103,11 @@ def _copy_in(calls: int, values: int):
     return copy
 
 
+def _copy_values(values: int, quick: bool) -> int:
+    """A copy test's size: a tenth of it with --quick."""
+    return values // 10 if quick else values
+
+
 def _convolution(quick: bool):
     """The test's convolution, as a function of no arguments (minifcn's CPU path)."""
     from minifcn.accel import cpu
@@ -136,8 +141,10 @@ def _beside_copies(quick: bool, seconds: float) -> dict:
     """The convolution's time per call on this thread: alone, beside a thread copying
     16 MB in one call, and beside one copying 1.6 MB in 64 calls."""
     conv = _convolution(quick)
-    scale = 10 if quick else 1
-    long_values, short_values = LONG_COPY_VALUES // scale, COPY_VALUES // scale
+    long_values, short_values = (
+        _copy_values(LONG_COPY_VALUES, quick),
+        _copy_values(COPY_VALUES, quick),
+    )
     out = dict(alone=_side_by_side(lambda: conv, 1, seconds)[0])
     out.update(long_values=long_values, short_values=short_values, short_calls=COPY_CALLS[-1])
     for name, copy in (
@@ -182,7 +189,7 @@ def worker(kind: str, quick: bool) -> dict:
     elif kind == "handover":
         result = dict(per_job_s=_handover(seconds))
     elif kind == "copies":
-        values = 40_000 if quick else COPY_VALUES
+        values = _copy_values(COPY_VALUES, quick)
         calls = {}
         for count in COPY_CALLS:
             make = functools.partial(_copy_in, count, values)
@@ -206,7 +213,7 @@ def _finish(proc, what: str, timeout: float) -> dict:
 
 def measure_pieces(worker_cmd, env: dict, timeout: float) -> dict:
     """The convolution alone, in two threads, and in two processes (each process alone);
-    then the copy test."""
+    then the copy test, the convolution beside copies and the pool's handover."""
     env = {**env, "MINIFCN_THREADS": "1"}
 
     def start(kind):
