@@ -436,16 +436,16 @@ def test_the_conv_path_cases_reach_both_accelerated_forms():
             assert isinstance(layer.cached().col, kind), name
 
 
-@pytest.mark.parametrize(
-    "shape,k,s,p",
-    [
-        ((2, 8, 40, 37), 3, 1, 1),
-        ((2, 6, 9, 8), 3, 1, 1),
-        ((2, 3, 11, 9), 3, 2, 2),
-        ((2, 4, 5, 6), 1, 1, 0),
-    ],
-    ids=["row-shift", "batch-major", "stride 2", "1x1"],
-)
+CONV_FORMS = [  # one shape for each form of the CPU convolution
+    ((2, 8, 40, 37), 3, 1, 1),
+    ((2, 6, 9, 8), 3, 1, 1),
+    ((2, 3, 11, 9), 3, 2, 2),
+    ((2, 4, 5, 6), 1, 1, 0),
+]
+CONV_FORM_IDS = ["row-shift", "batch-major", "stride 2", "1x1"]
+
+
+@pytest.mark.parametrize("shape,k,s,p", CONV_FORMS, ids=CONV_FORM_IDS)
 def test_the_cpu_convolution_with_its_bias_is_the_convolution_then_the_bias_bit_for_bit(
     rng, shape, k, s, p
 ):
@@ -457,6 +457,45 @@ def test_the_cpu_convolution_with_its_bias_is_the_convolution_then_the_bias_bit_
     y, _ = cpu.conv2d(x, weight, s, p)
     fused, _ = cpu.conv2d_bias(x, weight, bias, s, p)
     assert fused.dtype == np.float32 and np.array_equal(fused, y + bias.reshape(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize("shape,k,s,p", CONV_FORMS, ids=CONV_FORM_IDS)
+@pytest.mark.parametrize(
+    "weight_grad,bias_grad,input_grad",
+    [(True, True, True), (False, True, True), (True, False, False), (True, True, False)],
+    ids=["all", "frozen weight", "weight only", "no input gradient"],
+)
+def test_the_cpu_convolution_backward_side_by_side_is_the_three_steps_bit_for_bit(
+    rng, monkeypatch, shape, k, s, p, weight_grad, bias_grad, input_grad
+):
+    """The weight and input gradients run as two pieces on two threads (every piece on
+    the pool here, however small): the same bits as one after the other, added into the
+    gradients given, none where frozen."""
+    from minifcn.accel import cpu, workers
+
+    monkeypatch.setattr(workers, "PARALLEL_WORK", 0)
+    pool = workers.Workers(2)
+    monkeypatch.setattr(workers, "workers", lambda: pool)
+    x = rng.standard_normal(shape).astype(np.float32)
+    weight = rng.standard_normal((5, shape[1], k, k)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    y, col = cpu.conv2d_bias(x, weight, bias, s, p)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    start_w, start_b = rng.standard_normal(weight.shape).astype(np.float32), np.ones(5, "f4")
+    dw, db = start_w.copy(), start_b.copy()
+    dx = cpu.conv2d_backward(
+        col, dy, weight, dw if weight_grad else None, db if bias_grad else None,
+        *shape[2:], s, p, input_grad,
+    )  # fmt: skip
+    want_w = start_w + cpu.conv2d_weight_grad(col, dy).reshape(weight.shape)
+    assert np.array_equal(dw, want_w if weight_grad else start_w)
+    assert np.array_equal(db, start_b + dy.sum(axis=(0, 2, 3)) if bias_grad else start_b)
+    if input_grad:
+        want_x = cpu.conv2d_input_grad(dy, weight, *shape[2:], s, p)
+        assert dx.dtype == np.float32 and np.array_equal(dx, want_x)
+    else:
+        assert dx is None
+    pool.close()
 
 
 @pytest.mark.parametrize(

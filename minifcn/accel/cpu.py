@@ -56,7 +56,8 @@ Threads: each layer cuts its work into pieces fixed by the shapes alone (bands o
     and the shares are added in piece order, so no result depends on the thread count.
     A piece makes few NumPy calls: two threads' pieces take turns at the interpreter
     lock at every call (NumPy lets go of it only inside a call), and each turn costs
-    (``python -m minifcn.bench --scaling`` measures it).
+    (``python -m minifcn.bench --scaling`` measures it). A convolution's backward
+    runs its weight and input gradients as two such pieces (``conv2d_backward``).
 Buffers: temporaries of megabytes come from ``BUFFERS``, which hands out an
     array again once nothing refers to it any more; that saves the page faults
     of fresh memory, which a product filling a new array pays for every page.
@@ -491,6 +492,34 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     dcol = dcol.reshape(c, kh, kw, n, out_h, out_w).transpose(0, 3, 1, 2, 4, 5)
     _scatter_add(dcol, img.transpose(1, 0, 2, 3), kh, kw, stride)
     return img[:, :, padding : padding + h, padding : padding + w]
+
+
+def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, padding, input_grad):
+    """The backward of ``conv2d_bias``: adds into ``weight_grad`` (O, C, kh, kw) and
+    ``bias_grad`` (O,) (either may be None, frozen) and returns dx (N, C, h, w), or
+    None without ``input_grad``.
+
+    The parameter gradients and the input gradient read dy and what the forward kept,
+    not each other: so they are two pieces of one job, side by side on two threads,
+    each computing its products whole (a piece's own pieces stay in its thread). On
+    small maps that beats cutting each product into blocks for both threads: one
+    hand-off instead of one per product, and products twice the size, which BLAS
+    runs faster. The values are the bits of the three steps one after another.
+    """
+    dx = []
+
+    def piece(i):
+        if i == 1:
+            dx.append(conv2d_input_grad(dy, weight, h, w, stride, padding))
+            return
+        if weight_grad is not None:
+            dw = conv2d_weight_grad(col, dy).reshape(weight_grad.shape)
+            np.add(weight_grad, dw, out=weight_grad)
+        if bias_grad is not None:
+            np.add(bias_grad, dy.sum(axis=(0, 2, 3)), out=bias_grad)
+
+    run(piece, 2 if input_grad else 1)  # alone, the weight gradient cuts its own products
+    return dx[0] if input_grad else None
 
 
 def conv2d_bias(x, weight, bias, stride: int, padding: int):

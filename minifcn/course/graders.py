@@ -63,6 +63,7 @@ _CONV = [
     "minifcn.accel.cpu:conv2d_input_grad",
     "minifcn.accel.cpu:conv2d_weight_grad",
     "minifcn.accel.cpu:conv2d_bias",
+    "minifcn.accel.cpu:conv2d_backward",
     "minifcn.accel.cpu:_conv2d",
     "minifcn.accel.cpu:conv_transpose2d",
     "minifcn.accel.cpu:conv_transpose2d_backward",

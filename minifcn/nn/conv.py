@@ -156,8 +156,8 @@ class Conv2d(Module):
         self._cache = None  # the previous call's patches can go (accel reuses their memory)
         ops = ops_for(x, PLAIN)
         # An accelerated path may offer the convolution and its bias as one fused step
-        # (conv2d_bias, and conv2d_backward for its backward where it keeps other state
-        # than conv2d would); same values.
+        # (conv2d_bias), and conv2d_backward for its whole backward (where it keeps other
+        # state than conv2d would, or computes the gradients side by side); same values.
         fused = self.bias is not None and hasattr(ops, "conv2d_bias")
         if fused:
             y, col = ops.conv2d_bias(x, self.weight.data, self.bias.data, self.stride, p)
