@@ -1,5 +1,6 @@
 """What each layer computes: reference loops, identities, output sizes, dtypes, bad input."""
 
+import itertools
 import re
 
 import numpy as np
@@ -74,6 +75,57 @@ def test_transposed_conv_forward_matches_naive_loop(xp, rng):
     x = rng.standard_normal((2, 3, 4, 5))
     w = np.asarray(layer.weight.data.get() if xp is not np else layer.weight.data)
     close(layer(xp.asarray(x)), conv_transpose2d_naive(x, w, 2, 1), rtol=1e-10, atol=1e-10)
+
+
+def test_read_span_holds_every_input_row_a_window_reads_and_covers_the_window():
+    from minifcn.nn.conv_transpose import read_span
+
+    for k, s, size in itertools.product(range(1, 7), range(1, 5), range(1, 6)):
+        out = (size - 1) * s + k
+        for start, length in ((a, n) for a in range(out) for n in range(1, out - a + 1)):
+            first, stop = read_span(start, length, size, k, s)
+            reads = {
+                i for y in range(start, start + length) for i in range(size) if 0 <= y - i * s < k
+            }
+            assert 0 <= first < stop <= size, (k, s, size, start, length)
+            assert first * s <= start and (stop - 1) * s + k >= start + length
+            assert reads <= set(range(first, stop)), (k, s, size, start, length)
+            if k >= s:  # every row read: none more than the window needs
+                assert {first, stop - 1} <= reads, (k, s, size, start, length)
+
+
+@pytest.mark.parametrize("k,s,p", [(16, 8, 0), (4, 2, 1), (3, 1, 1), (1, 2, 0), (5, 3, 2)])
+def test_transposed_conv_of_a_window_is_the_whole_output_cut_on_both_paths(rng, k, s, p):
+    """forward(x, window) computes only that part of the output; its values, and with the
+    window's gradient the input and parameter gradients, are the whole output's."""
+    x = rng.standard_normal((2, 2, 5, 4))
+    for plain in (True, False):
+        with plain_path(plain):
+            make = lambda: ConvTranspose2d(2, 3, k, s, p, bias=True, init="kaiming", rng=0)  # noqa: E731
+            whole = make()
+            whole.bias.data[...] = [0.5, -1.0, 2.0]
+            y = whole(x)
+            big, wide = y.shape[2:]
+            for top, left, h, w in [
+                (1, 2, big - 2, wide - 3),
+                (big - 1, wide - 1, 1, 1),
+                (2, 0, 1, wide),
+            ]:
+                dy = rng.standard_normal((2, 3, h, w))
+                part = make()
+                part.bias.data[...] = whole.bias.data
+                got = part(x, window=(top, left, h, w))
+                assert part.cached().window is not None
+                close(got, y[:, :, top : top + h, left : left + w], rtol=1e-12, atol=1e-12)
+                whole.zero_grad()
+                whole(x)
+                padded = np.zeros(y.shape)
+                padded[:, :, top : top + h, left : left + w] = dy
+                close(part.backward(dy), whole.backward(padded), rtol=1e-12, atol=1e-12)
+                for a, b in zip(part.parameters(), whole.parameters()):
+                    close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"window \(0, 0, 1, 99\).*not inside the output"):
+        whole(x, window=(0, 0, 1, 99))
 
 
 def test_transposed_conv_output_size_follows_pytorch_rule():

@@ -318,29 +318,71 @@ def test_model_cpu_and_gpu_agree(name):
 def test_forward_runs_exactly_the_graph_and_its_sizes(cls, config, side):
     # Record what each layer actually receives and returns in forward; it must be
     # the blobs graph() names, in graph() order, with the sizes the geometry predicts.
+    # The one exception: the final crop of the last upsampling is run by the
+    # upsampling itself, which computes only the crop's window.
     model = cls(3, config).eval()
     calls = []
     for _, layer, *_ in model.graph():
         module = getattr(model, layer)
 
-        def spy(*inputs, _module=module, _layer=layer, _forward=module.forward):
-            out = _forward(*inputs)
-            calls.append((_layer, inputs, out))
+        def spy(*inputs, _module=module, _layer=layer, _forward=module.forward, **kw):
+            out = _forward(*inputs, **kw)
+            calls.append((_layer, inputs, kw, out))
             return out
 
         module.forward = spy
     x = np.zeros((1, 3, side, side), dtype=np.float32)
     y = model(x)
     steps = model.graph()
-    assert [c[0] for c in calls] == [layer for _, layer, *_ in steps]
+    *_, (last, crop, upscore, ref) = steps
+    assert isinstance(getattr(model, crop), Crop) and steps[-2][0] == upscore
+    assert [c[0] for c in calls] == [layer for _, layer, *_ in steps[:-1]]
     made = {"data": x}
     sizes = model.blob_sizes(side)
-    for (out, _, src, *ref), (_, inputs, result) in zip(steps, calls):
+    for (out, _, src, *ref), (_, inputs, kw, result) in zip(steps[:-2], calls):
         assert all(a is made[b] for a, b in zip(inputs, (src, *ref))), out
-        assert len(inputs) == 1 + len(ref), out
+        assert len(inputs) == 1 + len(ref) and kw == {}, out
         assert result.shape[2:] == (sizes[out], sizes[out]), out
         made[out] = result
-    assert y is made[steps[-1][0]] and y.shape == (1, 3, side, side)
+    (_, _, src), (_, inputs, kw, result) = steps[-2], calls[-1]
+    assert len(inputs) == 1 and inputs[0] is made[src]
+    assert kw == {"window": (*getattr(model, crop).offset, side, side)}
+    assert y is result and y.shape == (1, 3, side, side) == (1, 3, sizes[last], sizes[last])
+
+
+@pytest.mark.parametrize("cls", [FCN32s, FCN16s, FCN8s])
+def test_the_upsampling_computed_for_the_crop_window_alone_equals_the_whole_one_cut(cls):
+    """forward computes only the part of the last upsampling that the final crop keeps;
+    scores, the image's gradient and every parameter's gradient equal those of the
+    graph run layer by layer, the whole upsampled map made and then cut."""
+    rng = np.random.default_rng(0)
+    model = cls(3, TINY, rng=1).astype(np.float64).eval()
+    _randomise_heads(model, rng)
+    for name, p in model.named_parameters():
+        if name.endswith(".bias"):
+            p.data[...] = rng.uniform(0.05, 0.2, p.data.shape)
+    x = rng.standard_normal((2, 3, 34, 19))
+    scores = model(x)
+    *_, (upscore, *_), (last, *_) = model.graph()
+    assert getattr(model, upscore).cached().window is not None  # computed for the window alone
+    dscores = rng.standard_normal(scores.shape)
+    dx = model.backward(dscores)
+    fused = {n: p.grad.copy() for n, p in model.named_parameters()}
+    model.zero_grad()
+    blobs = {"data": x}
+    for out, layer, src, *ref in model.graph():  # every layer, one by one
+        blobs[out] = getattr(model, layer)(blobs[src], *(blobs[r] for r in ref))
+    grads = {out: dscores}
+    for out, layer, src, *ref in reversed(model.graph()):
+        d = getattr(model, layer).backward(grads.pop(out))
+        for blob, db in zip((src, *ref), d if isinstance(d, tuple) else (d,)):
+            grads[blob] = grads[blob] + db if blob in grads else db
+    assert blobs[upscore].shape[2:] != scores.shape[2:]  # the whole map is larger than the crop
+    np.testing.assert_allclose(scores, blobs[last], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, grads["data"], rtol=1e-12, atol=1e-12)
+    for name, p in model.named_parameters():
+        assert np.any(p.grad), name
+        np.testing.assert_allclose(fused[name], p.grad, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 def test_crops_are_built_with_their_computed_offsets():

@@ -64,9 +64,20 @@ class FCN(Module):
         for step in self.head(rng):
             self._add_step(*step)
         self._last_use = {}  # blob -> index of the last step that reads it (forward frees it then)
+        readers = {}
         for i, (_, _, src, *ref) in enumerate(self._steps):
             for blob in (src, *ref):
                 self._last_use[blob] = i
+                readers[blob] = readers.get(blob, 0) + 1
+        # crop steps that cut the output of the transposed convolution just before them,
+        # its only reader: forward computes just the window the crop keeps (upscore8)
+        self._windowed = {
+            i
+            for i, (_, layer, src, *_) in enumerate(self._steps)
+            if i > 0 and isinstance(getattr(self, layer), Crop) and src == self._steps[i - 1][0]
+            and isinstance(getattr(self, self._steps[i - 1][1]), ConvTranspose2d)
+            and readers[src] == 1
+        }  # fmt: skip
 
     # ------------------------------------------------------------ construction
     def head(self, rng) -> list:
@@ -125,14 +136,29 @@ class FCN(Module):
 
     # ---------------------------------------------------------- forward/backward
     def forward(self, x):
-        """Run the steps in order. Each blob is dropped after its last reader."""
+        """Run the steps in order. Each blob is dropped after its last reader.
+
+        A transposed convolution whose output only the crop after it reads (upscore8)
+        runs with that crop: it computes just the window the crop keeps
+        (``ConvTranspose2d.forward``'s ``window``), the same values as the whole output
+        cut.
+        """
         self.check_input(x)
         blobs = {"data": x}
         for i, (out, layer, src, *ref) in enumerate(self._steps):
-            blobs[out] = getattr(self, layer)(blobs[src], *(blobs[r] for r in ref))
+            if i + 1 in self._windowed:  # made with the crop after it
+                continue
+            module = getattr(self, layer)
+            if i in self._windowed:  # the crop: the transposed convolution's window
+                _, upsample, src, *_ = self._steps[i - 1]
+                h, w = blobs[ref[0]].shape[-2:]
+                window = (*module.offset, h, w)
+                blobs[out] = getattr(self, upsample)(blobs[src], window=window)
+            else:
+                blobs[out] = module(blobs[src], *(blobs[r] for r in ref))
             for blob in (src, *ref):
-                if self._last_use[blob] == i:
-                    del blobs[blob]
+                if self._last_use[blob] <= i:
+                    blobs.pop(blob, None)
         scores = blobs[self._steps[-1][0]]
         self._out_shape = tuple(scores.shape)
         return scores
@@ -156,9 +182,14 @@ class FCN(Module):
             )
         wanted = self._wanted_grads(input_grad)
         grads = {self._steps[-1][0]: dscores}
-        for out, layer, src, *ref in reversed(self._steps):
+        for i in reversed(range(len(self._steps))):
+            out, layer, src, *ref = self._steps[i]
             g = grads.pop(out, None)
             if g is None:  # nothing downstream used this blob
+                continue
+            if i in self._windowed:  # the transposed convolution before takes the window's
+                if wanted[src]:
+                    grads[src] = g
                 continue
             module, inputs = getattr(self, layer), (src, *ref)
             if not any(wanted[blob] for blob in inputs):
@@ -187,7 +218,8 @@ class FCN(Module):
 
         Blobs are named after the layer that makes them; the image is "data".
         A Crop step has a reference blob, whose size and position it copies; a
-        Fuse step names its second summand there. ``forward`` runs exactly this list.
+        Fuse step names its second summand there. ``forward`` runs exactly this list (the
+        last upsampling for just the window its crop keeps, see ``forward``).
         """
         return list(self._steps)
 

@@ -20,6 +20,7 @@ from ..dispatch import ops_for
 from .checks import check_float, check_nchw
 from .conv import conv2d, conv2d_input_grad, conv2d_weight_grad
 from .coords import CoordMap
+from .crop import crop2d_backward
 from .init import as_generator, bilinear_weight, kaiming_normal
 from .module import Module
 from .parameter import Parameter
@@ -28,6 +29,22 @@ from .parameter import Parameter
 def transposed_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     """(size - 1) * stride - 2 * padding + kernel."""
     return (size - 1) * stride - 2 * padding + kernel
+
+
+def read_span(start: int, length: int, size: int, kernel: int, stride: int) -> tuple:
+    """The block of input rows [first, stop) whose transposed convolution (unpadded)
+    covers output rows [start, start + length) and holds every input row they read.
+
+    Rows are counted without padding (row 0 is the first of the uncropped output).
+    Input row i reaches output rows [i*stride, i*stride + kernel); output row Y sums
+    the input rows i with i*stride <= Y < i*stride + kernel. The block's output starts
+    at first*stride, so first <= start // stride as well (a kernel shorter than the
+    stride leaves output rows that read no input), and ends at (stop - 1)*stride + kernel.
+    """
+    first = max(0, min(-(-(start - kernel + 1) // stride), start // stride))
+    last = start + length - 1
+    stop = max(last // stride + 1, -(-(last + 1 - kernel) // stride) + 1)
+    return first, min(size, stop)
 
 
 def conv_transpose2d(x, weight, stride: int, padding: int):
@@ -63,6 +80,18 @@ class ConvTransposeCache(NamedTuple):
 
     ops: object  # the functions that ran forward (PLAIN or an accelerated module)
     saved: object  # what ops.conv_transpose2d returned for the backward (x on the plain path)
+    window: object = None  # WindowRun, when forward computed a window of the output
+
+
+class WindowRun(NamedTuple):
+    """How ``ConvTranspose2d.forward`` computed a window: on the input's rows and columns
+    from ``corner`` on (``x_shape`` the whole input's), giving a block of output of
+    ``block_shape`` whose part at ``offset`` is the window."""
+
+    x_shape: tuple
+    corner: tuple  # (row, column) of the input block
+    block_shape: tuple
+    offset: tuple  # (row, column) of the window in the block
 
 
 class ConvTranspose2d(Module):
@@ -117,7 +146,15 @@ class ConvTranspose2d(Module):
         """The inverse of the map of a conv with the same kernel, stride and padding."""
         return CoordMap.window(self.kernel_size, self.stride, self.padding).inverse()
 
-    def forward(self, x):
+    def forward(self, x, window=None):
+        """x (N, I, H, W) -> y (N, O, out_h, out_w).
+
+        ``window`` = (top, left, height, width): only that part of y, computed from the
+        block of input rows and columns it reads (``read_span``); the rest of y is never
+        computed. A crop that keeps a window of the output thus costs nothing of what
+        it drops (FCN-8s keeps about a third of upscore8's output on a small image).
+        ``backward`` then takes the window's gradient.
+        """
         check_nchw(x, "ConvTranspose2d", self.in_channels)
         check_float(x, "ConvTranspose2d")
         h, w = self.output_size(x.shape[2]), self.output_size(x.shape[3])
@@ -126,23 +163,56 @@ class ConvTranspose2d(Module):
                 f"ConvTranspose2d: input {tuple(x.shape)} gives an empty output with "
                 f"kernel {self.kernel_size}, stride {self.stride}, padding {self.padding}"
             )
+        self._cache = None
         ops = ops_for(x, PLAIN)
-        y, saved = ops.conv_transpose2d(x, self.weight.data, self.stride, self.padding)
+        if window is None:
+            y, saved = ops.conv_transpose2d(x, self.weight.data, self.stride, self.padding)
+            run = None
+        else:
+            y, saved, run = self._window(ops, x, window, (h, w))
         if self.bias is not None:
             y += self.bias.data.reshape(1, -1, 1, 1)
-        self._cache = ConvTransposeCache(ops, saved)
+        self._cache = ConvTransposeCache(ops, saved, run)
         return y
 
+    def _window(self, ops, x, window, out_size):
+        """The part ``window`` of the output: the transposed convolution, unpadded, of
+        the input block the window reads, cut to the window."""
+        top, left, height, width = window
+        if (
+            min(height, width) < 1
+            or min(top, left) < 0
+            or top + height > out_size[0]
+            or (left + width > out_size[1])
+        ):
+            raise ValueError(
+                f"ConvTranspose2d: window {tuple(window)} (top, left, height, width) is not "
+                f"inside the output of size {out_size[0]}x{out_size[1]}"
+            )
+        k, s, p = self.kernel_size, self.stride, self.padding
+        r0, r1 = read_span(top + p, height, x.shape[2], k, s)
+        c0, c1 = read_span(left + p, width, x.shape[3], k, s)
+        block, saved = ops.conv_transpose2d(x[:, :, r0:r1, c0:c1], self.weight.data, s, 0)
+        oy, ox = top + p - r0 * s, left + p - c0 * s
+        y = block[:, :, oy : oy + height, ox : ox + width]
+        return y, saved, WindowRun(tuple(x.shape), (r0, c0), tuple(block.shape), (oy, ox))
+
     def backward(self, dy):
-        """dy (N, O, out_h, out_w) -> dx (N, I, H, W); adds into weight.grad (unless frozen)."""
-        ops, saved = self.cached()
+        """dy (N, O, out_h, out_w) (the window's, after a windowed forward) -> dx (N, I, H,
+        W); adds into weight.grad (unless frozen)."""
+        ops, saved, run = self.cached()
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += dy.sum(axis=(0, 2, 3))
+        padding = self.padding
+        if run is not None:  # the block's gradient: the window's, zeros around it
+            dy, padding = crop2d_backward(dy, run.block_shape, *run.offset), 0
         dx, dw = ops.conv_transpose2d_backward(
-            saved, dy, self.weight.data, self.stride, self.padding, self.weight.requires_grad
+            saved, dy, self.weight.data, self.stride, padding, self.weight.requires_grad
         )
         if dw is not None:
             self.weight.grad += dw
-        if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += dy.sum(axis=(0, 2, 3))
+        if run is not None:  # the block's rows and columns of the input get its gradient
+            dx = crop2d_backward(dx, run.x_shape, *run.corner)
         return dx
 
     def extra_repr(self) -> str:
