@@ -88,6 +88,7 @@ def test_bench_scaling_times_one_thread_every_core_and_the_convolution_side_by_s
     assert set(saved["steps"]) == {"minifcn"}
     assert set(saved["steps"]["minifcn"]) == {"1", str(cores)}
     assert all(t > 0 for t in saved["steps"]["minifcn"].values())
+    assert len(saved["halves"]) == 2 and all(t > 0 for t in saved["halves"])
     pieces = saved["pieces"]
     assert [len(pieces[k]) for k in ("alone", "threads", "processes")] == [1, 2, 2]
     assert all(t > 0 for k in ("alone", "threads", "processes") for t in pieces[k])
@@ -100,7 +101,7 @@ def test_bench_scaling_times_one_thread_every_core_and_the_convolution_side_by_s
     assert 0 < pieces["handover"] < 1
     out = capsys.readouterr().out
     assert "1 thread" in out and "two processes at once" in out
-    assert "(turns at the lock)" in out
+    assert "(turns at the lock)" in out and "the batch split over two processes" in out
 
 
 def test_bench_scaling_report_states_each_ratio():
@@ -117,6 +118,19 @@ def test_bench_scaling_report_states_each_ratio():
     assert lines[7] == "the same 1.6 MB copy in more NumPy calls:"
     assert lines[8].endswith("alone    100 us, two threads at once    110 us each (1.10x)")
     assert len(lines) == 9  # a report of an older run, without the convolution beside copies
+
+
+def test_bench_scaling_report_states_what_the_batch_split_over_processes_buys():
+    from minifcn.commands.scaling import scaling_report
+
+    steps = {"minifcn": {"1": 0.2, "2": 0.15}}
+    pieces = {"alone": [0.001], "threads": [0.002], "processes": [0.001]}
+    copies = {"values": 400_000, "calls": {}}
+    lines = scaling_report(steps, {**pieces, "copies": copies}, 2, halves=[0.11, 0.125])
+    assert lines[2] == (
+        "  minifcn, the batch split over two processes at once (half each, 1 thread): "
+        "110.0, 125.0 ms: the second core buys 1.60x"
+    )  # the slower half's step against the whole batch on one thread
 
 
 def test_bench_scaling_report_states_the_convolution_beside_each_copy():

@@ -843,13 +843,18 @@ def write_json(path, result: dict) -> None:
 
 # ---------------------------------------------------------------- under load
 WORKERS = ("busy", "loop-minifcn", "loop-torch", "measure-minifcn", "measure-torch")
+WORKERS += ("half-minifcn",)  # the measured step on half the batch (--scaling)
 WORKERS += scaling.WORKER_KINDS
 WORKER_SECONDS = 600  # a load worker stops by itself after this, whatever happens
 
 
-def default_step(impl: str, quick: bool):
+DEFAULT_BATCH = 2  # the default training's batch
+
+
+def default_step(impl: str, quick: bool, batch: int = DEFAULT_BATCH):
     """One step of the default training (mini FCN-8s on shapes, batch 2, 96x96, Adam
-    lr 3e-3), as a function, in minifcn or in PyTorch (its mirror of the same net)."""
+    lr 3e-3), as a function, in minifcn or in PyTorch (its mirror of the same net);
+    ``batch`` images instead of the default's 2 where given."""
     from minifcn.data.shapes import CLASS_NAMES
     from minifcn.models import FCN8s
     from minifcn.optim import Adam
@@ -858,8 +863,8 @@ def default_step(impl: str, quick: bool):
     model = FCN8s(classes, "mini", rng=0)
     model.train()
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 3, side, side), dtype=np.float32)
-    labels = rng.integers(0, classes, (2, side, side))
+    x = rng.standard_normal((batch, 3, side, side), dtype=np.float32)
+    labels = rng.integers(0, classes, (batch, side, side))
     if impl == "minifcn":
         opt, loss_fn = Adam(model.parameters(), lr=3e-3), SoftmaxCrossEntropy()
         labels = labels.astype(np.uint8)
@@ -896,7 +901,7 @@ def _machine_busy() -> float | None:
 def run_worker(kind: str, quick: bool, steps: int) -> dict:
     """A process of the --under-load test: a load (``busy``, ``loop-*``: runs until it is
     stopped, at most WORKER_SECONDS) or the measured one (``measure-*``: prints one JSON
-    line with its step times)."""
+    line with its step times; ``half-minifcn``: minifcn's, on half the batch)."""
     if kind in scaling.WORKER_KINDS:
         return scaling.worker(kind, quick)
     deadline = time.monotonic() + WORKER_SECONDS
@@ -905,7 +910,8 @@ def run_worker(kind: str, quick: bool, steps: int) -> dict:
             pass
         return {}
     impl = kind.split("-", 1)[1]
-    step = default_step(impl, quick)
+    batch = DEFAULT_BATCH // 2 if kind.startswith("half") else DEFAULT_BATCH
+    step = default_step(impl, quick, batch)
     if kind.startswith("loop"):
         while time.monotonic() < deadline:
             step()
@@ -933,6 +939,7 @@ def run_worker(kind: str, quick: bool, steps: int) -> dict:
         threads = torch.get_num_threads()
     result = dict(
         impl=impl,
+        batch=batch,
         median_step_s=statistics.median(times),
         step_s=times,
         threads=threads,
@@ -980,6 +987,29 @@ def measure_beside(
     return result
 
 
+def measure_halves(args) -> list:
+    """Two processes at once, each the default step on half the batch on one thread
+    (``MINIFCN_THREADS=1``): what the two cores give when the batch, not each layer, is
+    split between them, and no interpreter lock is shared."""
+    env = {**os.environ, "MINIFCN_THREADS": "1"}
+    cmd = _worker_cmd("half-minifcn", args)
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]  # started together
+    results = []
+    for proc in procs:
+        try:
+            stdout, stderr = proc.communicate(timeout=WORKER_SECONDS)
+        except subprocess.TimeoutExpired:
+            for p in procs:  # the processes this function started, by their handles
+                p.kill()
+            raise
+        failure = "--scaling: the step on half the batch"
+        results.append(scaling.worker_result(stdout, stderr, proc.returncode, failure))
+    return results
+
+
 def _impls(args, flag: str) -> list:
     """minifcn, and PyTorch with --compare torch (which must then be importable)."""
     if args.compare != "torch":
@@ -998,6 +1028,7 @@ def scaling_main(args) -> dict:
     result = scaling.main(
         worker_cmd=lambda kind: _worker_cmd(kind, args),
         measure_step=lambda impl, env: measure_beside(impl, None, args, env, "--scaling"),
+        measure_halves=lambda: measure_halves(args),
         impls=impls,
         cores=usable_cores(),
         quick=args.quick,

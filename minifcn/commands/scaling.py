@@ -1,6 +1,6 @@
 """What a second thread buys on the CPU, and what it costs: ``python -m minifcn.bench --scaling``.
 
-Five measurements, each in fresh processes:
+Six measurements, each in fresh processes:
 
 * **The training step at one thread and at every core.** The default training step
   (mini FCN-8s on shapes, batch 2, 96x96, Adam) with ``MINIFCN_THREADS=1`` and with
@@ -23,6 +23,10 @@ Five measurements, each in fresh processes:
   always free), and while it repeats the 1.6 MB copy in 64 calls (little traffic, the
   lock taken and let go all the time). The first says what sharing the memory costs,
   the second what sharing the lock costs.
+* **The batch split over processes.** The same step on half the batch, in two
+  processes at once on one thread each: what the second core gives when each core
+  runs its own images and nothing is shared but the memory (the slower half is the
+  step's time).
 * **A job handed to the pool.** minifcn's pool of two threads runs a job of two empty
   pieces, repeated: the time is what handing work to a waiting thread and back costs,
   paid by every layer's job that runs on the pool (``minifcn.accel.workers``).
@@ -236,14 +240,22 @@ def measure_pieces(worker_cmd, env: dict, timeout: float) -> dict:
     return out
 
 
-def scaling_report(steps: dict, pieces: dict, cores: int) -> list:
-    """The lines ``--scaling`` prints: steps[impl][threads] = median step seconds."""
+def scaling_report(steps: dict, pieces: dict, cores: int, halves: list | None = None) -> list:
+    """The lines ``--scaling`` prints: steps[impl][threads] = median step seconds; halves:
+    the two half-batch processes' median steps."""
     lines = [f"the default training step (median of the timed steps), 1 and {cores} threads:"]
     for impl, by_threads in steps.items():
         one, many = by_threads["1"], by_threads[str(cores)]
         lines.append(
             f"  {impl:8s} 1 thread {one * 1e3:7.1f} ms, {cores} threads {many * 1e3:7.1f} ms: "
             f"the threads buy {one / many:.2f}x"
+        )
+    if halves:
+        one = steps["minifcn"]["1"]
+        each = ", ".join(f"{t * 1e3:.1f}" for t in halves)
+        lines.append(
+            f"  minifcn, the batch split over two processes at once (half each, 1 thread): "
+            f"{each} ms: the second core buys {one / max(halves):.2f}x"
         )
     alone = statistics.median(pieces["alone"])
     lines.append("one convolution on one thread, repeated (time per call):")
@@ -279,15 +291,17 @@ def scaling_report(steps: dict, pieces: dict, cores: int) -> list:
     return lines
 
 
-def main(worker_cmd, measure_step, impls: list, cores: int, quick: bool) -> dict:
-    """``--scaling``: ``measure_step(impl, env)`` times one fresh process's default step."""
+def main(worker_cmd, measure_step, impls: list, cores: int, quick: bool, measure_halves) -> dict:
+    """``--scaling``: ``measure_step(impl, env)`` times one fresh process's default step;
+    ``measure_halves()`` two processes at once, each on half its batch, one thread each."""
     steps = {}
     for impl in impls:
         steps[impl] = {}
         for n in sorted({1, cores}):
             name = "MINIFCN_THREADS" if impl == "minifcn" else "OMP_NUM_THREADS"
             steps[impl][str(n)] = measure_step(impl, {name: str(n)})["median_step_s"]
+    halves = [r["median_step_s"] for r in measure_halves()]
     pieces = measure_pieces(worker_cmd, dict(os.environ), timeout=600)
-    print("\n".join(scaling_report(steps, pieces, cores)))
+    print("\n".join(scaling_report(steps, pieces, cores, halves)))
     shape = QUICK_PIECE_SHAPE if quick else PIECE_SHAPE
-    return dict(steps=steps, pieces=pieces, cores=cores, piece_shape=list(shape))
+    return dict(steps=steps, halves=halves, pieces=pieces, cores=cores, piece_shape=list(shape))
