@@ -508,8 +508,11 @@ def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, paddi
     """
     dx = []
 
+    # The input gradient is piece 0, which the calling thread (it starts at once) nearly
+    # always takes: its output, the large array, is then allocated where the layers'
+    # arrays are, not in a helper's own malloc arena, which faults fresh pages in.
     def piece(i):
-        if i == 1:
+        if i == 0 and input_grad:
             dx.append(conv2d_input_grad(dy, weight, h, w, stride, padding))
             return
         if weight_grad is not None:
