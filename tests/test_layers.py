@@ -124,8 +124,9 @@ def test_transposed_conv_of_a_window_is_the_whole_output_cut_on_both_paths(rng, 
                 close(part.backward(dy), whole.backward(padded), rtol=1e-12, atol=1e-12)
                 for a, b in zip(part.parameters(), whole.parameters()):
                     close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match=r"window \(0, 0, 1, 99\).*not inside the output"):
-        whole(x, window=(0, 0, 1, 99))
+    for bad in [(0, 0, 1, 99), (-1, 0, 1, 1), (0, 0, 0, 1), (big - 1, 0, 2, 1), (0, wide, 1, 1)]:
+        with pytest.raises(ValueError, match=r"window \(.*\).*not inside the output"):
+            whole(x, window=bad)
 
 
 def test_transposed_conv_output_size_follows_pytorch_rule():

@@ -179,12 +179,8 @@ class ConvTranspose2d(Module):
         """The part ``window`` of the output: the transposed convolution, unpadded, of
         the input block the window reads, cut to the window."""
         top, left, height, width = window
-        if (
-            min(height, width) < 1
-            or min(top, left) < 0
-            or top + height > out_size[0]
-            or (left + width > out_size[1])
-        ):
+        rows_fit = 0 <= top and 1 <= height and top + height <= out_size[0]
+        if not (rows_fit and 0 <= left and 1 <= width and left + width <= out_size[1]):
             raise ValueError(
                 f"ConvTranspose2d: window {tuple(window)} (top, left, height, width) is not "
                 f"inside the output of size {out_size[0]}x{out_size[1]}"
