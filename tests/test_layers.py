@@ -494,8 +494,9 @@ CONV_FORMS = [  # one shape for each form of the CPU convolution
     ((2, 6, 9, 8), 3, 1, 1),
     ((2, 3, 11, 9), 3, 2, 2),
     ((2, 4, 5, 6), 1, 1, 0),
+    ((1, 6, 9, 8), 3, 1, 1),
 ]
-CONV_FORM_IDS = ["row-shift", "batch-major", "stride 2", "1x1"]
+CONV_FORM_IDS = ["row-shift", "batch-major", "stride 2", "1x1", "batch-major, one image"]
 
 
 @pytest.mark.parametrize("shape,k,s,p", CONV_FORMS, ids=CONV_FORM_IDS)

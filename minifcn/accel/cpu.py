@@ -35,7 +35,9 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
       row-shift form's per-image products are too small to run fast).
     * 1x1 kernels, stride 1, no padding: the image is its own patch matrix.
     * ``conv2d_bias`` adds the bias where each form writes its output (in the pieces,
-      or in the batch-major form's transposing copy), not in a pass of its own.
+      or in the batch-major form's transposing copy), not in a pass of its own. With one
+      image (as the paper trains) the batch-major product's output is the image's own,
+      so there is no transposing copy: the product writes it, and adds the bias, in place.
 Transposed convolution (``conv_transpose2d``, ``conv_transpose2d_backward``)
     The "sub-pixel" form: with the kernel zero-padded to m*s (m = ceil(k/s)), output
     pixel (R*s + u, S*s + v) is a sum over an m x m window of input pixels with
@@ -189,11 +191,12 @@ def _piece_count(macs: int, most: int = MIN_PIECES) -> int:
     return max(1, min(most, macs // PIECE_MACS))
 
 
-def _product(a, b, out) -> None:
-    """out (M, N) = a (M, K) @ b (K, N), in pieces: blocks of rows, and of columns too where
-    the rows give fewer than MIN_PIECES, none under PIECE_MACS multiply-adds. Each output
-    value comes whole from one piece (the sum over K is never split), and the blocks are
-    fixed by the shapes alone."""
+def _product(a, b, out, bias=None) -> None:
+    """out (M, N) = a (M, K) @ b (K, N) (+ bias (M,) per row, if given, added to each block
+    while it is in cache), in pieces: blocks of rows, and of columns too where the rows give
+    fewer than MIN_PIECES, none under PIECE_MACS multiply-adds. Each output value comes
+    whole from one piece (the sum over K is never split), and the blocks are fixed by the
+    shapes alone."""
     m, n = out.shape
     count = _piece_count(m * n * a.shape[1])
     rows = _blocks(m, count, PIECE_ROWS)
@@ -203,6 +206,8 @@ def _product(a, b, out) -> None:
     def piece(k):
         r, c = pieces[k]
         np.matmul(a[r], b[:, c], out=out[r, c])
+        if bias is not None:
+            out[r, c] += bias[r, None]
 
     run(piece, len(pieces))
 
@@ -405,6 +410,10 @@ def _conv2d(x, weight, stride: int, padding: int, bias):
 
     run(gather, len(channels), work=col.size // len(channels))
     col = col.reshape(c * kh * kw, n * p)
+    if n == 1:  # one image (as the paper trains): the product's (O, P) is its output
+        y = np.empty((1, o, p), dtype=dtype)
+        _product(w2, col, y[0], bias)
+        return y.reshape(n, o, out_h, out_w), col
     y2 = BUFFERS.take((o, n * p), dtype)
     _product(w2, col, y2)
     y = np.empty((n, o, p), dtype=dtype)
