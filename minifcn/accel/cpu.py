@@ -538,7 +538,7 @@ def conv2d_bias(x, weight, bias, stride: int, padding: int):
     """``conv2d``, then + bias (O,) per output channel: the addition made where each form
     writes its output (in the pieces, while the output is in cache; no pass of its
     own). The values are the plain path's: the convolution's sums, then the bias. It
-    keeps what ``conv2d`` keeps, so the layer's own backward follows it."""
+    keeps what ``conv2d`` keeps, which ``conv2d_backward`` reads."""
     return _conv2d(x, weight, stride, padding, bias)
 
 
