@@ -843,7 +843,7 @@ def write_json(path, result: dict) -> None:
 
 # ---------------------------------------------------------------- under load
 WORKERS = ("busy", "loop-minifcn", "loop-torch", "measure-minifcn", "measure-torch")
-WORKERS += ("half-minifcn",)  # the measured step on half the batch (--scaling)
+WORKERS += (scaling.HALF_STEP,)  # the measured step on half the batch (--scaling)
 WORKERS += scaling.WORKER_KINDS
 WORKER_SECONDS = 600  # a load worker stops by itself after this, whatever happens
 
@@ -910,7 +910,7 @@ def run_worker(kind: str, quick: bool, steps: int) -> dict:
             pass
         return {}
     impl = kind.split("-", 1)[1]
-    batch = DEFAULT_BATCH // 2 if kind.startswith("half") else DEFAULT_BATCH
+    batch = DEFAULT_BATCH // 2 if kind == scaling.HALF_STEP else DEFAULT_BATCH
     step = default_step(impl, quick, batch)
     if kind.startswith("loop"):
         while time.monotonic() < deadline:
@@ -987,29 +987,6 @@ def measure_beside(
     return result
 
 
-def measure_halves(args) -> list:
-    """Two processes at once, each the default step on half the batch on one thread
-    (``MINIFCN_THREADS=1``): what the two cores give when the batch, not each layer, is
-    split between them, and no interpreter lock is shared."""
-    env = {**os.environ, "MINIFCN_THREADS": "1"}
-    cmd = _worker_cmd("half-minifcn", args)
-    procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        for _ in range(2)
-    ]  # started together
-    results = []
-    for proc in procs:
-        try:
-            stdout, stderr = proc.communicate(timeout=WORKER_SECONDS)
-        except subprocess.TimeoutExpired:
-            for p in procs:  # the processes this function started, by their handles
-                p.kill()
-            raise
-        failure = "--scaling: the step on half the batch"
-        results.append(scaling.worker_result(stdout, stderr, proc.returncode, failure))
-    return results
-
-
 def _impls(args, flag: str) -> list:
     """minifcn, and PyTorch with --compare torch (which must then be importable)."""
     if args.compare != "torch":
@@ -1028,7 +1005,6 @@ def scaling_main(args) -> dict:
     result = scaling.main(
         worker_cmd=lambda kind: _worker_cmd(kind, args),
         measure_step=lambda impl, env: measure_beside(impl, None, args, env, "--scaling"),
-        measure_halves=lambda: measure_halves(args),
         impls=impls,
         cores=usable_cores(),
         quick=args.quick,

@@ -51,6 +51,7 @@ PIECE_SHAPE = (2, 16, 57, 57)  # images, channels, height, width
 QUICK_PIECE_SHAPE = (1, 8, 32, 32)
 RESULT = "RESULT "  # the prefix of a worker's JSON line
 WORKER_KINDS = ("piece-alone", "piece-threads", "copies", "beside", "handover")
+HALF_STEP = "half-minifcn"  # bench's worker that times the default step on half the batch
 COPY_VALUES = 400_000  # float32: 1.6 MB
 COPY_CALLS = (1, 4, 16, 64)
 LONG_COPY_VALUES = 4_000_000  # float32: 16 MB, in one call
@@ -215,15 +216,34 @@ def _finish(proc, what: str, timeout: float) -> dict:
     return worker_result(stdout, stderr, proc.returncode, f"--scaling: {what}")
 
 
+def _start(worker_cmd, kind: str, env: dict):
+    """A worker process of ``kind``, on one thread (``MINIFCN_THREADS=1``)."""
+    env = {**env, "MINIFCN_THREADS": "1"}
+    return subprocess.Popen(
+        worker_cmd(kind), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def measure_halves(worker_cmd, env: dict, timeout: float) -> list:
+    """The median step of two processes started together, each the default step on half
+    the batch (``HALF_STEP``) on one thread; a process still running when the other
+    failed is stopped."""
+    procs = [_start(worker_cmd, HALF_STEP, env) for _ in range(2)]
+    try:
+        return [_finish(p, "the step on half the batch", timeout)["median_step_s"] for p in procs]
+    finally:
+        for p in procs:  # the processes this function started, by their handles
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def measure_pieces(worker_cmd, env: dict, timeout: float) -> dict:
     """The convolution alone, in two threads, and in two processes (each process alone);
     then the copy test, the convolution beside copies and the pool's handover."""
-    env = {**env, "MINIFCN_THREADS": "1"}
 
     def start(kind):
-        return subprocess.Popen(
-            worker_cmd(kind), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
+        return _start(worker_cmd, kind, env)
 
     out = {}
     for name, kinds in (
@@ -291,16 +311,16 @@ def scaling_report(steps: dict, pieces: dict, cores: int, halves: list | None = 
     return lines
 
 
-def main(worker_cmd, measure_step, impls: list, cores: int, quick: bool, measure_halves) -> dict:
+def main(worker_cmd, measure_step, impls: list, cores: int, quick: bool) -> dict:
     """``--scaling``: ``measure_step(impl, env)`` times one fresh process's default step;
-    ``measure_halves()`` two processes at once, each on half its batch, one thread each."""
+    ``worker_cmd(kind)`` is the command of a worker process of ``kind``."""
     steps = {}
     for impl in impls:
         steps[impl] = {}
         for n in sorted({1, cores}):
             name = "MINIFCN_THREADS" if impl == "minifcn" else "OMP_NUM_THREADS"
             steps[impl][str(n)] = measure_step(impl, {name: str(n)})["median_step_s"]
-    halves = [r["median_step_s"] for r in measure_halves()]
+    halves = measure_halves(worker_cmd, dict(os.environ), timeout=600)
     pieces = measure_pieces(worker_cmd, dict(os.environ), timeout=600)
     print("\n".join(scaling_report(steps, pieces, cores, halves)))
     shape = QUICK_PIECE_SHAPE if quick else PIECE_SHAPE
