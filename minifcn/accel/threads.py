@@ -86,6 +86,8 @@ class CpuThreads:
         self.cores = usable_cores()
         self.threads: int | None = None
         self.others_busy: float | None = None  # cores other programs used, last interval
+        self.lent = 0  # of ``threads``, those the batch split's helper runs now (accel.split)
+        self.helper_cpu = 0.0  # CPU seconds that helper spent: this program's, not another's
         self._controller = None
         self._mark = None
 
@@ -108,8 +110,18 @@ class CpuThreads:
             self.threads = self.blas_setting[1]
         else:  # every core, until the first interval has measured what others use
             self.threads = self.cores
-        self._mark = (time.monotonic(), _busy_seconds(), time.process_time())
+        self._mark = (time.monotonic(), _busy_seconds(), time.process_time() + self.helper_cpu)
         return self
+
+    @property
+    def pool_threads(self) -> int:
+        """The threads of this process's pool: ``threads`` less those lent to the helper."""
+        return max(1, self.threads - self.lent)
+
+    def fix(self, threads: int) -> None:
+        """Run on ``threads`` threads from now on (the batch split's helper: told each step)."""
+        self.fixed = self.threads = max(1, int(threads))
+        self.auto, self.blas_setting = False, None
 
     def adapt(self) -> None:
         """Re-count the idle cores if ``interval`` seconds passed, and follow them."""
@@ -119,7 +131,7 @@ class CpuThreads:
         then, busy_then, ours_then = self._mark
         if now - then < self.interval:
             return
-        busy, ours = _busy_seconds(), time.process_time()
+        busy, ours = _busy_seconds(), time.process_time() + self.helper_cpu
         self._mark = (now, busy, ours)
         if busy is None or busy_then is None:
             return

@@ -81,7 +81,7 @@ class Workers:
     def __init__(self, threads: int):
         if threads < 1:
             raise ValueError(f"a worker pool needs at least 1 thread, not {threads}")
-        self.threads = threads
+        self.threads = self.active = threads  # active: how many of them a job may use
         self._job: _Job | None = None
         self._closed = False
         self._busy = threading.Lock()  # held while a job is under way
@@ -104,7 +104,7 @@ class Workers:
             finished.release()
 
     def run(self, piece, count: int) -> None:
-        helpers = self._helpers[: min(self.threads, count) - 1]
+        helpers = self._helpers[: min(self.active, count) - 1]
         if not helpers or getattr(_INSIDE, "piece", False) or not self._busy.acquire(False):
             for i in range(count):
                 piece(i)
@@ -138,11 +138,12 @@ def workers() -> Workers:
     """This process's pool, with as many threads as ``minifcn.accel.threads`` chose
     (made again when that choice changes)."""
     global _WORKERS
-    threads = adapt_threads().threads
-    if _WORKERS is None or _WORKERS.threads != threads:
-        old, _WORKERS = _WORKERS, Workers(threads)
+    state = adapt_threads()
+    if _WORKERS is None or _WORKERS.threads != state.threads:
+        old, _WORKERS = _WORKERS, Workers(state.threads)
         if old is not None:
             old.close()
+    _WORKERS.active = state.pool_threads  # fewer while the batch split's helper runs
     return _WORKERS
 
 

@@ -69,6 +69,7 @@ from minifcn.commands import scaling
 from minifcn.commands.args import bounded_int
 from minifcn.export.torch_fcn import torch_fcn
 from minifcn.nn import Conv2d, ConvTranspose2d, MaxPool2d, SoftmaxCrossEntropy
+from minifcn.training.step import TrainStep
 
 NUM_CLASSES = 21
 
@@ -368,15 +369,14 @@ def train_step_ours(device: str, batch: int, size: int, repeat: int) -> dict | N
     sync = (lambda: backend.synchronize(xp)) if device == "gpu" else None
     model = FCN8s(NUM_CLASSES, config="mini").to(device)
     opt = SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    loss_fn = SoftmaxCrossEntropy()
+    forward_backward = TrainStep(model, SoftmaxCrossEntropy())  # what the training loop runs
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.standard_normal((batch, 3, size, size), dtype=np.float32))
     labels = xp.asarray(rng.integers(0, NUM_CLASSES, (batch, size, size)).astype(np.uint8))
 
     def step():
         opt.zero_grad()  # one fill of the packed gradients on the GPU
-        loss_fn(model(x), labels)
-        model.backward(loss_fn.backward(), input_grad=False)  # as PyTorch: x needs no grad
+        forward_backward(x, labels)  # as PyTorch: x needs no gradient
         opt.step()
 
     seconds = timeit(step, repeat, sync, _events(device))
@@ -866,14 +866,14 @@ def default_step(impl: str, quick: bool, batch: int = DEFAULT_BATCH):
     x = rng.standard_normal((batch, 3, side, side), dtype=np.float32)
     labels = rng.integers(0, classes, (batch, side, side))
     if impl == "minifcn":
-        opt, loss_fn = Adam(model.parameters(), lr=3e-3), SoftmaxCrossEntropy()
+        opt = Adam(model.parameters(), lr=3e-3)
+        forward_backward = TrainStep(model, SoftmaxCrossEntropy())
         labels = labels.astype(np.uint8)
 
         def step():
             adapt_threads()  # what the training loop does every step
             opt.zero_grad()
-            loss_fn(model(x), labels)
-            model.backward(loss_fn.backward(), input_grad=False)
+            forward_backward(x, labels)
             opt.step()
 
         return step
