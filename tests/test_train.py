@@ -101,7 +101,12 @@ def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp
     run(tmp_path / "r", "--epochs", "1")
     before = weights(tmp_path / "r" / "last.npz")
     original = SoftmaxCrossEntropy.forward
-    monkeypatch.setattr(SoftmaxCrossEntropy, "forward", lambda self, s, y: float("nan"))
+
+    def nan_loss(self, scores, labels):  # the loss computed (backward can follow), then NaN
+        original(self, scores, labels)
+        return float("nan")
+
+    monkeypatch.setattr(SoftmaxCrossEntropy, "forward", nan_loss)
     kept = r"last.npz \(end of epoch 1, finite weights\) was kept"
     with pytest.raises(SystemExit, match=r"loss became nan at epoch 2, step 1.*" + kept):
         train(["--out", str(tmp_path / "r"), "--resume", "--epochs", "2", "--no-progress"])

@@ -36,6 +36,7 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -112,8 +113,7 @@ def _layout(params) -> list:
 
 def _views(block, layout) -> list:
     return [
-        np.ndarray(shape, dtype=np.dtype(dt), buffer=block, offset=off)
-        for off, shape, dt in layout
+        np.ndarray(shape, dtype=np.dtype(dt), buffer=block, offset=off) for off, shape, dt in layout
     ]
 
 
@@ -197,18 +197,23 @@ class BatchSplit:
 
         threads = adapt_threads()
         helper = self._ready_helper(model, drops) if threads.threads >= 2 else None
+        params = list(model.parameters())
+        lent = threads.threads // 2
+        if helper is not None:
+            for shared, p in zip(helper.weights, params):
+                np.copyto(shared, p.data)
+            job = (
+                x[second], labels[second], n, scale, loss_fn.ignore_index, states,
+                model.training, [p.requires_grad for p in params], lent,
+            )  # fmt: skip
+            try:
+                helper.conn.send(job)
+            except OSError:
+                self._lose(f"it ended (exit status {helper.proc.poll()})")
+                helper = None
         if helper is None:
             loss = run_half(model, half_loss, x[first], labels[first], n, first, scale)
             return (loss + second_here()) / divisor
-        params = list(model.parameters())
-        for shared, p in zip(helper.weights, params):
-            np.copyto(shared, p.data)
-        lent = threads.threads // 2
-        job = (
-            x[second], labels[second], n, scale, loss_fn.ignore_index, states,
-            model.training, [p.requires_grad for p in params], lent,
-        )  # fmt: skip
-        helper.conn.send(job)
         threads.lent = lent
         try:
             loss = run_half(model, half_loss, x[first], labels[first], n, first, scale)
@@ -277,6 +282,7 @@ def serve(conn: Connection, fd: int) -> None:
     """The helper's loop: the model once, then one half-step per message, until EOF."""
     from .cpu import keep_freed_memory
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     keep_freed_memory()
     payload, layout, size = conn.recv()
     block = mmap.mmap(fd, 2 * size)

@@ -82,14 +82,13 @@ def train_epoch(run: Run, bar) -> float:
             run.train_set.ignore_index,
             args.device,
         )
-        loss = run.loss_fn(model(x), y)
-        if not math.isfinite(loss):
+        run.opt.zero_grad()  # one fill of the packed gradients on the GPU
+        loss = run.step(x, y)  # forward, loss, backward (no image gradient)
+        if not math.isfinite(loss):  # before the weights move
             raise NonFiniteLoss(
                 f"loss became {loss} at epoch {s.epoch + 1}, step {s.step_in_epoch + 1} "
                 f"(lr {run.opt.lr:g}); try a lower --lr. {kept_message(run)}"
             )
-        run.opt.zero_grad()  # one fill of the packed gradients on the GPU
-        model.backward(run.loss_fn.backward(), input_grad=False)  # no image gradient
         # Several ranks: gradients and loss become the global batch's (one allreduce).
         loss = run.comm.allreduce_grads(model, loss, shard.weight, run.loss_fn.reduction)
         run.opt.step()

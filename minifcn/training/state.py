@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..distributed import Sharding, SingleProcess
 from .runfolder import RunFolder
+from .step import TrainStep
 
 METRIC_KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iu", "fw_iu")
 DEFAULT_EPOCHS = 5
@@ -77,6 +78,11 @@ class Run:
     # of every batch; one process is rank 0 of 1 and its share is the whole batch.
     comm: object = field(default_factory=SingleProcess)
     sharding: object = field(default_factory=lambda: Sharding(0, 1))
+    step: object = None  # TrainStep(model, loss_fn): forward, loss and backward of a batch
+
+    def __post_init__(self):
+        if self.step is None:
+            self.step = TrainStep(self.model, self.loss_fn)
 
     @property
     def out(self) -> Path:

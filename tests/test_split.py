@@ -1,0 +1,198 @@
+"""The batch split (minifcn.accel.split): a training step as two fixed halves, the second
+in a helper process. It is the whole batch's step up to rounding, and gives the same
+bits with the helper, without it, and when the helper is lost."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minifcn import dispatch
+from minifcn.accel import split, threads
+from minifcn.models import FCN8s
+from minifcn.nn import SoftmaxCrossEntropy
+from minifcn.nn.loss import softmax_xent, softmax_xent_backward
+from minifcn.optim import SGD
+from minifcn.training.step import TrainStep
+
+
+def _on_threads(count: int, monkeypatch) -> threads.CpuThreads:
+    fixed = threads.CpuThreads(environ={"MINIFCN_THREADS": str(count)}).start()
+    monkeypatch.setattr(threads, "_PROCESS", fixed)
+    return fixed
+
+
+def _batch(n: int, side: int = 40, classes: int = 5, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3, side, side)).astype(np.float32)
+    labels = rng.integers(0, classes, (n, side, side)).astype(np.uint8)
+    labels[:, :5] = 255  # some ignored pixels, a different share in each image
+    labels[-1, :, :9] = 255
+    return x, labels
+
+
+def _train(step_fn, model, x, labels, steps: int = 3) -> list:
+    """Gradients and loss of each of ``steps`` SGD steps, then the weights and the dropout
+    generators' states."""
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = step_fn(x, labels)
+        out += [p.grad.copy() for p in model.parameters()] + [np.float64(loss)]
+        opt.step()
+    return out + [p.data.copy() for p in model.parameters()] + [model.rng_state()]
+
+
+def _whole(model, loss_fn):
+    def step(x, labels):
+        loss = loss_fn(model(x), labels)
+        model.backward(loss_fn.backward(), input_grad=False)
+        return loss
+
+    return step
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_the_halves_are_the_whole_batch_step_up_to_rounding(reduction, monkeypatch):
+    """Float64, dropout on, an odd batch (the first half gets the odd image), ignored
+    pixels unevenly spread: loss, every gradient and the weights after three steps agree
+    to rounding, and the dropout generators end exactly where the whole batch leaves them."""
+    _on_threads(1, monkeypatch)
+    x, labels = _batch(3)
+    x = x.astype(np.float64)
+    runs = []
+    for halves in (False, True):
+        model = FCN8s(5, config="mini", rng=0).astype(np.float64)
+        model.train()
+        loss_fn = SoftmaxCrossEntropy(reduction=reduction)
+        fn = TrainStep(model, loss_fn) if halves else _whole(model, loss_fn)
+        runs.append(_train(fn, model, x, labels))
+    whole, halved = runs
+    assert whole[-1] == halved[-1]  # the dropout generators' states
+    nonzero = 0
+    for a, b in zip(whole[:-1], halved[:-1]):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-13)
+        nonzero += bool(np.any(a != 0))
+    assert nonzero > 60
+
+
+def test_the_halves_draw_the_whole_batchs_dropout_masks():
+    rng = np.random.default_rng(3)
+    want = np.random.default_rng(3).random((5, 2, 3), dtype=np.float32)
+    first, second = split.halves(5)
+    assert (first, second) == (slice(0, 3), slice(3, 5))
+    state = rng.bit_generator.state
+    got = [split.HalfDraws(rng, 5, first).random((3, 2, 3), dtype=np.float32)]
+    rng.bit_generator.state = state
+    got.append(split.HalfDraws(rng, 5, second).random((2, 2, 3), dtype=np.float32))
+    np.testing.assert_array_equal(np.concatenate(got), want)
+
+
+def _split_run(monkeypatch, count: int, x, labels, freeze: bool = False, kill_after=None):
+    _on_threads(count, monkeypatch)
+    model = FCN8s(5, config="mini", rng=0, freeze_upsampling=freeze)
+    model.train()
+    step = TrainStep(model, SoftmaxCrossEntropy())
+    calls = []
+
+    def fn(x, labels):
+        calls.append(step._split._helper)
+        if kill_after is not None and len(calls) == kill_after + 1:
+            helper = step._split._helper
+            helper.proc.kill()
+            helper.proc.wait()
+        return step(x, labels)
+
+    try:
+        return _train(fn, model, x, labels, steps=4), calls
+    finally:
+        step.close()
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_the_helper_process_gives_the_bits_of_one_process(freeze, monkeypatch):
+    """Float32, four SGD steps of batch 5 with dropout: on two threads the helper runs the
+    second half; on one this process runs both. Every gradient, loss, weight and
+    generator state is the same bits (frozen upsampling weights included)."""
+    x, labels = _batch(5)
+    alone, calls = _split_run(monkeypatch, 1, x, labels, freeze)
+    assert calls == [None] * 4
+    helped, calls = _split_run(monkeypatch, 2, x, labels, freeze)
+    assert calls[0] is None and all(c is calls[1] for c in calls[1:]) and calls[1] is not None
+    assert alone[-1] == helped[-1]
+    for a, b in zip(alone[:-1], helped[:-1]):
+        assert np.array_equal(a, b)
+        assert a.dtype == b.dtype
+
+
+def test_a_lost_helper_costs_time_not_results(monkeypatch, capsys):
+    x, labels = _batch(4)
+    alone, _ = _split_run(monkeypatch, 1, x, labels)
+    helped, calls = _split_run(monkeypatch, 2, x, labels, kill_after=2)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "helper process stopped: it ended" in err
+    assert "this process runs both halves" in err
+    assert calls[3] is None or calls[3] is calls[1]  # killed before step 3; none after
+    for a, b in zip(alone[:-1], helped[:-1]):
+        assert np.array_equal(a, b)
+
+
+def test_a_bad_label_in_the_second_half_is_refused_as_in_the_whole_batch(monkeypatch):
+    _on_threads(2, monkeypatch)
+    x, labels = _batch(4)
+    bad = labels.copy()
+    bad[3, 20, 20] = 7
+    model = FCN8s(5, config="mini", rng=0)
+    step = TrainStep(model, SoftmaxCrossEntropy())
+    try:
+        step(x, labels)
+        helper = step._split._helper
+        assert helper is not None
+        with pytest.raises(ValueError, match="label value 7 is out of range for 5 classes"):
+            step(x, bad)
+        assert step._split._helper is helper  # the helper is not to blame: it stays
+        step(x, labels)
+    finally:
+        step.close()
+
+
+def test_a_helper_that_cannot_start_leaves_the_halves_here(monkeypatch, capsys):
+    _on_threads(2, monkeypatch)
+    monkeypatch.setattr(split.sys, "executable", "/nonexistent/python")
+    x, labels = _batch(2)
+    model = FCN8s(5, config="mini", rng=0)
+    step = TrainStep(model, SoftmaxCrossEntropy())
+    step(x, labels)
+    step(x, labels)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not start" in err and "/nonexistent/python" in err
+    assert step._split._helper is None
+
+
+def test_what_is_not_split(monkeypatch):
+    x, _ = _batch(2)
+    assert split.splits(x)
+    assert not split.splits(x[:1])  # one image
+    with monkeypatch.context() as m:
+        m.setenv("MINIFCN_ACCEL", "0")
+        assert not split.splits(x)  # the plain path runs the batch whole
+    fns = dict(softmax_xent=softmax_xent, softmax_xent_backward=softmax_xent_backward)
+    with dispatch.use(**fns):  # a helper could not see the functions given here
+        assert not split.splits(x)
+    assert not split.splits(list(x))
+
+
+def test_the_pool_runs_on_the_threads_not_lent_to_the_helper(monkeypatch):
+    from minifcn.accel import workers
+
+    state = _on_threads(3, monkeypatch)
+    assert state.pool_threads == 3 and workers.workers().active == 3
+    state.lent = 2
+    assert state.pool_threads == 1 and workers.workers().active == 1
+    assert workers.workers().threads == 3  # the pool keeps its threads
+    state.lent = 5
+    assert state.pool_threads == 1
+    state.fix(4)
+    state.lent = 0
+    assert (state.threads, state.fixed, state.adaptive) == (4, 4, False)
