@@ -89,23 +89,38 @@ def test_the_halves_draw_the_whole_batchs_dropout_masks():
     np.testing.assert_array_equal(np.concatenate(got), want)
 
 
-def _split_run(monkeypatch, count: int, x, labels, freeze: bool = False, kill_after=None):
+def _kill(helper) -> None:
+    helper.proc.kill()
+    helper.proc.wait()
+
+
+def _split_run(monkeypatch, count, x, labels, freeze=False, kill_before=None, kill_in=None):
+    """Four SGD steps on ``count`` threads (see ``_train``), the steps' helpers and the
+    thread counts each half ran on; the helper killed before step ``kill_before`` or
+    during this process's half of step ``kill_in``."""
     _on_threads(count, monkeypatch)
     model = FCN8s(5, config="mini", rng=0, freeze_upsampling=freeze)
     model.train()
     step = TrainStep(model, SoftmaxCrossEntropy())
-    calls = []
+    calls, pools = [], []
+    run_half = split.run_half
+
+    def spy(*args):  # the threads this process's pool runs a half on
+        pools.append(threads.adapt_threads().pool_threads)
+        if kill_in is not None and len(calls) == kill_in and pools[-1] == 1:
+            _kill(step._split._helper)
+        return run_half(*args)
+
+    monkeypatch.setattr(split, "run_half", spy)
 
     def fn(x, labels):
         calls.append(step._split._helper)
-        if kill_after is not None and len(calls) == kill_after + 1:
-            helper = step._split._helper
-            helper.proc.kill()
-            helper.proc.wait()
+        if len(calls) == kill_before:
+            _kill(step._split._helper)
         return step(x, labels)
 
     try:
-        return _train(fn, model, x, labels, steps=4), calls
+        return _train(fn, model, x, labels, steps=4), calls, pools
     finally:
         step.close()
 
@@ -116,45 +131,70 @@ def test_the_helper_process_gives_the_bits_of_one_process(freeze, monkeypatch):
     second half; on one this process runs both. Every gradient, loss, weight and
     generator state is the same bits (frozen upsampling weights included)."""
     x, labels = _batch(5)
-    alone, calls = _split_run(monkeypatch, 1, x, labels, freeze)
-    assert calls == [None] * 4
-    helped, calls = _split_run(monkeypatch, 2, x, labels, freeze)
+    alone, calls, pools = _split_run(monkeypatch, 1, x, labels, freeze)
+    assert calls == [None] * 4 and pools == [1] * 8  # both halves here, on the one thread
+    helped, calls, pools = _split_run(monkeypatch, 2, x, labels, freeze)
     assert calls[0] is None and all(c is calls[1] for c in calls[1:]) and calls[1] is not None
+    assert pools == [1] * 4  # the first half here, beside the helper: one thread each
     assert alone[-1] == helped[-1]
     for a, b in zip(alone[:-1], helped[:-1]):
         assert np.array_equal(a, b)
         assert a.dtype == b.dtype
 
 
-def test_a_lost_helper_costs_time_not_results(monkeypatch, capsys):
+@pytest.mark.parametrize("when", ["before", "during"])
+def test_a_lost_helper_costs_time_not_results(when, monkeypatch, capsys):
+    """Killed before step 3 it is found lost when the step hands it its half; killed while
+    this process runs its own half, when the step waits for its reply (then this process
+    runs the second half itself). From then on both halves run here, on both threads."""
     x, labels = _batch(4)
-    alone, _ = _split_run(monkeypatch, 1, x, labels)
-    helped, calls = _split_run(monkeypatch, 2, x, labels, kill_after=2)
+    alone, _, _ = _split_run(monkeypatch, 1, x, labels)
+    kill = dict(kill_before=3) if when == "before" else dict(kill_in=3)
+    helped, calls, pools = _split_run(monkeypatch, 2, x, labels, **kill)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "helper process stopped: it ended" in err
     assert "this process runs both halves" in err
-    assert calls[3] is None or calls[3] is calls[1]  # killed before step 3; none after
+    assert calls[1] is calls[2] is not None and calls[3] is None
+    assert pools == ([1, 1, 2, 2, 2, 2] if when == "before" else [1, 1, 1, 2, 2, 2])
     for a, b in zip(alone[:-1], helped[:-1]):
         assert np.array_equal(a, b)
 
 
-def test_a_bad_label_in_the_second_half_is_refused_as_in_the_whole_batch(monkeypatch):
-    _on_threads(2, monkeypatch)
+def _grads_after(step, model, x, labels, bad=()):
+    """The gradients of a step on ``labels`` after steps on each of ``bad`` (which raise)."""
+    for labels_ in bad:
+        with pytest.raises(ValueError, match="label value 7 is out of range for 5 classes"):
+            step(x, labels_)
+    model.zero_grad()
+    step(x, labels)
+    return [p.grad.copy() for p in model.parameters()]
+
+
+def test_a_bad_label_in_either_half_is_refused_as_in_the_whole_batch(monkeypatch):
+    """In the second half the helper fails and this process, running the half again,
+    raises the loss's own error; the helper is not to blame and stays. In the first half
+    the error comes out while the helper still works; its late reply is passed over."""
     x, labels = _batch(4)
-    bad = labels.copy()
-    bad[3, 20, 20] = 7
-    model = FCN8s(5, config="mini", rng=0)
+    late, early = labels.copy(), labels.copy()
+    late[3, 20, 20] = 7
+    early[0, 20, 20] = 7
+    _on_threads(1, monkeypatch)
+    model = FCN8s(5, config="mini", rng=0).eval()  # no dropout draws in the failed steps
+    want = _grads_after(TrainStep(model, SoftmaxCrossEntropy()), model, x, labels)
+    _on_threads(2, monkeypatch)
+    model = FCN8s(5, config="mini", rng=0).eval()
     step = TrainStep(model, SoftmaxCrossEntropy())
     try:
         step(x, labels)
         helper = step._split._helper
         assert helper is not None
-        with pytest.raises(ValueError, match="label value 7 is out of range for 5 classes"):
-            step(x, bad)
-        assert step._split._helper is helper  # the helper is not to blame: it stays
-        step(x, labels)
+        got = _grads_after(step, model, x, labels, bad=(late, early, late))
+        assert step._split._helper is helper
     finally:
         step.close()
+    assert len(got) == len(want) and any(np.any(g != 0) for g in want)
+    for a, b in zip(want, got):
+        assert np.array_equal(a, b)
 
 
 def test_a_helper_that_cannot_start_leaves_the_halves_here(monkeypatch, capsys):

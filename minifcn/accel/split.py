@@ -176,6 +176,7 @@ class BatchSplit:
         self._helper: _Helper | None = None
         self._signature = None
         self._failed = False  # the helper could not start or was lost: no new one
+        self._jobs = 0  # the number of the last job sent to the helper
 
     def step(self, model, loss_fn, x, labels) -> float:
         """Forward, loss and backward of the batch ``x`` (N >= 2 images), ``labels``
@@ -202,8 +203,9 @@ class BatchSplit:
         if helper is not None:
             for shared, p in zip(helper.weights, params):
                 np.copyto(shared, p.data)
+            self._jobs += 1
             job = (
-                x[second], labels[second], n, scale, loss_fn.ignore_index, states,
+                self._jobs, x[second], labels[second], n, scale, loss_fn.ignore_index, states,
                 model.training, [p.requires_grad for p in params], lent,
             )  # fmt: skip
             try:
@@ -233,13 +235,16 @@ class BatchSplit:
 
     def _receive(self, helper) -> tuple[bool, object]:
         """(True, (summed loss, CPU seconds)) of the helper's half, or (False, why not)."""
-        try:
-            reply = helper.conn.recv()
-        except (EOFError, OSError):
-            return False, f"it ended (exit status {helper.proc.poll()})"
+        while True:  # a reply to a job this process stopped waiting for (an exception in
+            try:  # its own half, Ctrl-C) is passed over
+                reply = helper.conn.recv()
+            except (EOFError, OSError):
+                return False, f"it ended (exit status {helper.proc.poll()})"
+            if reply[1] == self._jobs:
+                break
         if reply[0] == "error":
-            return False, f"it failed: {reply[1]}"
-        return True, (reply[1], reply[2])
+            return False, f"it failed: {reply[2]}"
+        return True, (reply[2], reply[3])
 
     def _ready_helper(self, model, drops) -> _Helper | None:
         """The helper for this model, started (and waited for) if need be; None where
@@ -304,7 +309,7 @@ def serve(conn: Connection, fd: int) -> None:
             job = conn.recv()
         except (EOFError, OSError):
             return
-        x, labels, total, scale, ignore_index, states, training, flags, lent = job
+        number, x, labels, total, scale, ignore_index, states, training, flags, lent = job
         cpu = time.process_time()
         try:
             threads.fix(lent)
@@ -319,9 +324,9 @@ def serve(conn: Connection, fd: int) -> None:
             loss_fn = SoftmaxCrossEntropy(ignore_index, reduction="sum")
             loss = run_half(model, loss_fn, x, labels, total, rows, scale)
         except Exception as err:  # noqa: BLE001 - the main process reruns the half itself
-            conn.send(("error", f"{type(err).__name__}: {err}"))
+            conn.send(("error", number, f"{type(err).__name__}: {err}"))
             continue
-        conn.send(("done", loss, time.process_time() - cpu))
+        conn.send(("done", number, loss, time.process_time() - cpu))
 
 
 if __name__ == "__main__":
