@@ -197,16 +197,22 @@ def test_a_bad_label_in_either_half_is_refused_as_in_the_whole_batch(monkeypatch
         assert np.array_equal(a, b)
 
 
-def test_a_helper_that_cannot_start_leaves_the_halves_here(monkeypatch, capsys):
+@pytest.mark.parametrize("why", ["no interpreter", "no model"])
+def test_a_helper_that_cannot_start_leaves_the_halves_here(why, monkeypatch, capsys):
     _on_threads(2, monkeypatch)
-    monkeypatch.setattr(split.sys, "executable", "/nonexistent/python")
+    if why == "no interpreter":
+        monkeypatch.setattr(split.sys, "executable", "/nonexistent/python")
+        said = "/nonexistent/python"
+    else:  # the helper starts, but what it gets is not a model
+        monkeypatch.setattr(split, "_replica_bytes", lambda model: b"not a pickle")
+        said = "the model did not load here: UnpicklingError"
     x, labels = _batch(2)
     model = FCN8s(5, config="mini", rng=0)
     step = TrainStep(model, SoftmaxCrossEntropy())
     step(x, labels)
     step(x, labels)
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "could not start" in err and "/nonexistent/python" in err
+    assert err.count("\n") == 1 and "could not start" in err and said in err
     assert step._split._helper is None
 
 

@@ -262,7 +262,7 @@ class BatchSplit:
             helper = _Helper(model, layout, size)
             self._helper, self._signature = helper, signature
             helper.wait_ready(START_SECONDS)
-        except (OSError, RuntimeError, pickle.PicklingError, TypeError) as err:
+        except (OSError, EOFError, RuntimeError, pickle.PicklingError, TypeError) as err:
             self._lose(f"it could not start ({err})")
             return None
         return helper
@@ -276,11 +276,21 @@ class BatchSplit:
         self._failed = True
         self.close()
 
+    @property
+    def helper_pid(self) -> int | None:
+        return None if self._helper is None else self._helper.proc.pid
+
     def close(self) -> None:
         """End the helper process (a later step starts a new one if it can)."""
         helper, self._helper, self._signature = self._helper, None, None
         if helper is not None:
             helper.close()
+
+    def __del__(self):  # a step no one holds any more lets its helper go
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit the modules may be gone
+            pass
 
 
 def serve(conn: Connection, fd: int) -> None:

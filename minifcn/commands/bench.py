@@ -392,10 +392,27 @@ def train_step_ours(device: str, batch: int, size: int, repeat: int) -> dict | N
         result["peak_bytes"] = int(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         result["peak_note"] = "tracemalloc peak of one step (NumPy reports its buffers)"
+        helper = forward_backward.helper_pid
+        if helper is not None:
+            result["peak_note"] += " in this process, which runs half the batch"
+            result["helper_max_rss_bytes"] = _max_rss_of(helper)
+    forward_backward.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result["max_rss_bytes"] = int(rss * (1 if sys.platform == "darwin" else 1024))
     result["model"] = model
     return result
+
+
+def _max_rss_of(pid: int) -> int | None:
+    """The peak resident memory of process ``pid`` (Linux's VmHWM), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def train_step_torch(torch, model, device: str, batch: int, size: int, repeat: int) -> dict:
@@ -706,6 +723,8 @@ def measure_train_step(args, torch, label: str) -> dict | None:
         f"peak memory {train['peak_bytes'] / 2**20:.1f} MiB ({train['peak_note']}), "
         f"max RSS {train['max_rss_bytes'] / 2**20:.0f} MiB"
     )
+    if train.get("helper_max_rss_bytes"):
+        line += f" (and {train['helper_max_rss_bytes'] / 2**20:.0f} MiB the batch split's helper)"
     if train["launches_per_step"] is not None:
         line += f", {train['launches_per_step']} device launches a step"
     if not args.no_plain:

@@ -30,6 +30,11 @@ class TrainStep:
         self.model.backward(self.loss_fn.backward(), input_grad=False)  # no image gradient
         return loss
 
+    @property
+    def helper_pid(self) -> int | None:
+        """The process id of the batch split's helper, while one runs."""
+        return self._split.helper_pid
+
     def close(self) -> None:
         """End the helper process, if one runs (it also ends with this process)."""
         self._split.close()
