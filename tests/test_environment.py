@@ -120,6 +120,12 @@ def test_the_count_follows_what_other_programs_keep_busy_and_the_blas_runs_alone
         interval(t, 2.0, ours=2.0, others=0.0)  # 3 s, the other program gone
         assert t.threads == 2 and fake.calls == [(1, "blas")]  # the BLAS stays at one
         assert "as many as are idle" in t.describe()
+        # the batch split's helper (accel.split) busy a core: this program's, not another's
+        t.helper_cpu += 2.5
+        interval(t, 2.5, ours=2.5, others=2.5)
+        assert t.threads == 2 and t.others_busy == pytest.approx(0.0)
+        interval(t, 2.5, ours=2.5, others=2.5)  # the same, no helper: another program
+        assert t.threads == 1
 
 
 def test_a_fixed_or_inherited_thread_count_is_kept(monkeypatch):

@@ -110,8 +110,12 @@ class CpuThreads:
             self.threads = self.blas_setting[1]
         else:  # every core, until the first interval has measured what others use
             self.threads = self.cores
-        self._mark = (time.monotonic(), _busy_seconds(), time.process_time() + self.helper_cpu)
+        self._mark = (time.monotonic(), _busy_seconds(), self.own_cpu())
         return self
+
+    def own_cpu(self) -> float:
+        """CPU seconds this program used: this process's and its batch-split helper's."""
+        return time.process_time() + self.helper_cpu
 
     @property
     def pool_threads(self) -> int:
@@ -131,7 +135,7 @@ class CpuThreads:
         then, busy_then, ours_then = self._mark
         if now - then < self.interval:
             return
-        busy, ours = _busy_seconds(), time.process_time() + self.helper_cpu
+        busy, ours = _busy_seconds(), self.own_cpu()
         self._mark = (now, busy, ours)
         if busy is None or busy_then is None:
             return

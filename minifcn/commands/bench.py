@@ -940,13 +940,14 @@ def run_worker(kind: str, quick: bool, steps: int) -> dict:
     step()
     while time.monotonic() < t_end:
         step()
-    busy0, cpu0, wall0 = _machine_busy(), time.process_time(), time.perf_counter()
+    own_cpu = adapt_threads().own_cpu if impl == "minifcn" else time.process_time  # + helper
+    busy0, cpu0, wall0 = _machine_busy(), own_cpu(), time.perf_counter()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    busy1, cpu1, wall1 = _machine_busy(), time.process_time(), time.perf_counter()
+    busy1, cpu1, wall1 = _machine_busy(), own_cpu(), time.perf_counter()
     others = None
     if busy0 is not None and busy1 is not None:
         others = max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / (wall1 - wall0)
