@@ -42,6 +42,7 @@ import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 
@@ -129,6 +130,15 @@ def _replica_bytes(model) -> bytes:
             m._cache = cache
 
 
+def _helper_environment() -> dict:
+    """This process's environment, with this copy of minifcn first on the helper's path
+    (the one this process imported, wherever that came from)."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    return env
+
+
 class _Helper:
     """The helper process, its socket and the shared block (weights, then its gradients)."""
 
@@ -143,6 +153,7 @@ class _Helper:
                 [sys.executable, "-m", "minifcn.accel.split", str(there.fileno()), str(fd)],
                 pass_fds=(there.fileno(), fd),
                 stdin=subprocess.DEVNULL,
+                env=_helper_environment(),
             )
         finally:
             os.close(fd)
