@@ -227,6 +227,12 @@ def test_what_is_not_split(monkeypatch):
     with dispatch.use(**fns):  # a helper could not see the functions given here
         assert not split.splits(x)
     assert not split.splits(list(x))
+    runs = []  # TrainStep(split=False), as the ranks make it, runs the batch whole
+    for make in (lambda m, f: TrainStep(m, f, split=False), _whole):
+        model, loss_fn = FCN8s(5, config="mini", rng=0), SoftmaxCrossEntropy()
+        runs.append(_train(make(model, loss_fn), model, *_batch(2), steps=2))
+    for a, b in zip(runs[0][:-1], runs[1][:-1]):
+        assert np.array_equal(a, b)
 
 
 def test_the_pool_runs_on_the_threads_not_lent_to_the_helper(monkeypatch):

@@ -25,6 +25,7 @@ from .runfolder import RunFolderError
 from .saving import save_interrupted
 from .setup import assemble_run, fit_to_model, make_datasets, make_model, set_up
 from .state import Run, RunError, RunState
+from .step import TrainStep
 
 
 class FollowerFolder:
@@ -72,6 +73,9 @@ def set_up_ranks(comm, args, given: set, defaults) -> Run:
             run.folder.close(remove_if_unused=True)
         raise
     run.comm, run.sharding = comm, Sharding(comm.rank, comm.size)
+    # A rank's shard runs whole: the ranks already use the cores, and a rank has no helper
+    # for the batch split (its dropout layers draw the global batch's masks)
+    run.step = TrainStep(run.model, run.loss_fn, split=comm.size == 1)
     run.sharding.install_dropout(run.model)
     return run
 

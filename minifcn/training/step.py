@@ -15,16 +15,17 @@ class TrainStep:
     the accelerated CPU path a batch of two or more images runs as two fixed halves,
     the second in a helper process when a second core is idle
     (``minifcn.accel.split``: the same bits with or without it); elsewhere (the GPU,
-    the plain path) the batch runs whole. ``loss_fn`` keeps no cache of the halves:
-    call ``step`` again rather than ``loss_fn.backward``.
+    the plain path, ``split=False``: the ranks of ``mpiexec``) the batch runs whole.
+    ``loss_fn`` keeps no cache of the halves: call ``step`` again rather than
+    ``loss_fn.backward``.
     """
 
-    def __init__(self, model, loss_fn):
-        self.model, self.loss_fn = model, loss_fn
+    def __init__(self, model, loss_fn, split: bool = True):
+        self.model, self.loss_fn, self.split = model, loss_fn, split
         self._split = BatchSplit()
 
     def __call__(self, x, labels) -> float:
-        if splits(x):
+        if self.split and splits(x):
             return self._split.step(self.model, self.loss_fn, x, labels)
         loss = self.loss_fn(self.model(x), labels)
         self.model.backward(self.loss_fn.backward(), input_grad=False)  # no image gradient
