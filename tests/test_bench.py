@@ -89,6 +89,7 @@ def test_bench_scaling_times_one_thread_every_core_and_the_convolution_side_by_s
     assert set(saved["steps"]["minifcn"]) == {"1", str(cores)}
     assert all(t > 0 for t in saved["steps"]["minifcn"].values())
     assert len(saved["halves"]) == 2 and all(t > 0 for t in saved["halves"])
+    assert saved["whole_one_thread"] > 0
     pieces = saved["pieces"]
     assert [len(pieces[k]) for k in ("alone", "threads", "processes")] == [1, 2, 2]
     assert all(t > 0 for k in ("alone", "threads", "processes") for t in pieces[k])
@@ -102,6 +103,7 @@ def test_bench_scaling_times_one_thread_every_core_and_the_convolution_side_by_s
     out = capsys.readouterr().out
     assert "1 thread" in out and "two processes at once" in out
     assert "(turns at the lock)" in out and "the batch split over two processes" in out
+    assert "the batch whole (not in halves)" in out
 
 
 def test_bench_scaling_report_states_each_ratio():
@@ -126,11 +128,15 @@ def test_bench_scaling_report_states_what_the_batch_split_over_processes_buys():
     steps = {"minifcn": {"1": 0.2, "2": 0.15}}
     pieces = {"alone": [0.001], "threads": [0.002], "processes": [0.001]}
     copies = {"values": 400_000, "calls": {}}
-    lines = scaling_report(steps, {**pieces, "copies": copies}, 2, halves=[0.11, 0.125])
+    lines = scaling_report(steps, {**pieces, "copies": copies}, 2, [0.11, 0.125], whole=0.16)
     assert lines[2] == (
         "  minifcn, the batch split over two processes at once (half each, 1 thread): "
         "110.0, 125.0 ms: the second core buys 1.60x"
-    )  # the slower half's step against the whole batch on one thread
+    )  # the slower half's step against the halves on one thread
+    assert lines[3] == (
+        "  minifcn 1 thread, the batch whole (not in halves): 160.0 ms: "
+        "on one thread the halves take 1.25x as long"
+    )
 
 
 def test_bench_scaling_report_states_the_convolution_beside_each_copy():

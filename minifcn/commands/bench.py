@@ -862,7 +862,7 @@ def write_json(path, result: dict) -> None:
 
 # ---------------------------------------------------------------- under load
 WORKERS = ("busy", "loop-minifcn", "loop-torch", "measure-minifcn", "measure-torch")
-WORKERS += (scaling.HALF_STEP,)  # the measured step on half the batch (--scaling)
+WORKERS += (scaling.HALF_STEP, scaling.WHOLE_STEP)  # the measured step's variants (--scaling)
 WORKERS += scaling.WORKER_KINDS
 WORKER_SECONDS = 600  # a load worker stops by itself after this, whatever happens
 
@@ -870,10 +870,11 @@ WORKER_SECONDS = 600  # a load worker stops by itself after this, whatever happe
 DEFAULT_BATCH = 2  # the default training's batch
 
 
-def default_step(impl: str, quick: bool, batch: int = DEFAULT_BATCH):
+def default_step(impl: str, quick: bool, batch: int = DEFAULT_BATCH, split: bool = True):
     """One step of the default training (mini FCN-8s on shapes, batch 2, 96x96, Adam
     lr 3e-3), as a function, in minifcn or in PyTorch (its mirror of the same net);
-    ``batch`` images instead of the default's 2 where given."""
+    ``batch`` images instead of the default's 2 where given; ``split=False``: minifcn's
+    batch whole, not in the batch split's halves."""
     from minifcn.data.shapes import CLASS_NAMES
     from minifcn.models import FCN8s
     from minifcn.optim import Adam
@@ -886,7 +887,7 @@ def default_step(impl: str, quick: bool, batch: int = DEFAULT_BATCH):
     labels = rng.integers(0, classes, (batch, side, side))
     if impl == "minifcn":
         opt = Adam(model.parameters(), lr=3e-3)
-        forward_backward = TrainStep(model, SoftmaxCrossEntropy())
+        forward_backward = TrainStep(model, SoftmaxCrossEntropy(), split=split)
         labels = labels.astype(np.uint8)
 
         def step():
@@ -930,7 +931,7 @@ def run_worker(kind: str, quick: bool, steps: int) -> dict:
         return {}
     impl = kind.split("-", 1)[1]
     batch = DEFAULT_BATCH // 2 if kind == scaling.HALF_STEP else DEFAULT_BATCH
-    step = default_step(impl, quick, batch)
+    step = default_step(impl, quick, batch, split=kind != scaling.WHOLE_STEP)
     if kind.startswith("loop"):
         while time.monotonic() < deadline:
             step()

@@ -52,6 +52,7 @@ QUICK_PIECE_SHAPE = (1, 8, 32, 32)
 RESULT = "RESULT "  # the prefix of a worker's JSON line
 WORKER_KINDS = ("piece-alone", "piece-threads", "copies", "beside", "handover")
 HALF_STEP = "half-minifcn"  # bench's worker that times the default step on half the batch
+WHOLE_STEP = "whole-minifcn"  # ... and the default step with its batch whole, not in halves
 COPY_VALUES = 400_000  # float32: 1.6 MB
 COPY_CALLS = (1, 4, 16, 64)
 LONG_COPY_VALUES = 4_000_000  # float32: 16 MB, in one call
@@ -260,9 +261,12 @@ def measure_pieces(worker_cmd, env: dict, timeout: float) -> dict:
     return out
 
 
-def scaling_report(steps: dict, pieces: dict, cores: int, halves: list | None = None) -> list:
+def scaling_report(
+    steps: dict, pieces: dict, cores: int, halves: list | None = None, whole: float | None = None
+) -> list:
     """The lines ``--scaling`` prints: steps[impl][threads] = median step seconds; halves:
-    the two half-batch processes' median steps."""
+    the two half-batch processes' median steps; whole: minifcn's step on one thread with
+    the batch whole (not in the batch split's halves)."""
     lines = [f"the default training step (median of the timed steps), 1 and {cores} threads:"]
     for impl, by_threads in steps.items():
         one, many = by_threads["1"], by_threads[str(cores)]
@@ -276,6 +280,12 @@ def scaling_report(steps: dict, pieces: dict, cores: int, halves: list | None = 
         lines.append(
             f"  minifcn, the batch split over two processes at once (half each, 1 thread): "
             f"{each} ms: the second core buys {one / max(halves):.2f}x"
+        )
+    if whole:
+        one = steps["minifcn"]["1"]
+        lines.append(
+            f"  minifcn 1 thread, the batch whole (not in halves): {whole * 1e3:.1f} ms: "
+            f"on one thread the halves take {one / whole:.2f}x as long"
         )
     alone = statistics.median(pieces["alone"])
     lines.append("one convolution on one thread, repeated (time per call):")
@@ -321,7 +331,12 @@ def main(worker_cmd, measure_step, impls: list, cores: int, quick: bool) -> dict
             name = "MINIFCN_THREADS" if impl == "minifcn" else "OMP_NUM_THREADS"
             steps[impl][str(n)] = measure_step(impl, {name: str(n)})["median_step_s"]
     halves = measure_halves(worker_cmd, dict(os.environ), timeout=600)
+    whole = _finish(_start(worker_cmd, WHOLE_STEP, dict(os.environ)), "the whole batch", 600)
     pieces = measure_pieces(worker_cmd, dict(os.environ), timeout=600)
-    print("\n".join(scaling_report(steps, pieces, cores, halves)))
+    whole = whole["median_step_s"]
+    print("\n".join(scaling_report(steps, pieces, cores, halves, whole)))
     shape = QUICK_PIECE_SHAPE if quick else PIECE_SHAPE
-    return dict(steps=steps, halves=halves, pieces=pieces, cores=cores, piece_shape=list(shape))
+    return dict(
+        steps=steps, halves=halves, whole_one_thread=whole, pieces=pieces, cores=cores,
+        piece_shape=list(shape),
+    )  # fmt: skip
