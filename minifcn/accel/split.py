@@ -208,9 +208,9 @@ class BatchSplit:
             return run_half(model, half_loss, x[second], labels[second], n, second, scale)
 
         threads = adapt_threads()
-        helper = self._ready_helper(model, drops) if threads.threads >= 2 else None
+        helper = self._ready_helper(model, drops) if threads.most >= 2 else None
         params = list(model.parameters())
-        lent = threads.threads // 2
+        lent = max(1, threads.threads // 2)  # the helper's threads
         if helper is not None:
             for shared, p in zip(helper.weights, params):
                 np.copyto(shared, p.data)
@@ -227,7 +227,7 @@ class BatchSplit:
         if helper is None:
             loss = run_half(model, half_loss, x[first], labels[first], n, first, scale)
             return (loss + second_here()) / divisor
-        threads.lent = lent
+        threads.lent = lent if threads.threads >= 2 else 0  # this process keeps one
         try:
             loss = run_half(model, half_loss, x[first], labels[first], n, first, scale)
         finally:
