@@ -208,9 +208,9 @@ class BatchSplit:
             return run_half(model, half_loss, x[second], labels[second], n, second, scale)
 
         threads = adapt_threads()
-        helper = self._ready_helper(model, drops) if threads.most >= 2 else None
+        helper = self._ready_helper(model, drops) if threads.threads >= 2 else None
         params = list(model.parameters())
-        lent = max(1, threads.threads // 2)  # the helper's threads
+        lent = threads.threads // 2  # the helper's threads
         if helper is not None:
             for shared, p in zip(helper.weights, params):
                 np.copyto(shared, p.data)
@@ -227,7 +227,7 @@ class BatchSplit:
         if helper is None:
             loss = run_half(model, half_loss, x[first], labels[first], n, first, scale)
             return (loss + second_here()) / divisor
-        threads.lent = lent if threads.threads >= 2 else 0  # this process keeps one
+        threads.lent = lent
         try:
             loss = run_half(model, half_loss, x[first], labels[first], n, first, scale)
         finally:
@@ -310,7 +310,10 @@ def serve(conn: Connection, fd: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     keep_freed_memory()
-    payload, layout, size = conn.recv()
+    try:
+        payload, layout, size = conn.recv()
+    except (EOFError, OSError):  # the main process went before it sent the model
+        return
     block = mmap.mmap(fd, 2 * size)
     os.close(fd)
     views = memoryview(block)
@@ -323,7 +326,10 @@ def serve(conn: Connection, fd: int) -> None:
     except Exception as err:  # noqa: BLE001 - said to the main process, which goes on alone
         conn.send(("error", f"the model did not load here: {type(err).__name__}: {err}"))
         return
-    conn.send(("ready",))
+    try:
+        conn.send(("ready",))
+    except OSError:
+        return
     threads = adapt_threads()
     while True:
         try:
@@ -345,9 +351,13 @@ def serve(conn: Connection, fd: int) -> None:
             loss_fn = SoftmaxCrossEntropy(ignore_index, reduction="sum")
             loss = run_half(model, loss_fn, x, labels, total, rows, scale)
         except Exception as err:  # noqa: BLE001 - the main process reruns the half itself
-            conn.send(("error", number, f"{type(err).__name__}: {err}"))
-            continue
-        conn.send(("done", number, loss, time.process_time() - cpu))
+            reply = ("error", number, f"{type(err).__name__}: {err}")
+        else:
+            reply = ("done", number, loss, time.process_time() - cpu)
+        try:
+            conn.send(reply)
+        except OSError:  # the main process is gone: so is the reason to go on
+            return
 
 
 if __name__ == "__main__":

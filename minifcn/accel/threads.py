@@ -118,12 +118,6 @@ class CpuThreads:
         return time.process_time() + self.helper_cpu
 
     @property
-    def most(self) -> int:
-        """The most threads this process may run: every usable core when the count
-        follows the idle ones, else the count fixed."""
-        return self.cores if self.auto else self.threads
-
-    @property
     def pool_threads(self) -> int:
         """The threads of this process's pool: ``threads`` less those lent to the helper."""
         return max(1, self.threads - self.lent)
