@@ -26,6 +26,9 @@ path on the GPU only). It is the default.
   thread count).
 * ``threads.py``: how many threads that pool has (as many as there are idle cores,
   unless ``MINIFCN_THREADS`` fixes it), and the BLAS pinned to one.
+* ``split.py``: the batch split: a CPU training step as two fixed halves, the second
+  in a helper process while two cores are idle (``minifcn.training.step.TrainStep``
+  runs it; the same bits with or without the helper).
 
 A layer uses an optional form (``conv2d_bias``, ``relu``, ``softmax_xent_totals``...)
 only where its accelerated module offers one; of them the CPU module offers
