@@ -12,7 +12,7 @@ The rule, and why the result never depends on the machine:
   into rows [0, ceil(N/2)) and [ceil(N/2), N), whatever the cores; the loss is summed
   over each half and divided by the whole batch's count of labelled pixels.
 * Dropout: each half draws the mask of the *whole* batch from the generator as it
-  was when the step began and keeps its own rows (``HalfDraws``), so the masks are
+  was when the step began and keeps its own rows (``nn.dropout.RowsOfBatch``), so the masks are
   those of the whole batch run at once and the generator ends the step as it would.
 * With two or more idle cores (``minifcn.accel.threads``) the helper runs the second
   half while this process runs the first; with one, this process runs both, one after
@@ -48,6 +48,7 @@ import numpy as np
 
 from ..backend import accelerated
 from ..dispatch import in_use
+from ..nn.dropout import RowsOfBatch
 from ..nn.loss import SoftmaxCrossEntropy
 from .threads import adapt_threads
 
@@ -66,21 +67,6 @@ def splits(x) -> bool:
     return isinstance(x, np.ndarray) and len(x) >= 2 and accelerated() and not in_use()
 
 
-class HalfDraws:
-    """A dropout layer's generator during one half: draws the whole batch's mask (``total``
-    images) and returns the half's ``rows``. ``bit_generator`` is the generator's own."""
-
-    def __init__(self, rng, total: int, rows: slice):
-        self.rng, self.total, self.rows = rng, total, rows
-
-    @property
-    def bit_generator(self):
-        return self.rng.bit_generator
-
-    def random(self, shape, dtype=np.float64):
-        return self.rng.random((self.total, *shape[1:]), dtype=dtype)[self.rows]
-
-
 def dropout_layers(model) -> list:
     """The modules that draw from a generator of their own (the dropout layers), in order."""
     return [m for m in model.modules() if hasattr(m, "rng") and hasattr(m, "p")]
@@ -93,7 +79,7 @@ def run_half(model, loss_fn, x, labels, total: int, rows: slice, scale: float) -
     drops = dropout_layers(model)
     kept = [m.rng for m in drops]
     for m in drops:
-        m.rng = HalfDraws(m.rng, total, rows)
+        m.rng = RowsOfBatch(m.rng, total, rows.start)
     try:
         loss = loss_fn(model(x), labels)
         model.backward(loss_fn.backward(scale), input_grad=False)

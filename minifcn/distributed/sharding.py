@@ -26,6 +26,7 @@ from ..data import num_batches
 from ..data.loader import stack_items
 from ..inference.engine import evaluate
 from ..inference.metrics import SegmentationMetrics
+from ..nn.dropout import RowsOfBatch
 from .launch import DistributedError
 
 
@@ -123,21 +124,21 @@ class Sharding:
         return Rows(dataset, np.arange(lo * batch_size, min(hi * batch_size, len(dataset))))
 
 
-class GlobalBatchDraws:
+class GlobalBatchDraws(RowsOfBatch):
     """A dropout layer's generator on one rank: draws for the global batch, returns this
-    rank's rows. ``bit_generator`` is the shared stream's (what checkpoints save)."""
+    rank's rows (``nn.dropout.RowsOfBatch``, with the batch and the rows of the rank's
+    current shard). ``bit_generator`` is the shared stream's (what checkpoints save)."""
 
     def __init__(self, rng: np.random.Generator, sharding: Sharding):
         self.rng, self.sharding = rng, sharding
 
     @property
-    def bit_generator(self):
-        return self.rng.bit_generator
+    def total(self) -> int:
+        return self.sharding.total
 
-    def random(self, shape, dtype=np.float64):
-        s = self.sharding
-        full = self.rng.random((s.total, *shape[1:]), dtype=dtype)
-        return full[s.offset : s.offset + shape[0]]
+    @property
+    def offset(self) -> int:
+        return self.sharding.offset
 
 
 def sharded_evaluate(comm, sharding: Sharding, model, dataset, batch_size: int, device: str):

@@ -34,6 +34,26 @@ def dropout_backward(dy, mask):
 PLAIN = SimpleNamespace(dropout=dropout, dropout_backward=dropout_backward)
 
 
+class RowsOfBatch:
+    """A dropout layer's generator seen from a part of a batch run apart (the batch split's
+    halves, a rank's shard): each draw is the mask of the whole batch of ``total`` images,
+    from the generator itself, and returns rows ``offset`` .. ``offset + n`` of it (n: the
+    images the layer sees). Every part then gets the rows the whole batch would, and the
+    generator moves on as it would for the whole batch. ``bit_generator`` is the
+    generator's own (what checkpoints save)."""
+
+    def __init__(self, rng, total: int = 0, offset: int = 0):
+        self.rng, self.total, self.offset = rng, total, offset
+
+    @property
+    def bit_generator(self):
+        return self.rng.bit_generator
+
+    def random(self, shape, dtype=np.float64):
+        full = self.rng.random((self.total, *shape[1:]), dtype=dtype)
+        return full[self.offset : self.offset + shape[0]]
+
+
 class DropoutCache(NamedTuple):
     ops: object  # the functions that ran forward
     mask: object  # kept/(1 - p) per element, or None in eval mode (the identity)
