@@ -198,17 +198,21 @@ def test_a_bad_label_in_either_half_is_refused_as_in_the_whole_batch(monkeypatch
         assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("why", ["no interpreter", "no model"])
+@pytest.mark.parametrize("why", ["no interpreter", "no model", "a model pickle refuses"])
 def test_a_helper_that_cannot_start_leaves_the_halves_here(why, monkeypatch, capsys):
     _on_threads(2, monkeypatch)
     if why == "no interpreter":
         monkeypatch.setattr(split.sys, "executable", "/nonexistent/python")
         said = "/nonexistent/python"
-    else:  # the helper starts, but what it gets is not a model
+    elif why == "no model":  # the helper starts, but what it gets is not a model
         monkeypatch.setattr(split, "_replica_bytes", lambda model: b"not a pickle")
-        said = "the model did not load here: UnpicklingError"
+        said = "RuntimeError: the model did not load here: UnpicklingError"
+    else:
+        said = "lambda"
     x, labels = _batch(2)
     model = FCN8s(5, config="mini", rng=0)
+    if why == "a model pickle refuses":
+        model.score_fr.note = lambda: "a user's own attribute"
     step = TrainStep(model, SoftmaxCrossEntropy())
     step(x, labels)
     step(x, labels)

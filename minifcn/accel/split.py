@@ -6,14 +6,15 @@ call and wake each other at every layer (``python -m minifcn.bench --scaling``
 measures both), so a second thread buys a training step little; a second process
 has its own interpreter and buys most of a second core.
 
-The rule, and why the result never depends on the machine:
+The rule, and why the result never depends on the cores or the load:
 
 * A batch of N >= 2 images on the accelerated CPU path is always cut the same way,
   into rows [0, ceil(N/2)) and [ceil(N/2), N), whatever the cores; the loss is summed
   over each half and divided by the whole batch's count of labelled pixels.
 * Dropout: each half draws the mask of the *whole* batch from the generator as it
-  was when the step began and keeps its own rows (``nn.dropout.RowsOfBatch``), so the masks are
-  those of the whole batch run at once and the generator ends the step as it would.
+  was when the step began and keeps its own rows (``nn.dropout.RowsOfBatch``), so the
+  masks are those of the whole batch run at once and the generator ends the step as it
+  would.
 * With two or more idle cores (``minifcn.accel.threads``) the helper runs the second
   half while this process runs the first; with one, this process runs both, one after
   the other. Each parameter's gradient is then ``(grad + first half's) + second
@@ -26,9 +27,9 @@ can use it and lives as long as this process: it gets a copy of the model once
 the dropout generators' states and the frozen flags through a socket; the weights
 and its gradients travel through one shared memory block (``memfd``, Linux). It
 ends when the socket closes. If it cannot start or is lost, this process runs the
-second half itself (same bits) and says so once on stderr. The helper is not used
-while ``minifcn.dispatch.use`` replaces a layer's functions (it could not see them):
-then nothing is split.
+second half itself (same bits) and says so once on stderr. Nothing is split while
+``minifcn.dispatch.use`` replaces a layer's functions (a helper could not see them),
+nor on a rank of ``mpiexec`` (``TrainStep(split=False)``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def run_half(model, loss_fn, x, labels, total: int, rows: slice, scale: float) -
     return loss
 
 
-def _layout(params) -> list:
+def _layout(params) -> tuple[list, int]:
     """(byte offset, shape, dtype) of each parameter in the shared block, and its size."""
     out, offset = [], 0
     for p in params:
@@ -259,8 +260,8 @@ class BatchSplit:
             helper = _Helper(model, layout, size)
             self._helper, self._signature = helper, signature
             helper.wait_ready(START_SECONDS)
-        except (OSError, EOFError, RuntimeError, pickle.PicklingError, TypeError) as err:
-            self._lose(f"it could not start ({err})")
+        except Exception as err:  # noqa: BLE001 - any reason: said, and the halves stay here
+            self._lose(f"it could not start ({type(err).__name__}: {err})")
             return None
         return helper
 
