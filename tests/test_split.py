@@ -276,3 +276,50 @@ def test_the_helper_waits_while_the_load_leaves_one_thread(monkeypatch):
     finally:
         step.close()
     assert step.helper_pid is None
+
+
+def _changing_run(monkeypatch, count: int) -> tuple[list, object]:
+    """Steps between which the model changes: a one-image step (not split: the dropout
+    generators move on in this process alone), evaluation mode, a frozen weight."""
+    _on_threads(count, monkeypatch)
+    model = FCN8s(5, config="mini", rng=0)
+    model.train()
+    step = TrainStep(model, SoftmaxCrossEntropy())
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, labels = _batch(4)
+    out = []
+
+    def record():  # the gradients, then an SGD step (the backbone's become non-zero)
+        out.extend(p.grad.copy() for p in model.parameters())
+        opt.step()
+        opt.zero_grad()
+
+    try:
+        for change in ("first", "one image", "eval", "train, frozen"):
+            if change == "one image":
+                step(x[:1], labels[:1])
+                record()
+            elif change == "eval":
+                model.eval()
+            elif change == "train, frozen":
+                model.train()
+                model.conv1_1.weight.requires_grad = False
+            step(x, labels)
+            record()
+        helper = step._split._helper
+        frozen = [i for i, p in enumerate(model.parameters()) if not p.requires_grad]
+        left = None if helper is None else [helper.grads[i].copy() for i in frozen]
+        return out + [model.rng_state()], left
+    finally:
+        step.close()
+
+
+def test_the_helper_follows_the_model_between_steps(monkeypatch):
+    alone, _ = _changing_run(monkeypatch, 1)
+    helped, frozen_grads = _changing_run(monkeypatch, 2)
+    assert alone[-1] == helped[-1]
+    for a, b in zip(alone[:-1], helped[:-1]):
+        assert np.array_equal(a, b)
+    assert frozen_grads and all(not np.any(g) for g in frozen_grads)  # not even computed
+    last = alone[-40:-1]  # the last step's gradients (the mini FCN-8s has 39 parameters)
+    assert not np.any(last[0]) and np.any(last[1])  # conv1_1: frozen weight, learning bias
