@@ -13,6 +13,7 @@ from minifcn.commands.train import train
 from minifcn.models import FCN32s
 from minifcn.models.checkpoint import load_checkpoint, save_checkpoint
 from minifcn.nn import SoftmaxCrossEntropy
+from minifcn.training.step import TrainStep
 
 TINY = ["--train-size", "8", "--val-size", "4", "--batch-size", "4", "--no-progress", "--grid", "2"]
 
@@ -50,16 +51,22 @@ def test_the_same_seed_gives_the_same_numbers(tmp_path):
 
 
 def _interrupt_at(monkeypatch, step):
-    """Make the step-th backward pass raise KeyboardInterrupt, as Ctrl-C would."""
-    calls = {"n": 0}
-    original = SoftmaxCrossEntropy.backward
+    """Make the step-th training step's backward pass raise KeyboardInterrupt, as Ctrl-C
+    would. Steps are counted, not backward calls: a step runs one loss backward here or
+    two (the batch split's halves, with or without its helper, as the load decides)."""
+    steps = {"n": 0}
+    original, take_step = SoftmaxCrossEntropy.backward, TrainStep.__call__
+
+    def counted_step(self, *a):
+        steps["n"] += 1
+        return take_step(self, *a)
 
     def backward(self, *a):
-        calls["n"] += 1
-        if calls["n"] == step:
+        if steps["n"] == step:
             raise KeyboardInterrupt
         return original(self, *a)
 
+    monkeypatch.setattr(TrainStep, "__call__", counted_step)
     monkeypatch.setattr(SoftmaxCrossEntropy, "backward", backward)
     return original
 
