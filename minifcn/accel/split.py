@@ -73,11 +73,10 @@ def dropout_layers(model) -> list:
     return [m for m in model.modules() if hasattr(m, "rng") and hasattr(m, "p")]
 
 
-def run_half(model, loss_fn, x, labels, total: int, rows: slice, scale: float) -> float:
+def run_half(model, drops, loss_fn, x, labels, total: int, rows: slice, scale: float) -> float:
     """Forward, summed loss and backward of ``x``, ``labels``: ``rows`` of a batch of
-    ``total`` images. The gradients (of the loss times ``scale``) add into the
-    parameters'. Returns the half's summed loss."""
-    drops = dropout_layers(model)
+    ``total`` images (``drops``: the model's ``dropout_layers``). The gradients (of the
+    loss times ``scale``) add into the parameters'. Returns the half's summed loss."""
     kept = [m.rng for m in drops]
     for m in drops:
         m.rng = RowsOfBatch(m.rng, total, rows.start)
@@ -130,7 +129,6 @@ class _Helper:
     """The helper process, its socket and the shared block (weights, then its gradients)."""
 
     def __init__(self, model, layout, size: int):
-        self.layout, self.size = layout, size
         fd = os.memfd_create("minifcn-split")
         here, there = socket.socketpair()
         try:
@@ -192,11 +190,11 @@ class BatchSplit:
         def second_here() -> float:  # from the generators' states the step began with
             for m, state in zip(drops, states):
                 m.rng.bit_generator.state = state
-            return run_half(model, half_loss, x[second], labels[second], n, second, scale)
+            return run_half(model, drops, half_loss, x[second], labels[second], n, second, scale)
 
         threads = adapt_threads()
-        helper = self._ready_helper(model, drops) if threads.threads >= 2 else None
         params = list(model.parameters())
+        helper = self._ready_helper(model, params, drops) if threads.threads >= 2 else None
         lent = threads.threads // 2  # the helper's threads
         if helper is not None:
             for shared, p in zip(helper.weights, params):
@@ -212,11 +210,11 @@ class BatchSplit:
                 self._lose(f"it ended (exit status {helper.proc.poll()})")
                 helper = None
         if helper is None:
-            loss = run_half(model, half_loss, x[first], labels[first], n, first, scale)
+            loss = run_half(model, drops, half_loss, x[first], labels[first], n, first, scale)
             return (loss + second_here()) / divisor
         threads.lent = lent
         try:
-            loss = run_half(model, half_loss, x[first], labels[first], n, first, scale)
+            loss = run_half(model, drops, half_loss, x[first], labels[first], n, first, scale)
         finally:
             threads.lent = 0
         done, theirs = self._receive(helper)
@@ -244,14 +242,14 @@ class BatchSplit:
             return False, f"it failed: {reply[2]}"
         return True, (reply[2], reply[3])
 
-    def _ready_helper(self, model, drops) -> _Helper | None:
+    def _ready_helper(self, model, params, drops) -> _Helper | None:
         """The helper for this model, started (and waited for) if need be; None where
         there is none to have."""
         if self._failed or not hasattr(os, "memfd_create"):
             return None
         if not all(isinstance(m.rng, np.random.Generator) for m in drops):
             return None  # e.g. the ranks' global-batch draws: the halves stay here
-        layout, size = _layout(list(model.parameters()))
+        layout, size = _layout(params)
         signature = (id(model), repr(model), tuple(layout))
         if self._helper is not None and self._signature == signature:
             return self._helper
@@ -336,7 +334,7 @@ def serve(conn: Connection, fd: int) -> None:
                 p.grad[...] = 0
             rows = slice(total - len(x), total)
             loss_fn = SoftmaxCrossEntropy(ignore_index, reduction="sum")
-            loss = run_half(model, loss_fn, x, labels, total, rows, scale)
+            loss = run_half(model, drops, loss_fn, x, labels, total, rows, scale)
         except Exception as err:  # noqa: BLE001 - the main process reruns the half itself
             reply = ("error", number, f"{type(err).__name__}: {err}")
         else:

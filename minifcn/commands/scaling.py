@@ -332,8 +332,8 @@ def main(worker_cmd, measure_step, impls: list, cores: int, quick: bool) -> dict
             steps[impl][str(n)] = measure_step(impl, {name: str(n)})["median_step_s"]
     halves = measure_halves(worker_cmd, dict(os.environ), timeout=600)
     whole = _finish(_start(worker_cmd, WHOLE_STEP, dict(os.environ)), "the whole batch", 600)
-    pieces = measure_pieces(worker_cmd, dict(os.environ), timeout=600)
     whole = whole["median_step_s"]
+    pieces = measure_pieces(worker_cmd, dict(os.environ), timeout=600)
     print("\n".join(scaling_report(steps, pieces, cores, halves, whole)))
     shape = QUICK_PIECE_SHAPE if quick else PIECE_SHAPE
     return dict(
