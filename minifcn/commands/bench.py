@@ -921,7 +921,8 @@ def _machine_busy() -> float | None:
 def run_worker(kind: str, quick: bool, steps: int) -> dict:
     """A process of the --under-load test: a load (``busy``, ``loop-*``: runs until it is
     stopped, at most WORKER_SECONDS) or the measured one (``measure-*``: prints one JSON
-    line with its step times; ``half-minifcn``: minifcn's, on half the batch)."""
+    line with its step times; ``half-minifcn``: minifcn's, on half the batch;
+    ``whole-minifcn``: minifcn's, with the batch whole, not in the batch split's halves)."""
     if kind in scaling.WORKER_KINDS:
         return scaling.worker(kind, quick)
     deadline = time.monotonic() + WORKER_SECONDS
