@@ -372,10 +372,13 @@ def test_plain_and_accelerated_losses_agree(xp, rng, dtype, reduction):
 
 @pytest.mark.parametrize("least", [0, None], ids=["blocks on the pool", "one block"])
 def test_the_accelerated_loss_in_blocks_of_images_matches_the_plain_loss(rng, monkeypatch, least):
-    from minifcn.accel import cpu
+    from minifcn.accel import cpu, workers
 
+    pool = workers.Workers(3)
+    monkeypatch.setattr(workers, "workers", lambda: pool)
     if least is not None:
         monkeypatch.setattr(cpu, "ELEMENTWISE_WORK", least)
+        assert [b.stop - b.start for b in cpu._thread_blocks(5, 1)] == [2, 2, 1]
     scores = rng.standard_normal((5, 4, 6, 7)) * 5  # blocks of 2, 2 and 1 images
     labels = rng.integers(0, 4, (5, 6, 7)).astype(np.uint8)
     labels[3, 2:4] = 255  # ignored pixels in the second block
@@ -387,6 +390,30 @@ def test_the_accelerated_loss_in_blocks_of_images_matches_the_plain_loss(rng, mo
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
     close(results[0][1], results[1][1], rtol=1e-12, atol=1e-13)
     assert np.all(results[1][1][3, :, 2:4] == 0)
+
+
+def test_the_loss_is_the_same_bits_in_one_block_or_one_per_thread(rng, monkeypatch):
+    """The loss cuts the batch into one block of images per thread (every value is a
+    pixel's own), so the thread count, which follows the load, changes no bit."""
+    from minifcn.accel import cpu, workers
+
+    monkeypatch.setattr(cpu, "ELEMENTWISE_WORK", 0)
+    scores = (rng.standard_normal((7, 5, 9, 11)) * 4).astype(np.float32)
+    labels = rng.integers(0, 5, (7, 9, 11)).astype(np.uint8)
+    labels[2, 3:] = 255
+    labels[5] = 255  # a block's image with no counted pixel
+    results = []
+    for threads in (1, 2, 3, 7):
+        pool = workers.Workers(threads)
+        monkeypatch.setattr(workers, "workers", lambda: pool)  # noqa: B023
+        assert len(cpu._thread_blocks(7, 1)) == threads
+        loss = SoftmaxCrossEntropy()
+        results.append((loss(scores, labels), loss.backward(0.3)))
+        pool.close()
+    for value, grad in results[1:]:
+        assert value == results[0][0]
+        assert grad.dtype == np.float32 and np.array_equal(grad, results[0][1])
+    assert np.all(results[0][1][5] == 0) and np.any(results[0][1][2] != 0)
 
 
 def test_a_layer_backward_follows_the_path_its_forward_took(rng):

@@ -58,8 +58,11 @@ Threads: each layer cuts its work into pieces fixed by the shapes alone (bands o
     and the shares are added in piece order, so no result depends on the thread count.
     A piece makes few NumPy calls: two threads' pieces take turns at the interpreter
     lock at every call (NumPy lets go of it only inside a call), and each turn costs
-    (``python -m minifcn.bench --scaling`` measures it). A convolution's backward
-    runs its weight and input gradients as two such pieces (``conv2d_backward``).
+    (``python -m minifcn.bench --scaling`` measures it). The loss is the one layer cut
+    by the thread count, one block of images per thread (``_thread_blocks``): each of its
+    values is a pixel's own, so no cut changes one, and more blocks only add turns. A
+    convolution's backward runs its weight and input gradients as two such pieces
+    (``conv2d_backward``).
 Buffers: temporaries of megabytes come from ``BUFFERS``, which hands out an
     array again once nothing refers to it any more; that saves the page faults
     of fresh memory, which a product filling a new array pays for every page.
@@ -80,7 +83,7 @@ from ..nn import relu as plain_relu
 from ..nn.im2col import conv_output_size
 from . import pool as tiled
 from .shared import channels_first, pointwise
-from .workers import run
+from .workers import pool_threads, run
 
 BAND_BYTES = 4 * 2**20  # the shifted copies of one band of output rows: about this much
 ROW_SHIFT_PIXELS = 1024  # the row-shift form for output maps of at least this many pixels,
@@ -193,14 +196,16 @@ def _piece_count(macs: int, most: int = MIN_PIECES) -> int:
 
 def _product(a, b, out, bias=None) -> None:
     """out (M, N) = a (M, K) @ b (K, N) (+ bias (M,) per row, if given, added to each block
-    while it is in cache), in pieces: blocks of rows, and of columns too where the rows give
-    fewer than MIN_PIECES, none under PIECE_MACS multiply-adds. Each output value comes
-    whole from one piece (the sum over K is never split), and the blocks are fixed by the
-    shapes alone."""
+    while it is in cache), in pieces: blocks of columns, and of rows too where the columns
+    give fewer than MIN_PIECES, none under PIECE_MACS multiply-adds. Columns first: a
+    convolution's product has few rows (O), and OpenBLAS runs a product of fewer rows
+    slower (``python -m minifcn.bench``'s conv3x3 256 and 512 rows are such products).
+    Each output value comes whole from one piece (the sum over K is never split), and the
+    blocks are fixed by the shapes alone."""
     m, n = out.shape
     count = _piece_count(m * n * a.shape[1])
-    rows = _blocks(m, count, PIECE_ROWS)
-    cols = _blocks(n, -(-count // len(rows)), PIECE_COLUMNS)
+    cols = _blocks(n, count, PIECE_COLUMNS)
+    rows = _blocks(m, -(-count // len(cols)), PIECE_ROWS)
     pieces = [(r, c) for r in rows for c in cols]
 
     def piece(k):
@@ -642,42 +647,57 @@ def softmax_xent(scores, labels, ignore_index: int, counted):
     """As ``nn.loss.softmax_xent``, but what it keeps is the finished gradient:
     (softmax - one_hot(label)) on counted pixels, 0 elsewhere, (N, C, H, W).
 
-    Blocks of images (on the pool where they are large enough, else the whole batch in
-    one block). Each pixel's own class is read and written through flat indices into
-    the block's scores, (image*C + label)*P + pixel: one gather and one scatter.
+    Each pixel's own class is read and written through flat indices into the
+    gradient, (image*C + label)*P + pixel, made once for the batch: one gather and
+    one scatter per block. The blocks of images are one per thread of the pool
+    (``_thread_blocks``): every value here is a pixel's own, so no blocking changes
+    one, and each extra block only costs its calls' turns at the interpreter lock.
     """
     n, c, h, w = scores.shape
     p = h * w
     grad = BUFFERS.take(scores.shape, scores.dtype)  # the shifted scores; becomes the gradient
     pixel_loss = np.empty((n, h, w), dtype=np.result_type(scores.dtype, np.float32))
-    blocks = _image_blocks(n, LOSS_PASSES * c * p) or [slice(0, n)]
-    first = np.arange(blocks[0].stop, dtype=np.intp)[:, None] * c  # image*C, for a block
-    pixels = np.arange(p, dtype=np.intp)
+    own = np.where(counted, labels, 0).astype(np.intp).reshape(n, p)  # 0 where not counted
+    own *= p
+    own += np.arange(n, dtype=np.intp)[:, None] * (c * p) + np.arange(p, dtype=np.intp)
+    own, use, flat = own.reshape(-1), counted.reshape(-1), grad.reshape(-1)
+    blocks = _thread_blocks(n, LOSS_PASSES * c * p)
 
     def piece(i):
         b = blocks[i]
-        g, use, nb = grad[b], counted[b], b.stop - b.start
-        own = np.where(use, labels[b], 0).reshape(nb, p).astype(np.intp)
-        own = ((own + first[:nb]) * p + pixels).reshape(-1)
+        g, mine = grad[b], slice(b.start * p, b.stop * p)
         np.subtract(scores[b], scores[b].max(axis=1, keepdims=True), out=g)
-        flat = g.reshape(-1)
-        picked = flat[own].reshape(nb, h, w)
+        picked = flat[own[mine]].reshape(pixel_loss[b].shape)
         np.exp(g, out=g)
         sum_exp = g.sum(axis=1)
-        pixel_loss[b] = (np.log(sum_exp) - picked) * use
-        g *= (use / sum_exp).astype(g.dtype)[:, None]  # softmax, 0 where not counted
-        flat[own] -= use.reshape(-1)  # minus the one-hot
+        pixel_loss[b] = (np.log(sum_exp) - picked) * counted[b]
+        g *= (counted[b] / sum_exp).astype(g.dtype)[:, None]  # softmax, 0 where not counted
+        flat[own[mine]] -= use[mine]  # minus the one-hot
 
     run(piece, len(blocks))
     return pixel_loss, grad
 
 
 def softmax_xent_backward(grad, labels, ignore_index: int, scale: float):
-    """dscores = the gradient ``softmax_xent`` finished, times ``scale``."""
-    return grad * grad.dtype.type(scale)
+    """dscores = the gradient ``softmax_xent`` finished, times ``scale`` (in blocks of
+    images, one per thread of the pool)."""
+    out = BUFFERS.take(grad.shape, grad.dtype)
+    blocks = _thread_blocks(grad.shape[0], 2 * grad[0].size)
+    scale = grad.dtype.type(scale)
+    run(lambda i: np.multiply(grad[blocks[i]], scale, out=out[blocks[i]]), len(blocks))
+    return out
 
 
 # ------------------------------------------------------------- pooling and ReLU
+def _thread_blocks(n: int, per_image: int) -> list:
+    """Blocks of images for work whose every value is a pixel's own (the loss): one per
+    thread the pool runs a job on now, fewer where a block would move fewer than
+    ELEMENTWISE_WORK values (``per_image`` an image). How the batch is
+    cut changes no value here, so the blocks may follow the thread count."""
+    count = min(n, pool_threads(), max(1, n * per_image // max(1, ELEMENTWISE_WORK)))
+    return _blocks(n, count, 1)
+
+
 def _image_blocks(n: int, per_image: int):
     """Blocks of images for an elementwise layer to run on the pool (at least MIN_PIECES
     where the batch has that many), or None where a block would move fewer than

@@ -147,6 +147,12 @@ def workers() -> Workers:
     return _WORKERS
 
 
+def pool_threads() -> int:
+    """The threads a job of the pool runs on now (fewer while the batch split's helper
+    runs)."""
+    return workers().active
+
+
 PARALLEL_WORK = 2**22  # a piece of fewer multiply-adds (or values moved) runs in the caller
 
 
