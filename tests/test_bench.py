@@ -279,3 +279,39 @@ def test_winograd_f2x2_3x3_is_the_convolution_and_bench_times_its_parts(rng, cap
         row["input_ms"] + row["products_ms"] + row["output_ms"]
     )
     assert "Winograd F(2x2, 3x3)" in capsys.readouterr().out
+
+
+def test_the_layer_table_alternates_minifcn_and_pytorch_and_takes_the_median_round(monkeypatch):
+    """A slow spell of a shared machine falls on both libraries: the rounds alternate,
+    and each figure is the median over the rounds (not the first, not the mean)."""
+    calls = []
+    ours = iter([(1.0, 9.0), (3.0, 2.0), (2.0, 4.0)])
+    theirs = iter([(5.0, 1.0), (4.0, 7.0), (6.0, 3.0)])
+
+    def fake_ours(case, device, repeat):
+        calls.append(("minifcn", repeat))
+        fwd, bwd = next(ours)
+        return dict(fwd_s=fwd, bwd_s=bwd, out_shape=(1, 2))
+
+    def fake_torch(torch, case, device, repeat):
+        calls.append(("torch", repeat))
+        fwd, bwd = next(theirs)
+        return dict(fwd_s=fwd, bwd_s=bwd)
+
+    monkeypatch.setattr(bench, "time_ours", fake_ours)
+    monkeypatch.setattr(bench, "time_torch", fake_torch)
+    args = bench.parse_args(["--repeat", "4", "--rounds", "3"])
+    mine, other = bench.alternating({}, args, torch=object())
+    assert calls == [("minifcn", 4), ("torch", 4)] * 3
+    assert (mine["fwd_s"], mine["bwd_s"], mine["out_shape"]) == (2.0, 4.0, (1, 2))
+    assert (other["fwd_s"], other["bwd_s"]) == (5.0, 3.0)
+    calls.clear()
+    ours = iter([(1.0, 1.0)])
+    mine, other = bench.alternating({}, bench.parse_args(["--quick"]), torch=None)
+    assert calls == [("minifcn", 5)] and other is None
+
+
+def test_bench_refuses_a_round_count_out_of_range(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--rounds", "0"])
+    assert "--rounds" in capsys.readouterr().err

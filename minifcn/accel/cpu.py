@@ -83,7 +83,7 @@ from ..nn import relu as plain_relu
 from ..nn.im2col import conv_output_size
 from . import pool as tiled
 from .shared import channels_first, pointwise
-from .workers import pool_threads, run
+from .workers import PARALLEL_WORK, pool_threads, run
 
 BAND_BYTES = 4 * 2**20  # the shifted copies of one band of output rows: about this much
 ROW_SHIFT_PIXELS = 1024  # the row-shift form for output maps of at least this many pixels,
@@ -568,6 +568,16 @@ def _phase_weight(weight, s: int, m: int):
     return w6.transpose(0, 2, 4, 1, 3, 5).reshape(i_ * m * m, o * s * s)
 
 
+def _image_groups(n: int, per_image: int) -> list:
+    """The pieces of a transposed convolution: one image each, or the whole batch in one
+    where an image is less than PARALLEL_WORK multiply-adds (its pieces would run one
+    after the other in this thread anyway, so each copy is made once for the batch
+    rather than once an image). Each image's products are the same either way."""
+    if per_image < PARALLEL_WORK:
+        return [slice(0, n)]
+    return [slice(i, i + 1) for i in range(n)]
+
+
 def conv_transpose2d(x, weight, stride: int, padding: int):
     """As ``nn.conv_transpose.conv_transpose2d``: x (N, I, H, W) -> y (N, O, out_h, out_w).
 
@@ -585,18 +595,22 @@ def conv_transpose2d(x, weight, stride: int, padding: int):
     w2 = _phase_weight(weight, s, m)
     dtype = np.result_type(x, weight)
     full = np.empty((n, o, hb * s, wb * s), dtype=dtype)
+    work = hb * wb * ci * m * m * o * s * s
+    groups = _image_groups(n, work)
 
-    def image(i):  # the pieces: one image each
+    def group(i):  # one product an image (one stacked np.matmul for the group)
+        g = groups[i]
+        nb = g.stop - g.start
         for a in range(m):
             for b in range(m):
-                window = xpad[i, :, m - 1 - a : m - 1 - a + hb, m - 1 - b : m - 1 - b + wb]
-                x2[i, ..., a, b] = window.transpose(1, 2, 0)
-        y2 = BUFFERS.take((hb * wb, o * s * s), dtype)
-        np.matmul(x2[i].reshape(hb * wb, ci * m * m), w2, out=y2)
-        blocks = y2.reshape(hb, wb, o, s, s).transpose(2, 0, 3, 1, 4)
-        full[i].reshape(o, hb, s, wb, s)[...] = blocks
+                window = xpad[g, :, m - 1 - a : m - 1 - a + hb, m - 1 - b : m - 1 - b + wb]
+                x2[g, ..., a, b] = window.transpose(0, 2, 3, 1)
+        y2 = BUFFERS.take((nb, hb * wb, o * s * s), dtype)
+        np.matmul(x2[g].reshape(nb, hb * wb, ci * m * m), w2, out=y2)
+        blocks = y2.reshape(nb, hb, wb, o, s, s).transpose(0, 3, 1, 4, 2, 5)
+        full[g].reshape(nb, o, hb, s, wb, s)[...] = blocks
 
-    run(image, n, work=hb * wb * ci * m * m * o * s * s)
+    run(group, len(groups), work=work * (groups[0].stop - groups[0].start))
     out_h, out_w = (h - 1) * s - 2 * padding + k, (w - 1) * s - 2 * padding + k
     y = full[:, :, padding : padding + out_h, padding : padding + out_w]
     return y, SubPixel(x2.reshape(n * hb * wb, ci * m * m), x.shape, m)
@@ -615,26 +629,30 @@ def conv_transpose2d_backward(saved, dy, weight, stride: int, padding: int, weig
     x3 = x2.reshape(n, hb * wb, ci * m * m)
     dx = np.empty((n, ci, h, w), dtype=dtype)
     parts = np.empty((n, ci * m * m, o * s * s), dtype=dtype) if weight_grad else None
+    work = hb * wb * ci * m * m * o * s * s
+    groups = _image_groups(n, work)
 
-    def image(i):  # the pieces: one image each
+    def group(i):  # one product an image (one stacked np.matmul for the group)
+        g = groups[i]
+        nb = g.stop - g.start
         if whole:
-            full = dy[i]
+            full = dy[g]
         else:  # the rows and columns the padding (or a short kernel) cut off get no gradient
-            full = np.zeros((o, hb * s, wb * s), dtype=dy.dtype)
-            full[:, padding : padding + out_h, padding : padding + out_w] = dy[i]
-        dy2 = BUFFERS.take((hb, wb, o, s, s), dy.dtype)
-        dy2[...] = full.reshape(o, hb, s, wb, s).transpose(1, 3, 0, 2, 4)
-        dy2 = dy2.reshape(hb * wb, o * s * s)
-        dx2 = (dy2 @ w2t).reshape(hb, wb, ci, m, m)
-        acc = np.zeros((h, w, ci), dtype=dx2.dtype)
+            full = np.zeros((nb, o, hb * s, wb * s), dtype=dy.dtype)
+            full[:, :, padding : padding + out_h, padding : padding + out_w] = dy[g]
+        dy2 = BUFFERS.take((nb, hb, wb, o, s, s), dy.dtype)
+        dy2[...] = full.reshape(nb, o, hb, s, wb, s).transpose(0, 2, 4, 1, 3, 5)
+        dy2 = dy2.reshape(nb, hb * wb, o * s * s)
+        dx2 = (dy2 @ w2t).reshape(nb, hb, wb, ci, m, m)
+        acc = np.zeros((nb, h, w, ci), dtype=dx2.dtype)
         for a in range(m):
             for b in range(m):
-                acc += dx2[a : a + h, b : b + w, :, a, b]
-        dx[i] = acc.transpose(2, 0, 1)
-        if weight_grad:  # this image's share of dW, added in image order below
-            np.matmul(x3[i].T, dy2, out=parts[i])
+                acc += dx2[:, a : a + h, b : b + w, :, a, b]
+        dx[g] = acc.transpose(0, 3, 1, 2)
+        if weight_grad:  # each image's share of dW, added in image order below
+            np.matmul(x3[g].transpose(0, 2, 1), dy2, out=parts[g])
 
-    run(image, n, work=hb * wb * ci * m * m * o * s * s)
+    run(group, len(groups), work=work * (groups[0].stop - groups[0].start))
     if not weight_grad:
         return dx, None
     dw2 = parts.sum(axis=0).reshape(ci, m, m, o, s, s).transpose(0, 3, 1, 4, 2, 5)

@@ -1,11 +1,13 @@
 """Benchmark the layers at the shapes FCN uses: ``python -m minifcn.bench``.
 
-For each layer it measures the forward and the backward time (the median of
-``--repeat`` runs after one warm-up run; on the GPU after a synchronize) and
-the arithmetic rate in GFLOP/s, compared with the machine's float32 matrix
-multiply, the ceiling for a convolution written as im2col + one matrix
-product. It also times one training step of the mini FCN-8s (forward, loss,
-backward, SGD) and reports its peak memory.
+For each layer it measures the forward and the backward time (the median over
+``--rounds`` rounds of the median of ``--repeat`` runs after one warm-up run; on
+the GPU after a synchronize; with ``--compare torch`` the rounds alternate with
+PyTorch's, so that a slow spell of a shared machine falls on both) and the
+arithmetic rate in GFLOP/s, compared with the machine's float32 matrix multiply,
+the ceiling for a convolution written as im2col + one matrix product. It also
+times one training step of the mini FCN-8s (forward, loss, backward, SGD) and
+reports its peak memory.
 
 Every figure is for the accelerated path (``minifcn.accel``, the default); the
 "plain ms" column and the "plain path" line time the same layers and step on
@@ -129,6 +131,7 @@ CLOCK = {"now": time.perf_counter}  # --cpu-time swaps in time.process_time
 # (OpenBLAS's and PyTorch's OpenMP threads keep a core busy a while after their work)
 # then sleep, instead of slowing the next library's figure. --quick runs without it.
 SETTLE = {"seconds": 0.25}
+WARM_UP = {"seconds": 0.1}  # then runs, untimed, for this long (see timeit); --quick: none
 
 
 class CupyEvents:
@@ -162,15 +165,23 @@ class TorchEvents(CupyEvents):
 
 def timeit(fn, repeat: int, sync=None, events=None) -> float:
     """Median seconds of ``fn()`` over ``repeat`` runs, after a pause (``SETTLE``) and
-    one warm-up run.
+    warm-up runs for ``WARM_UP`` seconds (at least one).
+
+    The first calls after an idle spell run slower (cold caches, a core the system
+    let sleep), the more so the shorter the call; a training step runs its layers back
+    to back, so the figures are taken warm, for both libraries alike.
 
     With ``events`` (``CupyEvents`` / ``TorchEvents``, on the GPU) each run is timed
     by CUDA events recorded around it on the stream: the device's own clock."""
     now = CLOCK["now"]
     time.sleep(SETTLE["seconds"])
-    fn()
-    if sync:
-        sync()
+    until = time.perf_counter() + WARM_UP["seconds"]
+    while True:
+        fn()
+        if sync:
+            sync()
+        if time.perf_counter() >= until:
+            break
     times = []
     for _ in range(repeat):
         if events is not None:
@@ -557,6 +568,13 @@ def parse_args(argv=None):
     parser.add_argument(
         "--repeat", type=bounded_int(1, 1000), default=5, help="timed runs per figure (median)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=bounded_int(1, 100),
+        default=None,
+        help="layer table: rounds of --repeat runs (minifcn's and PyTorch's alternating); "
+        "each figure is the median over the rounds (default 3, with --quick 1)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--compare", choices=("torch",), help="also time PyTorch")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
@@ -614,7 +632,10 @@ def parse_args(argv=None):
         "table's 3x3 shapes, against the accelerated forward (CPU)",
     )
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    return args
 
 
 def measure(args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
@@ -677,9 +698,27 @@ def winograd_row(case: dict, cin: int, cout: int, repeat: int) -> dict:
     return row
 
 
+def alternating(case: dict, args, torch) -> tuple[dict, dict | None]:
+    """minifcn's and PyTorch's (fwd_s, bwd_s) for one layer: ``--rounds`` rounds, each
+    timing minifcn and then PyTorch (``--repeat`` runs each), and the median over the
+    rounds; so a slow spell of a shared machine falls on both libraries, not on one."""
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        ours.append(time_ours(case, args.device, args.repeat))
+        if torch is not None:
+            theirs.append(time_torch(torch, case, args.device, args.repeat))
+
+    def median(runs):
+        return dict(
+            runs[0], **{k: statistics.median(r[k] for r in runs) for k in ("fwd_s", "bwd_s")}
+        )
+
+    return median(ours), (median(theirs) if theirs else None)
+
+
 def layer_row(case: dict, args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
     """One layer's row of the table: ours (accelerated, plain), the matmul bounds, torch."""
-    ours = time_ours(case, args.device, args.repeat)
+    ours, t = alternating(case, args, torch)
     f_fwd, f_bwd = flops(case, ours["out_shape"])
     total_s = ours["fwd_s"] + ours["bwd_s"]
     gflops = (f_fwd + f_bwd) / total_s / 1e9 if f_fwd else None
@@ -703,8 +742,7 @@ def layer_row(case: dict, args, xp, sync, torch, peak: float, tf32: bool | None)
         with plain_timing():
             plain = time_ours(case, args.device, args.repeat)
         row["plain_fwd_ms"], row["plain_bwd_ms"] = plain["fwd_s"] * 1e3, plain["bwd_s"] * 1e3
-    if torch is not None:
-        t = time_torch(torch, case, args.device, args.repeat)
+    if t is not None:
         row["torch_fwd_ms"], row["torch_bwd_ms"] = t["fwd_s"] * 1e3, t["bwd_s"] * 1e3
         row["torch_ratio"] = total_s / (t["fwd_s"] + t["bwd_s"])
     return row
@@ -788,6 +826,7 @@ def main(argv=None) -> dict:
         return under_load_main(args) if args.under_load else scaling_main(args)
     CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
     SETTLE["seconds"] = 0.0 if args.quick else 0.25
+    WARM_UP["seconds"] = 0.0 if args.quick else 0.1
     xp = backend.cupy_module() if args.device == "gpu" else np
     sync = (lambda: backend.synchronize(xp)) if args.device == "gpu" else None
     torch = import_torch() if args.compare == "torch" else None
@@ -827,6 +866,7 @@ def main(argv=None) -> dict:
         settings=dict(
             device=args.device,
             repeat=args.repeat,
+            rounds=args.rounds,
             quick=args.quick,
             compare=args.compare,
             clock="cuda events"
