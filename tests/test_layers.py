@@ -604,6 +604,23 @@ def test_accelerated_conv_in_pieces_matches_the_plain_path(rng, monkeypatch, ban
         close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("p,kh", [(0, 3), (1, 3), (2, 3), (4, 3), (2, 5), (1, 1)])
+def test_a_piece_pads_its_own_band_as_the_padded_batch_would_be(rng, p, kh):
+    """Each row-shift piece pads the rows it reads; every band (the top and bottom ones,
+    bands all in the padding, one image or several) equals that slice of the padded batch."""
+    from minifcn.accel import cpu
+
+    x = rng.standard_normal((3, 2, 6, 5)).astype(np.float32)
+    padded = cpu._padded(x, p)
+    out_h = 6 + 2 * p - kh + 1
+    for images in (slice(0, 1), slice(1, 3)):
+        for start in range(out_h):
+            for stop in range(start + 1, out_h + 1):
+                band = cpu._band(x, images, slice(start, stop), p, kh)
+                want = padded[images, :, start : stop + kh - 1]
+                assert band.shape == want.shape and np.array_equal(band, want)
+
+
 @pytest.mark.parametrize(
     "name", ["maxpool 2/2 ceil", "maxpool 2/2 floor", "maxpool 3/2 p1", "relu"]
 )

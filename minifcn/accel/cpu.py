@@ -9,9 +9,9 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
       NARROW_PIXELS or more with few channels), the "row-shift" form: im2col copies each
       pixel kh*kw times, but a kernel row i only needs the rows of kernel row 0
       moved down by i. So for a band of output rows of one image, the zero-padded
-      input (padded once for the batch) is copied kw times, shifted one column
-      each time: cols (C*kw, (rows + kh - 1)*out_w), kw copies instead of kh*kw,
-      made in one strided copy. ONE product with the
+      input rows it reads (padded by the piece itself, ``_band``) are copied kw times,
+      shifted one column each time: cols (C*kw, (rows + kh - 1)*out_w), kw copies
+      instead of kh*kw, made in one strided copy. ONE product with the
       kernel rows stacked, (kh*O, C*kw) @ cols, gives every kernel row's partial
       sums z[i]; y = the sum over i of z[i] moved up by i rows. The weight
       gradient is kh products of dy with cols read i rows down (no copy), made
@@ -265,6 +265,26 @@ def _row_pieces(n: int, c: int, kh: int, kw: int, out_h: int, out_w: int, itemsi
     return [(slice(b, min(b + images, n)), slice(0, out_h)) for b in range(0, n, images)]
 
 
+def _band(x, images: slice, rows: slice, p: int, kh: int):
+    """The zero-padded rows of x[images] (x (N, C, H, W), padding p) that output rows
+    ``rows`` of a stride-1 convolution read: (nb, C, r + kh - 1, W + 2p), made by the
+    piece that reads it, so the padded batch is never made whole (one pass over it less,
+    and none of it before the pieces start). With p == 0, a view of x."""
+    _, c, h, w = x.shape
+    start, rin = rows.start, rows.stop - rows.start + kh - 1
+    if p == 0:
+        return x[images, :, start : start + rin]
+    band = BUFFERS.take((images.stop - images.start, c, rin, w + 2 * p), x.dtype)
+    lo = min(rin, max(0, p - start))  # band row i is image row start + i - p:
+    hi = max(lo, min(rin, h + p - start))  # rows [lo, hi) are in the image
+    band[:, :, :lo] = 0
+    band[:, :, hi:] = 0
+    band[:, :, lo:hi, :p] = 0
+    band[:, :, lo:hi, p + w :] = 0
+    band[:, :, lo:hi, p : p + w] = x[images, :, start + lo - p : start + hi - p]
+    return band
+
+
 def _shifted(xpad_g, rows: slice, buf, kh: int, kw: int, out_w: int):
     """Zero-padded images xpad_g (nb, C, Hp, Wp): the rows that output rows ``rows`` read,
     copied kw times, (C*kw, nb, (r + kh - 1)*out_w), where [(c, j), b] =
@@ -311,13 +331,13 @@ def _conv_row_shift(x, weight, padding: int, bias=None):
     stacked = weight.transpose(2, 0, 1, 3).reshape(kh * o, c * kw)  # row (i, o), col (c, j)
     y = np.empty((n, o, out_h, out_w), dtype=np.result_type(x, weight))
     pieces = _row_pieces(n, c, kh, kw, out_h, out_w, x.itemsize)
-    xpad = _padded(x, padding)  # once for the batch; the pieces copy bands out of it
 
     def piece(k):
         images, rows = pieces[k]
         r = rows.stop - rows.start
         buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
-        cols = _shifted(xpad[images], rows, buf, kh, kw, out_w)
+        band = _band(x, images, rows, padding, kh)
+        cols = _shifted(band, slice(0, r), buf, kh, kw, out_w)
         nb = cols.shape[1]
         z = _piece_buffer(pieces, kh * o, kh, out_w, y.dtype)[: kh * o * cols[0].size]
         np.matmul(stacked, cols.reshape(c * kw, -1), out=z.reshape(kh * o, -1))
@@ -356,13 +376,13 @@ def _row_shift_weight_grad(saved: RowShift, dy):
     pieces = _row_pieces(n, c, kh, kw, out_h, out_w, x.itemsize)
     # each piece's share, parts[k, i, (c, j), o] (of dW[o, c, i, j]), added in piece order
     parts = np.empty((len(pieces), kh, c * kw, o), dtype=dtype)
-    xpad = _padded(x, padding)  # made again rather than kept since the forward pass
 
     def piece(k):
         images, rows = pieces[k]
         r = rows.stop - rows.start
         buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
-        cols = _shifted(xpad[images], rows, buf, kh, kw, out_w)  # (C*kw, nb, rin*out_w)
+        band = _band(x, images, rows, padding, kh)  # made again, not kept since the forward
+        cols = _shifted(band, slice(0, r), buf, kh, kw, out_w)  # (C*kw, nb, rin*out_w)
         nb = cols.shape[1]
         g = dy[images, :, rows].reshape(nb, o, r * out_w).transpose(0, 2, 1)  # (nb, P, O)
         # reads[i, b] = cols[:, b, i*out_w : (i + r)*out_w]: kernel row i, i rows down
