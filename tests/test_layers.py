@@ -604,6 +604,23 @@ def test_accelerated_conv_in_pieces_matches_the_plain_path(rng, monkeypatch, ban
         close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_a_copy_of_short_runs_as_wide_items_is_the_copy(rng):
+    """``_copy_runs`` copies each contiguous run of the last axis as one item: the same
+    values as a plain copy, and a plain copy where the runs are not contiguous."""
+    from minifcn.accel import cpu
+
+    src = rng.standard_normal((3, 4, 5, 2)).astype(np.float32)
+    src[0, 0, 0, 1] = np.nan
+    for view in (src.transpose(2, 0, 1, 3), src[:, ::2].transpose(1, 2, 0, 3)):
+        dst = np.empty(view.shape, np.float32)
+        cpu._copy_runs(dst, view)
+        assert np.array_equal(dst, view, equal_nan=True)
+    for view in (src.transpose(3, 1, 2, 0), src.astype(np.float64)):  # strided runs, a cast
+        dst = np.empty(view.shape, np.float32)
+        cpu._copy_runs(dst, view)
+        assert np.array_equal(dst, view.astype(np.float32), equal_nan=True)
+
+
 @pytest.mark.parametrize("p,kh", [(0, 3), (1, 3), (2, 3), (4, 3), (2, 5), (1, 1)])
 def test_a_piece_pads_its_own_band_as_the_padded_batch_would_be(rng, p, kh):
     """Each row-shift piece pads the rows it reads; every band (the top and bottom ones,
