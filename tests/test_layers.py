@@ -416,6 +416,34 @@ def test_the_loss_is_the_same_bits_in_one_block_or_one_per_thread(rng, monkeypat
     assert np.all(results[0][1][5] == 0) and np.any(results[0][1][2] != 0)
 
 
+def test_the_cpu_loss_totals_are_each_images_sums_and_count_bad_labels_where_they_are(rng):
+    """``softmax_xent_totals`` makes the layer's label checks and sums in its blocks: each
+    row is one image's loss sum, labelled pixels and out-of-range labels (negative ones
+    too), and the gradient is the one ``softmax_xent`` finishes on the class-id pixels."""
+    from minifcn.accel import cpu, workers
+    from minifcn.nn.loss import softmax_xent
+
+    pool = workers.Workers(2)
+    scores = rng.standard_normal((3, 4, 5, 6)) * 3
+    labels = rng.integers(0, 4, (3, 5, 6))
+    labels[0, 0, :2] = 255
+    labels[1, 2, 3], labels[2, 4, 0], labels[2, 1, 1] = -1, 4, 9
+    valid = labels != 255
+    counted = valid & (labels >= 0) & (labels < 4)
+    want_loss, _ = softmax_xent(scores, labels, 255, counted)
+    _, want_grad = cpu.softmax_xent(scores, labels, 255, counted)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu, "ELEMENTWISE_WORK", 0)
+        patch.setattr(workers, "workers", lambda: pool)
+        partial, grad = cpu.softmax_xent_totals(scores, labels, 255)
+    pool.close()
+    close(partial[:, 0], want_loss.reshape(3, -1).sum(axis=1), rtol=1e-12)
+    assert partial[:, 1].tolist() == [28, 30, 30] and partial[:, 2].tolist() == [0, 1, 2]
+    assert np.array_equal(grad, want_grad)
+    with pytest.raises(ValueError, match="label value -1 is out of range for 4 classes"):
+        SoftmaxCrossEntropy()(scores, labels)
+
+
 def test_a_layer_backward_follows_the_path_its_forward_took(rng):
     x = rng.standard_normal((2, 8, 40, 37))
     with plain_path(False):

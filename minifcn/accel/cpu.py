@@ -735,6 +735,55 @@ def softmax_xent(scores, labels, ignore_index: int, counted):
     return pixel_loss, grad
 
 
+def softmax_xent_totals(scores, labels, ignore_index: int):
+    """The loss's forward with the layer's label checks and sums made in the blocks too
+    (``nn.loss.SoftmaxCrossEntropy.forward`` calls it where it exists): -> (partial,
+    grad). partial (N, 3) float64 holds each image's loss sum, labelled pixels (not
+    ``ignore_index``) and out-of-range labels; the layer adds the rows up in image
+    order, so the loss is the same bits for any thread count. grad: as
+    ``softmax_xent``'s, from the pixels whose label is a class id.
+
+    What the layer would do before and after ``softmax_xent`` (compare the labels, sum
+    the pixels' losses and counts) would otherwise run in one thread while the pool
+    waits; here each block does it for its own images."""
+    n, c, h, w = scores.shape
+    p = h * w
+    grad = BUFFERS.take(scores.shape, scores.dtype)  # the shifted scores; becomes the gradient
+    partial = np.empty((n, 3), dtype=np.float64)
+    flat = grad.reshape(-1)
+    pixels = np.arange(p, dtype=np.intp)
+    blocks = _thread_blocks(n, LOSS_PASSES * c * p)
+
+    def piece(i):
+        b = blocks[i]
+        nb = b.stop - b.start
+        lab = labels[b].reshape(nb, p)
+        valid = lab != ignore_index
+        bad = valid & ((lab < 0) | (lab >= c))
+        use = valid & ~bad
+        # each pixel's own class as a flat index into grad: (image*C + label)*P + pixel
+        own = np.where(use, lab, 0).astype(np.intp)
+        own += np.arange(b.start, b.stop, dtype=np.intp)[:, None] * c
+        own *= p
+        own += pixels
+        own = own.reshape(-1)
+        g = grad[b]
+        np.subtract(scores[b], scores[b].max(axis=1, keepdims=True), out=g)
+        picked = flat[own].reshape(nb, h, w)
+        np.exp(g, out=g)
+        sum_exp = g.sum(axis=1)
+        counted = use.reshape(nb, h, w)
+        pixel_loss = (np.log(sum_exp) - picked) * counted
+        g *= (counted / sum_exp).astype(g.dtype)[:, None]  # softmax, 0 where not counted
+        flat[own] -= use.reshape(-1)  # minus the one-hot
+        partial[b, 0] = pixel_loss.reshape(nb, p).sum(axis=1, dtype=np.float64)
+        partial[b, 1] = np.count_nonzero(valid, axis=1)
+        partial[b, 2] = np.count_nonzero(bad, axis=1)
+
+    run(piece, len(blocks))
+    return partial, grad
+
+
 def softmax_xent_backward(grad, labels, ignore_index: int, scale: float):
     """dscores = the gradient ``softmax_xent`` finished, times ``scale`` (in blocks of
     images, one per thread of the pool)."""

@@ -104,7 +104,7 @@ class SoftmaxCrossEntropy(Module):
         xp = get_array_module(scores)
         self._cache = None  # the previous call's gradient can go (accel reuses its memory)
         ops = ops_for(scores, PLAIN)
-        if hasattr(ops, "softmax_xent_totals"):  # an accelerated path that sums on the device
+        if hasattr(ops, "softmax_xent_totals"):  # an accelerated path that sums in its pieces
             partial, saved = ops.softmax_xent_totals(scores, labels, self.ignore_index)
             loss_sum, count, n_bad = as_numpy(partial).sum(axis=0).tolist()
         else:
