@@ -48,12 +48,14 @@ Transposed convolution (``conv_transpose2d``, ``conv_transpose2d_backward``)
     multiply-adds of memory traffic than as the adjoint of a convolution.
 Max pooling (``max_pool2d``, ``max_pool2d_backward``) and ReLU (``relu``, ``relu_backward``)
     ``pool.py``'s tiled views and the plain ReLU's arithmetic, in pieces of images.
-Loss (``softmax_xent``, ``softmax_xent_backward``)
+Loss (``softmax_xent``, ``softmax_xent_totals``, ``softmax_xent_backward``)
     The forward pass finishes the gradient, softmax - one_hot (0 on ignored
-    pixels), in place in the exp buffer; backward only scales it.
+    pixels), in place in the exp buffer; backward only scales it. The layer calls
+    ``softmax_xent_totals``, which also makes its label checks and sums.
 Threads: each layer cuts its work into pieces fixed by the shapes alone (bands or
-    groups of images, ``_row_pieces``; blocks of a product's rows and columns,
-    ``_product``; one image of a transposed convolution) and runs them with
+    groups of images, ``_row_pieces``; blocks of a product's columns and rows,
+    ``_product``; one image of a transposed convolution, or the whole batch where an
+    image is little work, ``_image_groups``) and runs them with
     ``workers.run``; where pieces add up (a weight gradient) each writes its own share
     and the shares are added in piece order, so no result depends on the thread count.
     A piece makes few NumPy calls: two threads' pieces take turns at the interpreter
