@@ -444,6 +444,26 @@ def test_the_cpu_loss_totals_are_each_images_sums_and_count_bad_labels_where_the
         SoftmaxCrossEntropy()(scores, labels)
 
 
+@pytest.mark.parametrize("ignore_index", [255, 1, -100])
+def test_the_accelerated_loss_ignores_the_ignore_label_inside_or_outside_the_classes(
+    rng, ignore_index
+):
+    """An ignore label may be a class id (1 here) or negative (PyTorch's -100): the
+    accelerated masks must leave it out as the plain loss does, and count it as labelled
+    for neither the loss nor the error."""
+    scores = rng.standard_normal((2, 4, 3, 5))
+    labels = rng.integers(0, 4, (2, 3, 5))
+    labels[0, 1] = ignore_index
+    results = []
+    for plain in (True, False):
+        with plain_path(plain):
+            loss = SoftmaxCrossEntropy(ignore_index=ignore_index)
+            results.append((loss(scores, labels), loss.backward()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
+    close(results[0][1], results[1][1], rtol=1e-12, atol=1e-13)
+    assert np.all(results[1][1][0, :, 1] == 0)
+
+
 def test_a_layer_backward_follows_the_path_its_forward_took(rng):
     x = rng.standard_normal((2, 8, 40, 37))
     with plain_path(False):

@@ -704,86 +704,71 @@ def conv_transpose2d_backward(saved, dy, weight, stride: int, padding: int, weig
 # ------------------------------------------------------------------------------ loss
 def softmax_xent(scores, labels, ignore_index: int, counted):
     """As ``nn.loss.softmax_xent``, but what it keeps is the finished gradient:
-    (softmax - one_hot(label)) on counted pixels, 0 elsewhere, (N, C, H, W).
+    (softmax - one_hot(label)) on counted pixels, 0 elsewhere, (N, C, H, W)."""
+    grad, sum_exp, picked = _xent_passes(scores, labels, counted)
+    pixel_loss = np.empty(sum_exp.shape, dtype=np.result_type(scores.dtype, np.float32))
+    pixel_loss[...] = (np.log(sum_exp) - picked) * counted
+    return pixel_loss, grad
+
+
+def softmax_xent_totals(scores, labels, ignore_index: int):
+    """The loss's forward with the layer's label checks and sums made here too
+    (``nn.loss.SoftmaxCrossEntropy.forward`` calls it where it exists): -> (partial,
+    grad). partial (N, 3) float64 holds each image's loss sum, labelled pixels (not
+    ``ignore_index``) and out-of-range labels; the layer adds the rows up in image
+    order. grad: as ``softmax_xent``'s, from the pixels whose label is a class id.
+
+    A label is in range when, read as unsigned, it is below C: a negative one reads
+    as a huge number. So three comparisons make every mask, on the whole batch at once."""
+    n, c = scores.shape[:2]
+    valid = labels != ignore_index
+    counted = labels.view(np.dtype(f"u{labels.itemsize}")) < c
+    counted &= valid
+    grad, sum_exp, picked = _xent_passes(scores, labels, counted)
+    partial = np.empty((n, 3), dtype=np.float64)
+    pixel_loss = (np.log(sum_exp) - picked) * counted
+    pixel_loss.reshape(n, -1).sum(axis=1, dtype=np.float64, out=partial[:, 0])
+    valid.reshape(n, -1).sum(axis=1, out=partial[:, 1])
+    partial[:, 2] = partial[:, 1] - counted.reshape(n, -1).sum(axis=1)
+    return partial, grad
+
+
+def _xent_passes(scores, labels, counted):
+    """The loss's passes over the scores: -> grad (softmax - one_hot on counted pixels, 0
+    elsewhere), sum_exp (N, H, W) (of the exponentials of the scores shifted by each
+    pixel's maximum) and picked (N, H, W) (each pixel's shifted own score).
 
     Each pixel's own class is read and written through flat indices into the
-    gradient, (image*C + label)*P + pixel, made once for the batch: one gather and
-    one scatter per block. The blocks of images are one per thread of the pool
-    (``_thread_blocks``): every value here is a pixel's own, so no blocking changes
-    one, and each extra block only costs its calls' turns at the interpreter lock.
-    """
+    gradient, (image*C + label)*P + pixel: one gather and one scatter per block. The
+    blocks of images are one per thread of the pool (``_thread_blocks``): every value
+    here is a pixel's own, so no blocking changes one. A piece makes only the passes
+    over its block; the masks, the indices and the sums over the small (N, H, W)
+    arrays are made before and after, once for the batch (a few calls, not a few per
+    block)."""
     n, c, h, w = scores.shape
     p = h * w
-    grad = BUFFERS.take(scores.shape, scores.dtype)  # the shifted scores; becomes the gradient
-    pixel_loss = np.empty((n, h, w), dtype=np.result_type(scores.dtype, np.float32))
     own = np.where(counted, labels, 0).astype(np.intp).reshape(n, p)  # 0 where not counted
     own *= p
     own += np.arange(n, dtype=np.intp)[:, None] * (c * p) + np.arange(p, dtype=np.intp)
-    own, use, flat = own.reshape(-1), counted.reshape(-1), grad.reshape(-1)
+    own, use = own.reshape(-1), counted.reshape(-1)
+    grad = BUFFERS.take(scores.shape, scores.dtype)  # the shifted scores; becomes the gradient
+    flat = grad.reshape(-1)
+    sum_exp, picked, scale = (np.empty((n, h, w), dtype=scores.dtype) for _ in range(3))
     blocks = _thread_blocks(n, LOSS_PASSES * c * p)
 
     def piece(i):
         b = blocks[i]
         g, mine = grad[b], slice(b.start * p, b.stop * p)
         np.subtract(scores[b], scores[b].max(axis=1, keepdims=True), out=g)
-        picked = flat[own[mine]].reshape(pixel_loss[b].shape)
+        np.take(flat, own[mine], out=picked[b].reshape(-1))
         np.exp(g, out=g)
-        sum_exp = g.sum(axis=1)
-        pixel_loss[b] = (np.log(sum_exp) - picked) * counted[b]
-        g *= (counted[b] / sum_exp).astype(g.dtype)[:, None]  # softmax, 0 where not counted
+        np.sum(g, axis=1, out=sum_exp[b])
+        np.divide(counted[b], sum_exp[b], out=scale[b])
+        g *= scale[b][:, None]  # softmax, 0 where not counted
         flat[own[mine]] -= use[mine]  # minus the one-hot
 
     run(piece, len(blocks))
-    return pixel_loss, grad
-
-
-def softmax_xent_totals(scores, labels, ignore_index: int):
-    """The loss's forward with the layer's label checks and sums made in the blocks too
-    (``nn.loss.SoftmaxCrossEntropy.forward`` calls it where it exists): -> (partial,
-    grad). partial (N, 3) float64 holds each image's loss sum, labelled pixels (not
-    ``ignore_index``) and out-of-range labels; the layer adds the rows up in image
-    order, so the loss is the same bits for any thread count. grad: as
-    ``softmax_xent``'s, from the pixels whose label is a class id.
-
-    What the layer would do before and after ``softmax_xent`` (compare the labels, sum
-    the pixels' losses and counts) would otherwise run in one thread while the pool
-    waits; here each block does it for its own images."""
-    n, c, h, w = scores.shape
-    p = h * w
-    grad = BUFFERS.take(scores.shape, scores.dtype)  # the shifted scores; becomes the gradient
-    partial = np.empty((n, 3), dtype=np.float64)
-    flat = grad.reshape(-1)
-    pixels = np.arange(p, dtype=np.intp)
-    blocks = _thread_blocks(n, LOSS_PASSES * c * p)
-
-    def piece(i):
-        b = blocks[i]
-        nb = b.stop - b.start
-        lab = labels[b].reshape(nb, p)
-        valid = lab != ignore_index
-        bad = valid & ((lab < 0) | (lab >= c))
-        use = valid & ~bad
-        # each pixel's own class as a flat index into grad: (image*C + label)*P + pixel
-        own = np.where(use, lab, 0).astype(np.intp)
-        own += np.arange(b.start, b.stop, dtype=np.intp)[:, None] * c
-        own *= p
-        own += pixels
-        own = own.reshape(-1)
-        g = grad[b]
-        np.subtract(scores[b], scores[b].max(axis=1, keepdims=True), out=g)
-        picked = flat[own].reshape(nb, h, w)
-        np.exp(g, out=g)
-        sum_exp = g.sum(axis=1)
-        counted = use.reshape(nb, h, w)
-        pixel_loss = (np.log(sum_exp) - picked) * counted
-        g *= (counted / sum_exp).astype(g.dtype)[:, None]  # softmax, 0 where not counted
-        flat[own] -= use.reshape(-1)  # minus the one-hot
-        partial[b, 0] = pixel_loss.reshape(nb, p).sum(axis=1, dtype=np.float64)
-        partial[b, 1] = np.count_nonzero(valid, axis=1)
-        partial[b, 2] = np.count_nonzero(bad, axis=1)
-
-    run(piece, len(blocks))
-    return partial, grad
+    return grad, sum_exp, picked
 
 
 def softmax_xent_backward(grad, labels, ignore_index: int, scale: float):
