@@ -36,8 +36,8 @@ only where its accelerated module offers one; of them the CPU module offers
 ``conv2d_bias`` (the bias added where each form writes its output, the same values
 as adding it after), ``conv2d_backward`` (the weight and input gradients side by
 side on two threads, the same bits as one after the other) and
-``softmax_xent_totals`` (the loss's label checks and sums made in its blocks of
-images; the same gradient bits).
+``softmax_xent_totals`` (the loss with the layer's label checks and sums, made once
+for the batch around its blocks of images; the same gradient bits).
 
 Each accelerated module implements ``minifcn.dispatch.LayerOps`` (the nine
 functions conv2d, conv2d_input_grad, conv2d_weight_grad, conv_transpose2d,

@@ -199,11 +199,11 @@ def _piece_count(macs: int, most: int = MIN_PIECES) -> int:
 def _product(a, b, out, bias=None) -> None:
     """out (M, N) = a (M, K) @ b (K, N) (+ bias (M,) per row, if given, added to each block
     while it is in cache), in pieces: blocks of columns, and of rows too where the columns
-    give fewer than MIN_PIECES, none under PIECE_MACS multiply-adds. Columns first: a
-    convolution's product has few rows (O), and OpenBLAS runs a product of fewer rows
-    slower (``python -m minifcn.bench``'s conv3x3 256 and 512 rows are such products).
-    Each output value comes whole from one piece (the sum over K is never split), and the
-    blocks are fixed by the shapes alone."""
+    give fewer than MIN_PIECES, none under PIECE_MACS multiply-adds. Columns first, so
+    that each piece keeps all of a convolution's few rows (O) and BLAS gets the widest
+    products the cut allows (the conv3x3 256 and 512 rows of ``python -m minifcn.bench``
+    are such products). Each output value comes whole from one piece (the sum over K is
+    never split), and the blocks are fixed by the shapes alone."""
     m, n = out.shape
     count = _piece_count(m * n * a.shape[1])
     cols = _blocks(n, count, PIECE_COLUMNS)
@@ -594,7 +594,7 @@ def _copy_runs(dst, src) -> None:
     """dst[...] = src for arrays whose last axis is contiguous in both: each run along it
     is copied as ONE wide item (a void of its bytes). NumPy's copy loop goes item by
     item, so a short last axis (a transposed convolution's stride, 2 for upscore2) makes
-    the plain copy several times slower. The bytes, so the bits, are the same; arrays that
+    the plain copy slow. The bytes, so the bits, are the same; arrays that
     cannot be viewed so are copied plainly."""
     run = dst.shape[-1]
     if src.dtype != dst.dtype or src.shape != dst.shape or run < 2:
@@ -785,8 +785,8 @@ def softmax_xent_backward(grad, labels, ignore_index: int, scale: float):
 def _thread_blocks(n: int, per_image: int) -> list:
     """Blocks of images for work whose every value is a pixel's own (the loss): one per
     thread the pool runs a job on now, fewer where a block would move fewer than
-    ELEMENTWISE_WORK values (``per_image`` an image). How the batch is
-    cut changes no value here, so the blocks may follow the thread count."""
+    ELEMENTWISE_WORK values (``per_image`` an image). How the batch is cut changes no
+    value here, so the blocks may follow the thread count."""
     count = min(n, pool_threads(), max(1, n * per_image // max(1, ELEMENTWISE_WORK)))
     return _blocks(n, count, 1)
 
