@@ -287,17 +287,15 @@ def _band(x, images: slice, rows: slice, p: int, kh: int):
     return band
 
 
-def _shifted(xpad_g, rows: slice, buf, kh: int, kw: int, out_w: int):
-    """Zero-padded images xpad_g (nb, C, Hp, Wp): the rows that output rows ``rows`` read,
-    copied kw times, (C*kw, nb, (r + kh - 1)*out_w), where [(c, j), b] =
-    xpad[b, c, rows', j:j+out_w]. ONE copy, from a strided view in which j steps one
-    column: every NumPy call costs a piece a turn at the interpreter lock."""
-    nb, c, hp, wp = xpad_g.shape
-    rin = rows.stop - rows.start + kh - 1
-    assert rows.start + rin <= hp and out_w + kw - 1 <= wp  # the view reads only xpad_g
-    src = xpad_g[:, :, rows.start : rows.start + rin]  # (nb, C, rin, Wp)
-    s_b, s_c, s_r, s_w = src.strides
-    view = as_strided(src, (c, kw, nb, rin, out_w), (s_c, s_w, s_b, s_r, s_w), writeable=False)
+def _shifted(band, buf, kw: int, out_w: int):
+    """A piece's zero-padded rows band (nb, C, rin, Wp) (``_band``), copied kw times:
+    (C*kw, nb, rin*out_w), where [(c, j), b] = band[b, c, :, j:j+out_w]. ONE copy, from a
+    strided view in which j steps one column: every NumPy call costs a piece a turn at
+    the interpreter lock."""
+    nb, c, rin, wp = band.shape
+    assert out_w + kw - 1 <= wp  # the view reads only the band
+    s_b, s_c, s_r, s_w = band.strides
+    view = as_strided(band, (c, kw, nb, rin, out_w), (s_c, s_w, s_b, s_r, s_w), writeable=False)
     cols = buf[: c * kw * nb * rin * out_w].reshape(c, kw, nb, rin, out_w)
     np.copyto(cols, view)
     return cols.reshape(c * kw, nb, rin * out_w)
@@ -338,8 +336,7 @@ def _conv_row_shift(x, weight, padding: int, bias=None):
         images, rows = pieces[k]
         r = rows.stop - rows.start
         buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
-        band = _band(x, images, rows, padding, kh)
-        cols = _shifted(band, slice(0, r), buf, kh, kw, out_w)
+        cols = _shifted(_band(x, images, rows, padding, kh), buf, kw, out_w)
         nb = cols.shape[1]
         z = _piece_buffer(pieces, kh * o, kh, out_w, y.dtype)[: kh * o * cols[0].size]
         np.matmul(stacked, cols.reshape(c * kw, -1), out=z.reshape(kh * o, -1))
@@ -384,7 +381,7 @@ def _row_shift_weight_grad(saved: RowShift, dy):
         r = rows.stop - rows.start
         buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
         band = _band(x, images, rows, padding, kh)  # made again, not kept since the forward
-        cols = _shifted(band, slice(0, r), buf, kh, kw, out_w)  # (C*kw, nb, rin*out_w)
+        cols = _shifted(band, buf, kw, out_w)  # (C*kw, nb, rin*out_w)
         nb = cols.shape[1]
         g = dy[images, :, rows].reshape(nb, o, r * out_w).transpose(0, 2, 1)  # (nb, P, O)
         # reads[i, b] = cols[:, b, i*out_w : (i + r)*out_w]: kernel row i, i rows down

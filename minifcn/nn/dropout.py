@@ -42,7 +42,7 @@ class RowsOfBatch:
     generator moves on as it would for the whole batch. ``bit_generator`` is the
     generator's own (what checkpoints save)."""
 
-    def __init__(self, rng, total: int = 0, offset: int = 0):
+    def __init__(self, rng, total: int, offset: int):
         self.rng, self.total, self.offset = rng, total, offset
 
     @property
