@@ -1,6 +1,7 @@
 """The benchmark runs end to end, and the GPU kernels' index math matches the NumPy layers."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -315,3 +316,58 @@ def test_bench_refuses_a_round_count_out_of_range(capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--rounds", "0"])
     assert "--rounds" in capsys.readouterr().err
+
+
+def test_the_train_step_alternates_minifcn_and_pytorch_over_the_rounds(monkeypatch, capsys):
+    """As the layer table: the step's rounds alternate, each figure the median round."""
+    calls = []
+    ours = iter([0.3, 0.1, 0.2])
+    theirs = iter([0.5, 0.6, 0.4])
+
+    def fake_ours(device, batch, size):
+        def time(repeat):
+            calls.append(("minifcn", repeat))
+            return next(ours)
+
+        def finish(seconds):
+            calls.append(("finish", seconds))
+            return dict(step_s=seconds, images_per_s=batch / seconds, peak_bytes=2**20,
+                        peak_note="fake", max_rss_bytes=2**20, launches_per_step=None)  # fmt: skip
+
+        return bench.StepTimer(time, finish, model="the model")
+
+    def fake_torch(torch, model, device, batch, size):
+        assert model == "the model"  # PyTorch mirrors minifcn's model
+
+        def time(repeat):
+            calls.append(("torch", repeat))
+            return next(theirs)
+
+        return time
+
+    monkeypatch.setattr(bench, "train_step_ours", fake_ours)
+    monkeypatch.setattr(bench, "train_step_torch", fake_torch)
+    args = bench.parse_args(["--repeat", "4", "--rounds", "3", "--no-plain"])
+    train = bench.measure_train_step(args, torch=object(), label="")
+    assert calls == [("minifcn", 4), ("torch", 4)] * 3 + [("finish", 0.2)]
+    assert train["torch_step_s"] == 0.5 and train["rounds"] == 3
+    assert abs(train["torch_ratio"] - 0.4) < 1e-12
+    assert "minifcn / torch = 0.40" in capsys.readouterr().out
+
+
+def test_timeit_times_enough_runs_to_fill_the_span(monkeypatch):
+    """Five runs of a 2 ms call would sample 10 ms of the machine: the timed runs fill
+    SPAN at the warm-up's pace, never fewer than --repeat, never more than MOST_RUNS."""
+    monkeypatch.setitem(bench.SPAN, "seconds", 0.1)
+    assert bench.timed_runs(5, 0.002) == 50
+    assert bench.timed_runs(5, 0.03) == 5
+    assert bench.timed_runs(5, 1e-9) == bench.MOST_RUNS
+    assert bench.timed_runs(5, 0.0) == 5
+    monkeypatch.setitem(bench.SPAN, "seconds", 0.0)
+    assert bench.timed_runs(5, 0.002) == 5
+    monkeypatch.setitem(bench.SETTLE, "seconds", 0.0)
+    monkeypatch.setitem(bench.WARM_UP, "seconds", 0.0)
+    monkeypatch.setitem(bench.SPAN, "seconds", 0.05)
+    runs = []
+    bench.timeit(lambda: (runs.append(1), time.sleep(0.001)), repeat=1)
+    assert 3 <= len(runs) - 1 <= 51  # one warm-up run, then about 0.05 s / (1 ms + overhead)

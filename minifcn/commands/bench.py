@@ -1,13 +1,13 @@
 """Benchmark the layers at the shapes FCN uses: ``python -m minifcn.bench``.
 
 For each layer it measures the forward and the backward time (the median over
-``--rounds`` rounds of the median of ``--repeat`` runs after one warm-up run; on
-the GPU after a synchronize; with ``--compare torch`` the rounds alternate with
-PyTorch's, so that a slow spell of a shared machine falls on both) and the
-arithmetic rate in GFLOP/s, compared with the machine's float32 matrix multiply,
-the ceiling for a convolution written as im2col + one matrix product. It also
-times one training step of the mini FCN-8s (forward, loss, backward, SGD) and
-reports its peak memory.
+``--rounds`` rounds of the median of at least ``--repeat`` runs, warm, see
+``timeit``; on the GPU after a synchronize; with ``--compare torch`` the rounds
+alternate with PyTorch's, so that a slow spell of a shared machine falls on both)
+and the arithmetic rate in GFLOP/s, compared with the machine's float32 matrix
+multiply, the ceiling for a convolution written as im2col + one matrix product.
+It also times one training step of the mini FCN-8s (forward, loss, backward, SGD),
+in rounds as the layers, and reports its peak memory.
 
 Every figure is for the accelerated path (``minifcn.accel``, the default); the
 "plain ms" column and the "plain path" line time the same layers and step on
@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import resource
@@ -61,6 +62,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from typing import NamedTuple
 
 import numpy as np
 
@@ -132,6 +134,8 @@ CLOCK = {"now": time.perf_counter}  # --cpu-time swaps in time.process_time
 # then sleep, instead of slowing the next library's figure. --quick runs without it.
 SETTLE = {"seconds": 0.25}
 WARM_UP = {"seconds": 0.1}  # then runs, untimed, for this long (see timeit); --quick: none
+SPAN = {"seconds": 0.1}  # the timed runs of a figure last at least this long; --quick: 0
+MOST_RUNS = 1000  # and number at most this many
 
 
 class CupyEvents:
@@ -164,26 +168,34 @@ class TorchEvents(CupyEvents):
 
 
 def timeit(fn, repeat: int, sync=None, events=None) -> float:
-    """Median seconds of ``fn()`` over ``repeat`` runs, after a pause (``SETTLE``) and
-    warm-up runs for ``WARM_UP`` seconds (at least one).
+    """Median seconds of ``fn()`` over at least ``repeat`` runs, after a pause (``SETTLE``)
+    and warm-up runs for ``WARM_UP`` seconds (at least one).
 
     The first calls after an idle spell run slower (cold caches, a core the system
     let sleep), the more so the shorter the call; a training step runs its layers back
     to back, so the figures are taken warm, for both libraries alike.
 
+    The timed runs are as many as fill ``SPAN`` seconds at the warm-up's pace (at most
+    ``MOST_RUNS``), ``repeat`` where that is more: five runs of a 2 ms call sample 10 ms
+    of a machine whose speed swings over tens of milliseconds, and one slow spell would
+    be most of them.
+
     With ``events`` (``CupyEvents`` / ``TorchEvents``, on the GPU) each run is timed
     by CUDA events recorded around it on the stream: the device's own clock."""
     now = CLOCK["now"]
     time.sleep(SETTLE["seconds"])
-    until = time.perf_counter() + WARM_UP["seconds"]
+    started = time.perf_counter()
+    until, calls = started + WARM_UP["seconds"], 0
     while True:
         fn()
         if sync:
             sync()
+        calls += 1
         if time.perf_counter() >= until:
             break
+    pace = (time.perf_counter() - started) / calls
     times = []
-    for _ in range(repeat):
+    for _ in range(timed_runs(repeat, pace)):
         if events is not None:
             start, end = events.pair()
             start.record()
@@ -197,6 +209,14 @@ def timeit(fn, repeat: int, sync=None, events=None) -> float:
             sync()
         times.append(now() - start)
     return statistics.median(times)
+
+
+def timed_runs(repeat: int, pace: float) -> int:
+    """How many runs ``timeit`` times: ``repeat``, or as many as fill ``SPAN`` seconds at
+    ``pace`` seconds a run where that is more (at most ``MOST_RUNS``)."""
+    if pace <= 0:
+        return repeat
+    return max(repeat, min(MOST_RUNS, math.ceil(SPAN["seconds"] / pace)))
 
 
 def _events(device: str):
@@ -369,8 +389,19 @@ def _load_fcn8s():
     return FCN8s
 
 
-def train_step_ours(device: str, batch: int, size: int, repeat: int) -> dict | None:
-    """Images/s and peak memory of forward + loss + backward + SGD on the mini FCN-8s."""
+class StepTimer(NamedTuple):
+    """The mini FCN-8s training step, built: ``time(repeat)`` times it (seconds, see
+    ``timeit``), ``finish(seconds)`` measures its memory and launches, closes it and
+    returns its figures."""
+
+    time: object
+    finish: object
+    model: object
+
+
+def train_step_ours(device: str, batch: int, size: int) -> StepTimer | None:
+    """Forward + loss + backward + SGD on the mini FCN-8s, as the training loop runs it
+    (``TrainStep``); None where the model is not available."""
     FCN8s = _load_fcn8s()
     if FCN8s is None:
         return None
@@ -390,28 +421,31 @@ def train_step_ours(device: str, batch: int, size: int, repeat: int) -> dict | N
         forward_backward(x, labels)  # as PyTorch: x needs no gradient
         opt.step()
 
-    seconds = timeit(step, repeat, sync, _events(device))
-    result = dict(batch=batch, size=size, step_s=seconds, images_per_s=batch / seconds)
-    result["launches_per_step"], result["launches_note"] = count_launches(step, xp)
-    if device == "gpu":
-        pool = xp.get_default_memory_pool()
-        result["peak_bytes"] = int(pool.total_bytes())
-        result["peak_note"] = "CuPy memory pool: bytes held after the steps"
-    else:
-        tracemalloc.start()
-        step()
-        result["peak_bytes"] = int(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
-        result["peak_note"] = "tracemalloc peak of one step (NumPy reports its buffers)"
-        helper = forward_backward.helper_pid
-        if helper is not None:
-            result["peak_note"] += " in this process, which runs half the batch"
-            result["helper_max_rss_bytes"] = _max_rss_of(helper)
-    forward_backward.close()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result["max_rss_bytes"] = int(rss * (1 if sys.platform == "darwin" else 1024))
-    result["model"] = model
-    return result
+    def finish(seconds: float) -> dict:
+        """Images/s, launches, peak memory; the step's helper process is closed."""
+        result = dict(batch=batch, size=size, step_s=seconds, images_per_s=batch / seconds)
+        result["launches_per_step"], result["launches_note"] = count_launches(step, xp)
+        if device == "gpu":
+            pool = xp.get_default_memory_pool()
+            result["peak_bytes"] = int(pool.total_bytes())
+            result["peak_note"] = "CuPy memory pool: bytes held after the steps"
+        else:
+            tracemalloc.start()
+            step()
+            result["peak_bytes"] = int(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+            result["peak_note"] = "tracemalloc peak of one step (NumPy reports its buffers)"
+            helper = forward_backward.helper_pid
+            if helper is not None:
+                result["peak_note"] += " in this process, which runs half the batch"
+                result["helper_max_rss_bytes"] = _max_rss_of(helper)
+        forward_backward.close()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result["max_rss_bytes"] = int(rss * (1 if sys.platform == "darwin" else 1024))
+        return result
+
+    events = _events(device)
+    return StepTimer(lambda repeat: timeit(step, repeat, sync, events), finish, model)
 
 
 def _max_rss_of(pid: int) -> int | None:
@@ -426,7 +460,8 @@ def _max_rss_of(pid: int) -> int | None:
     return None
 
 
-def train_step_torch(torch, model, device: str, batch: int, size: int, repeat: int) -> dict:
+def train_step_torch(torch, model, device: str, batch: int, size: int):
+    """PyTorch's same step on a mirror of ``model``: -> ``time(repeat)`` (seconds)."""
     import torch.nn.functional as F
 
     dev, sync = _torch_device(torch, device)
@@ -442,8 +477,8 @@ def train_step_torch(torch, model, device: str, batch: int, size: int, repeat: i
         F.cross_entropy(mirror(x), labels, ignore_index=255).backward()
         opt.step()
 
-    seconds = timeit(step, repeat, sync, TorchEvents(torch) if device == "gpu" else None)
-    return dict(step_s=seconds, images_per_s=batch / seconds)
+    events = TorchEvents(torch) if device == "gpu" else None
+    return lambda repeat: timeit(step, repeat, sync, events)
 
 
 def paper_step(device: str, size: int, repeat: int, torch=None) -> dict:
@@ -572,8 +607,8 @@ def parse_args(argv=None):
         "--rounds",
         type=bounded_int(1, 100),
         default=None,
-        help="layer table: rounds of --repeat runs (minifcn's and PyTorch's alternating); "
-        "each figure is the median over the rounds (default 3, with --quick 1)",
+        help="layer table and train step: rounds of --repeat runs (minifcn's and PyTorch's "
+        "alternating); each figure is the median over the rounds (default 3, with --quick 1)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--compare", choices=("torch",), help="also time PyTorch")
@@ -698,22 +733,31 @@ def winograd_row(case: dict, cin: int, cout: int, repeat: int) -> dict:
     return row
 
 
+def in_rounds(rounds: int, *timers) -> list:
+    """Each timer's results over ``rounds`` rounds, the timers taking turns in each round
+    (minifcn's, then PyTorch's): a slow spell of a shared machine falls on both
+    libraries, not on whichever was timed in it. -> one list of results a timer."""
+    results = [[] for _ in timers]
+    for _ in range(rounds):
+        for out, timer in zip(results, timers):
+            out.append(timer())
+    return results
+
+
 def alternating(case: dict, args, torch) -> tuple[dict, dict | None]:
-    """minifcn's and PyTorch's (fwd_s, bwd_s) for one layer: ``--rounds`` rounds, each
-    timing minifcn and then PyTorch (``--repeat`` runs each), and the median over the
-    rounds; so a slow spell of a shared machine falls on both libraries, not on one."""
-    ours, theirs = [], []
-    for _ in range(args.rounds):
-        ours.append(time_ours(case, args.device, args.repeat))
-        if torch is not None:
-            theirs.append(time_torch(torch, case, args.device, args.repeat))
+    """minifcn's and PyTorch's (fwd_s, bwd_s) for one layer: ``--rounds`` rounds of
+    ``--repeat`` runs each (``in_rounds``), and the median over the rounds."""
+    timers = [lambda: time_ours(case, args.device, args.repeat)]
+    if torch is not None:
+        timers.append(lambda: time_torch(torch, case, args.device, args.repeat))
+    runs = in_rounds(args.rounds, *timers)
 
     def median(runs):
         return dict(
             runs[0], **{k: statistics.median(r[k] for r in runs) for k in ("fwd_s", "bwd_s")}
         )
 
-    return median(ours), (median(theirs) if theirs else None)
+    return median(runs[0]), (median(runs[1]) if torch is not None else None)
 
 
 def layer_row(case: dict, args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
@@ -751,10 +795,16 @@ def layer_row(case: dict, args, xp, sync, torch, peak: float, tf32: bool | None)
 def measure_train_step(args, torch, label: str) -> dict | None:
     """The mini FCN-8s train step: accelerated, plain and PyTorch's (printed and returned)."""
     batch, img = (2, 64) if args.quick else (8, 64)
-    train = train_step_ours(args.device, batch, img, args.repeat)
-    if train is None:
+    ours = train_step_ours(args.device, batch, img)
+    if ours is None:
         return None
-    model = train.pop("model")
+    timers = [lambda: ours.time(args.repeat)]
+    if torch is not None:
+        theirs = train_step_torch(torch, ours.model, args.device, batch, img)
+        timers.append(lambda: theirs(args.repeat))
+    seconds = [statistics.median(runs) for runs in in_rounds(args.rounds, *timers)]
+    train = ours.finish(seconds[0])
+    train["rounds"] = args.rounds
     line = (
         f"\nmini FCN-8s train step{label} (batch {batch}, {img}x{img}): "
         f"{train['step_s'] * 1e3:.1f} ms, {train['images_per_s']:.1f} images/s, "
@@ -767,8 +817,8 @@ def measure_train_step(args, torch, label: str) -> dict | None:
         line += f", {train['launches_per_step']} device launches a step"
     if not args.no_plain:
         with plain_timing():
-            plain = train_step_ours(args.device, batch, img, args.repeat)
-        plain.pop("model")
+            built = train_step_ours(args.device, batch, img)
+            plain = built.finish(built.time(args.repeat))
         train["plain_step_s"] = plain["step_s"]
         train["plain_speedup"] = plain["step_s"] / train["step_s"]
         train["plain_launches_per_step"] = plain["launches_per_step"]
@@ -778,12 +828,11 @@ def measure_train_step(args, torch, label: str) -> dict | None:
             f"{train['step_s'] / plain['step_s']:.2f}"
         )
     if torch is not None:
-        t = train_step_torch(torch, model, args.device, batch, img, args.repeat)
-        train["torch_step_s"] = t["step_s"]
-        train["torch_images_per_s"] = t["images_per_s"]
-        train["torch_ratio"] = train["step_s"] / t["step_s"]
+        train["torch_step_s"] = seconds[1]
+        train["torch_images_per_s"] = batch / seconds[1]
+        train["torch_ratio"] = train["step_s"] / seconds[1]
         line += (
-            f"\n  torch: {t['step_s'] * 1e3:.1f} ms, {t['images_per_s']:.1f} images/s; "
+            f"\n  torch: {seconds[1] * 1e3:.1f} ms, {batch / seconds[1]:.1f} images/s; "
             f"minifcn / torch = {train['torch_ratio']:.2f}"
         )
     print(line)
@@ -827,6 +876,7 @@ def main(argv=None) -> dict:
     CLOCK["now"] = time.process_time if args.cpu_time else time.perf_counter
     SETTLE["seconds"] = 0.0 if args.quick else 0.25
     WARM_UP["seconds"] = 0.0 if args.quick else 0.1
+    SPAN["seconds"] = 0.0 if args.quick else 0.1
     xp = backend.cupy_module() if args.device == "gpu" else np
     sync = (lambda: backend.synchronize(xp)) if args.device == "gpu" else None
     torch = import_torch() if args.compare == "torch" else None
