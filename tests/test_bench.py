@@ -371,3 +371,16 @@ def test_timeit_times_enough_runs_to_fill_the_span(monkeypatch):
     runs = []
     bench.timeit(lambda: (runs.append(1), time.sleep(0.001)), repeat=1)
     assert 3 <= len(runs) - 1 <= 51  # one warm-up run, then about 0.05 s / (1 ms + overhead)
+
+
+def test_timeit_runs_before_untimed_ahead_of_every_run(monkeypatch):
+    """The loss's backward is timed one a forward: ``before`` runs ahead of each run,
+    warm-up included, and its time is not counted."""
+    monkeypatch.setitem(bench.SETTLE, "seconds", 0.0)
+    monkeypatch.setitem(bench.WARM_UP, "seconds", 0.0)
+    monkeypatch.setitem(bench.SPAN, "seconds", 0.0)
+    order = []
+    seconds = bench.timeit(
+        lambda: order.append("run"), 3, before=lambda: (order.append("before"), time.sleep(0.05))
+    )
+    assert order == ["before", "run"] * 4 and seconds < 0.01

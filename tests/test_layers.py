@@ -431,17 +431,48 @@ def test_the_cpu_loss_totals_are_each_images_sums_and_count_bad_labels_where_the
     valid = labels != 255
     counted = valid & (labels >= 0) & (labels < 4)
     want_loss, _ = softmax_xent(scores, labels, 255, counted)
-    _, want_grad = cpu.softmax_xent(scores, labels, 255, counted)
+    _, want = cpu.softmax_xent(scores, labels, 255, counted)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cpu, "ELEMENTWISE_WORK", 0)
         patch.setattr(workers, "workers", lambda: pool)
-        partial, grad = cpu.softmax_xent_totals(scores, labels, 255)
+        partial, saved = cpu.softmax_xent_totals(scores, labels, 255)
     pool.close()
     close(partial[:, 0], want_loss.reshape(3, -1).sum(axis=1), rtol=1e-12)
     assert partial[:, 1].tolist() == [28, 30, 30] and partial[:, 2].tolist() == [0, 1, 2]
-    assert np.array_equal(grad, want_grad)
+    assert np.array_equal(saved.grad, want.grad)
     with pytest.raises(ValueError, match="label value -1 is out of range for 4 classes"):
         SoftmaxCrossEntropy()(scores, labels)
+
+
+def test_the_cpu_loss_backward_hands_over_its_gradient_and_makes_it_again_when_asked_twice(rng):
+    """backward scales the forward's gradient in place and returns it; a second backward
+    of the same forward makes it again, so what the first returned may be changed."""
+    scores = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    labels = rng.integers(0, 4, (3, 5, 6))
+    labels[1, 2] = 255
+    with plain_path():
+        plain = SoftmaxCrossEntropy()
+        plain(scores, labels)
+        want = plain.backward(0.5)
+    loss = SoftmaxCrossEntropy()
+    loss(scores, labels)
+    first = loss.backward(0.5)
+    close(first, want, rtol=1e-5, atol=1e-7)
+    kept = first.copy()
+    first[...] = 7.0  # the caller's to change
+    second = loss.backward(0.5)
+    assert second is not first and np.array_equal(second, kept)
+    close(loss.backward(2.0), 4 * kept, rtol=1e-6, atol=1e-8)
+
+
+def test_a_nan_score_gives_a_nan_loss_on_the_cpu_path_too(rng):
+    scores = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    scores[1, 2, 1, 1] = np.nan
+    labels = rng.integers(0, 3, (2, 4, 4))
+    loss = SoftmaxCrossEntropy()
+    assert np.isnan(loss(scores, labels))
+    grad = loss.backward()
+    assert np.isnan(grad[1, :, 1, 1]).all() and np.isfinite(grad[0]).all()
 
 
 @pytest.mark.parametrize("ignore_index", [255, 1, -100])

@@ -49,9 +49,9 @@ Transposed convolution (``conv_transpose2d``, ``conv_transpose2d_backward``)
 Max pooling (``max_pool2d``, ``max_pool2d_backward``) and ReLU (``relu``, ``relu_backward``)
     ``pool.py``'s tiled views and the plain ReLU's arithmetic, in pieces of images.
 Loss (``softmax_xent``, ``softmax_xent_totals``, ``softmax_xent_backward``)
-    The forward pass finishes the gradient, softmax - one_hot (0 on ignored
-    pixels), in place in the exp buffer; backward only scales it. The layer calls
-    ``softmax_xent_totals``, which also makes its label checks and sums.
+    The forward pass finishes the gradient, softmax - one_hot (0 on ignored pixels),
+    in place in the exp buffer; backward scales it in place and hands it over. The
+    layer calls ``softmax_xent_totals``, which also makes its label checks and sums.
 Threads: each layer cuts its work into pieces fixed by the shapes alone (bands or
     groups of images, ``_row_pieces``; blocks of a product's columns and rows,
     ``_product``; one image of a transposed convolution, or the whole batch where an
@@ -73,6 +73,7 @@ Buffers: temporaries of megabytes come from ``BUFFERS``, which hands out an
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import sys
 import threading
@@ -699,21 +700,33 @@ def conv_transpose2d_backward(saved, dy, weight, stride: int, padding: int, weig
 
 
 # ------------------------------------------------------------------------------ loss
+class XentSaved:
+    """What the CPU loss's forward keeps for backward: ``grad``, the finished gradient
+    (softmax - one_hot on counted pixels, 0 elsewhere), which the first backward scales
+    in place and hands over (``grad`` is None after that), and the scores, labels and
+    counted pixels it came from, to make it again for a later backward."""
+
+    __slots__ = ("grad", "scores", "labels", "counted")
+
+    def __init__(self, grad, scores, labels, counted):
+        self.grad, self.scores, self.labels, self.counted = grad, scores, labels, counted
+
+
 def softmax_xent(scores, labels, ignore_index: int, counted):
-    """As ``nn.loss.softmax_xent``, but what it keeps is the finished gradient:
-    (softmax - one_hot(label)) on counted pixels, 0 elsewhere, (N, C, H, W)."""
+    """As ``nn.loss.softmax_xent``, but what it keeps is the finished gradient
+    (``XentSaved``)."""
     grad, sum_exp, picked = _xent_passes(scores, labels, counted)
     pixel_loss = np.empty(sum_exp.shape, dtype=np.result_type(scores.dtype, np.float32))
     pixel_loss[...] = (np.log(sum_exp) - picked) * counted
-    return pixel_loss, grad
+    return pixel_loss, XentSaved(grad, scores, labels, counted)
 
 
 def softmax_xent_totals(scores, labels, ignore_index: int):
     """The loss's forward with the layer's label checks and sums made here too
     (``nn.loss.SoftmaxCrossEntropy.forward`` calls it where it exists): -> (partial,
-    grad). partial (N, 3) float64 holds each image's loss sum, labelled pixels (not
+    saved). partial (N, 3) float64 holds each image's loss sum, labelled pixels (not
     ``ignore_index``) and out-of-range labels; the layer adds the rows up in image
-    order. grad: as ``softmax_xent``'s, from the pixels whose label is a class id.
+    order. saved: as ``softmax_xent``'s, from the pixels whose label is a class id.
 
     A label is in range when, read as unsigned, it is below C: a negative one reads
     as a huge number. So three comparisons make every mask, on the whole batch at once."""
@@ -727,7 +740,7 @@ def softmax_xent_totals(scores, labels, ignore_index: int):
     pixel_loss.reshape(n, -1).sum(axis=1, dtype=np.float64, out=partial[:, 0])
     valid.reshape(n, -1).sum(axis=1, out=partial[:, 1])
     partial[:, 2] = partial[:, 1] - counted.reshape(n, -1).sum(axis=1)
-    return partial, grad
+    return partial, XentSaved(grad, scores, labels, counted)
 
 
 def _xent_passes(scores, labels, counted):
@@ -735,47 +748,64 @@ def _xent_passes(scores, labels, counted):
     elsewhere), sum_exp (N, H, W) (of the exponentials of the scores shifted by each
     pixel's maximum) and picked (N, H, W) (each pixel's shifted own score).
 
-    Each pixel's own class is read and written through flat indices into the
-    gradient, (image*C + label)*P + pixel: one gather and one scatter per block. The
-    blocks of images are one per thread of the pool (``_thread_blocks``): every value
-    here is a pixel's own, so no blocking changes one. A piece makes only the passes
-    over its block; the masks, the indices and the sums over the small (N, H, W)
-    arrays are made before and after, once for the batch (a few calls, not a few per
-    block)."""
+    Each pixel's own class is read and written through flat indices,
+    (image*C + label)*P + pixel: one gather and one scatter per block. The blocks of
+    images are one per thread of the pool (``_thread_blocks``): every value here is a
+    pixel's own, so no blocking changes one. A piece makes only the passes over its
+    block; the indices and the sums over the small (N, H, W) arrays are made before and
+    after, once for the batch (a few calls, not a few per block)."""
     n, c, h, w = scores.shape
     p = h * w
-    own = np.where(counted, labels, 0).astype(np.intp).reshape(n, p)  # 0 where not counted
-    own *= p
-    own += np.arange(n, dtype=np.intp)[:, None] * (c * p) + np.arange(p, dtype=np.intp)
+    own = np.zeros((n, p), dtype=np.intp)  # class 0 where not counted
+    labels, where = labels.reshape(n, p), counted.reshape(n, p)  # a counted label is < C:
+    np.multiply(labels, p, out=own, where=where, dtype=np.intp, casting="unsafe")  # any type
+    own += _first_indices(n, c, p)
     own, use = own.reshape(-1), counted.reshape(-1)
+    picked = np.empty((n, h, w), dtype=scores.dtype)
     grad = BUFFERS.take(scores.shape, scores.dtype)  # the shifted scores; becomes the gradient
-    flat = grad.reshape(-1)
-    sum_exp, picked, scale = (np.empty((n, h, w), dtype=scores.dtype) for _ in range(3))
+    flat, from_scores, into_picked = grad.reshape(-1), scores.reshape(-1), picked.reshape(-1)
+    top, sum_exp, scale = (np.empty((n, 1, h, w), dtype=scores.dtype) for _ in range(3))
     blocks = _thread_blocks(n, LOSS_PASSES * c * p)
 
     def piece(i):
         b = blocks[i]
         g, mine = grad[b], slice(b.start * p, b.stop * p)
-        np.subtract(scores[b], scores[b].max(axis=1, keepdims=True), out=g)
-        np.take(flat, own[mine], out=picked[b].reshape(-1))
+        np.take(from_scores, own[mine], out=into_picked[mine])
+        np.max(scores[b], axis=1, keepdims=True, out=top[b])
+        np.subtract(scores[b], top[b], out=g)
         np.exp(g, out=g)
-        np.sum(g, axis=1, out=sum_exp[b])
-        np.divide(counted[b], sum_exp[b], out=scale[b])
-        g *= scale[b][:, None]  # softmax, 0 where not counted
+        np.sum(g, axis=1, keepdims=True, out=sum_exp[b])
+        np.divide(counted[b][:, None], sum_exp[b], out=scale[b])
+        g *= scale[b]  # softmax, 0 where not counted
         flat[own[mine]] -= use[mine]  # minus the one-hot
 
     run(piece, len(blocks))
-    return grad, sum_exp, picked
+    picked -= top[:, 0]  # the same subtraction as the shifted scores'
+    return grad, sum_exp[:, 0], picked
 
 
-def softmax_xent_backward(grad, labels, ignore_index: int, scale: float):
-    """dscores = the gradient ``softmax_xent`` finished, times ``scale`` (in blocks of
-    images, one per thread of the pool)."""
-    out = BUFFERS.take(grad.shape, grad.dtype)
+@functools.lru_cache(maxsize=8)
+def _first_indices(n: int, c: int, p: int):
+    """The flat index of class 0 of every pixel of an (N, C, P) array, (N, P), read-only:
+    made once a shape."""
+    first = np.arange(n, dtype=np.intp)[:, None] * (c * p) + np.arange(p, dtype=np.intp)
+    first.setflags(write=False)
+    return first
+
+
+def softmax_xent_backward(saved: XentSaved, labels, ignore_index: int, scale: float):
+    """dscores = the gradient the forward finished, times ``scale``: scaled in place (in
+    blocks of images, one per thread of the pool) and handed over, so no buffer is
+    written but the one returned. A later backward of the same forward makes the
+    gradient again from the kept scores."""
+    grad = saved.grad
+    if grad is None:  # handed over by an earlier backward
+        grad = _xent_passes(saved.scores, saved.labels, saved.counted)[0]
+    saved.grad = None
     blocks = _thread_blocks(grad.shape[0], 2 * grad[0].size)
     scale = grad.dtype.type(scale)
-    run(lambda i: np.multiply(grad[blocks[i]], scale, out=out[blocks[i]]), len(blocks))
-    return out
+    run(lambda i: np.multiply(grad[blocks[i]], scale, out=grad[blocks[i]]), len(blocks))
+    return grad
 
 
 # ------------------------------------------------------------- pooling and ReLU
