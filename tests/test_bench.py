@@ -27,6 +27,8 @@ def test_bench_quick_run_writes_every_figure_to_json(tmp_path, capsys):
     for row in saved["layers"]:
         assert {"layer", "shape", "fwd_ms", "bwd_ms", "gflops", "pct_matmul"} <= set(row)
         assert row["fwd_ms"] > 0 and row["bwd_ms"] > 0
+        assert row["minifcn_threads"] >= 1 and row.get("steal_cores", 0) >= 0
+    assert "minifcn's pool: " in out
     if saved["train_step"] is not None:  # present once minifcn.models exists
         assert {"images_per_s", "peak_bytes", "step_s"} <= set(saved["train_step"])
     assert len(result["layers"]) == len(saved["layers"])
@@ -371,6 +373,13 @@ def test_timeit_times_enough_runs_to_fill_the_span(monkeypatch):
     runs = []
     bench.timeit(lambda: (runs.append(1), time.sleep(0.001)), repeat=1)
     assert 3 <= len(runs) - 1 <= 51  # one warm-up run, then about 0.05 s / (1 ms + overhead)
+
+
+def test_the_machine_line_names_the_pools_thread_counts_and_the_hosts_steal():
+    rows = [dict(minifcn_threads=2, steal_cores=0.1), dict(minifcn_threads=1, steal_cores=0.5)]
+    line = bench.machine_line(rows)
+    assert line.startswith("minifcn's pool: 1/2 threads") and "0.10-0.50 cores' worth" in line
+    assert "steal" not in bench.machine_line([dict(minifcn_threads=2)])
 
 
 def test_timeit_runs_before_untimed_ahead_of_every_run(monkeypatch):

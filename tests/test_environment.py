@@ -1,6 +1,7 @@
 """Environment variables are parsed strictly; the CPU thread count follows the idle cores
 and never changes a result."""
 
+import os
 import subprocess
 import sys
 
@@ -126,6 +127,22 @@ def test_the_count_follows_what_other_programs_keep_busy_and_the_blas_runs_alone
         assert t.threads == 2 and t.others_busy == pytest.approx(0.0)
         interval(t, 2.5, ours=2.5, others=2.5)  # the same, no helper: another program
         assert t.threads == 1
+
+
+def test_the_busy_time_leaves_out_the_hosts_steal(tmp_path):
+    """Steal is the host running other machines on this one's cores: no program here that
+    the pool's threads would wait on, so it does not shrink the pool."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 7 50 1000 20 5 3 400 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    tick = os.sysconf("SC_CLK_TCK")
+    assert threads._busy_seconds(str(stat)) == pytest.approx((100 + 7 + 50 + 5 + 3) / tick)
+    assert threads.stolen_seconds(str(stat)) == pytest.approx(400 / tick)
+    for bad in ("", "intr 1 2 3\n", "cpu 1 2 3\n"):
+        stat.write_text(bad)
+        assert (
+            threads._busy_seconds(str(stat)) is None and threads.stolen_seconds(str(stat)) is None
+        )
+    assert threads._busy_seconds(str(tmp_path / "missing")) is None
 
 
 def test_a_fixed_or_inherited_thread_count_is_kept(monkeypatch):

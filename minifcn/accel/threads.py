@@ -10,10 +10,11 @@ The rule, and why:
 * By default (``MINIFCN_THREADS`` unset, or ``auto``) the count follows the idle
   cores: the cores this process may run on (``os.sched_getaffinity``) minus the
   cores other programs kept busy, every ``interval`` seconds from the machine's
-  busy time (``/proc/stat``) minus this process's own CPU time (every core until
-  the first interval has passed). Two programs that each split their work
-  over every core wait on each other's threads at every split; so beside another
-  busy program, or a second training, the pool shrinks to the cores left.
+  busy time (``/proc/stat``, steal left out: ``_busy_seconds``) minus this process's
+  own CPU time (every core until the first interval has passed). Two programs that
+  each split their work over every core wait on each other's threads at every split;
+  so beside another busy program, or a second training, the pool shrinks to the cores
+  left.
 * ``MINIFCN_THREADS=N`` fixes the count (1..1024).
 * When ``MINIFCN_THREADS`` is unset and the user set ``OPENBLAS_NUM_THREADS``,
   ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` to a count, that count is the pool's,
@@ -39,18 +40,38 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _busy_seconds() -> float | None:
-    """CPU seconds the whole machine spent busy since boot (/proc/stat), or None."""
+def _cpu_ticks(path: str = "/proc/stat") -> list | None:
+    """The machine's CPU time since boot in ticks, (user, nice, system, idle, iowait, irq,
+    softirq, steal), from ``path``'s first line; None where it cannot be read."""
     try:
-        with open("/proc/stat") as f:
+        with open(path) as f:
             fields = f.readline().split()
     except OSError:
         return None
-    if not fields or fields[0] != "cpu":
+    if len(fields) < 9 or fields[0] != "cpu":
         return None
-    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
+    return [int(v) for v in fields[1:9]]
+
+
+def _busy_seconds(path: str = "/proc/stat") -> float | None:
+    """CPU seconds the programs of this machine ran since boot (/proc/stat), or None.
+
+    Steal is left out: it is the time a virtual machine's host ran other machines on this
+    one's cores, not a program here. A thread that loses its core to the host delays only
+    the piece it holds (the other threads take the rest), where a thread fewer would run
+    every job on the fewer cores; so the pool keeps its threads under steal."""
+    ticks = _cpu_ticks(path)
+    if ticks is None:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = ticks
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def stolen_seconds(path: str = "/proc/stat") -> float | None:
+    """CPU seconds the host of this virtual machine ran other machines on its cores since
+    boot (/proc/stat's steal; 0 on a machine of its own), or None."""
+    ticks = _cpu_ticks(path)
+    return None if ticks is None else ticks[7] / os.sysconf("SC_CLK_TCK")
 
 
 def idle_cores(others_busy: float, cores: int) -> int:

@@ -68,7 +68,7 @@ import numpy as np
 
 from minifcn import backend
 from minifcn.accel.cpu import keep_freed_memory
-from minifcn.accel.threads import adapt_threads
+from minifcn.accel.threads import adapt_threads, stolen_seconds
 from minifcn.commands import scaling
 from minifcn.commands.args import bounded_int
 from minifcn.export.torch_fcn import torch_fcn
@@ -593,6 +593,19 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def machine_line(rows: list) -> str:
+    """What the CPU did while the layers were timed: the pool's thread counts, the steal."""
+    threads = "/".join(str(t) for t in sorted({r["minifcn_threads"] for r in rows}))
+    line = f"minifcn's pool: {threads} threads at the end of each layer's figures"
+    steal = [r["steal_cores"] for r in rows if r.get("steal_cores") is not None]
+    if steal:
+        line += (
+            f"; the host ran other machines on {min(steal):.2f}-{max(steal):.2f} cores' worth "
+            "of this one's time while a layer was timed (steal)"
+        )
+    return line
+
+
 def format_table(rows: list) -> str:
     header = (
         f"{'layer':<18} {'input shape':<18} {'fwd ms':>8} {'bwd ms':>8} {'plain ms':>9} "
@@ -617,7 +630,10 @@ def parse_args(argv=None):
     )
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument(
-        "--repeat", type=bounded_int(1, 1000), default=5, help="timed runs per figure (median)"
+        "--repeat",
+        type=bounded_int(1, 1000),
+        default=5,
+        help="timed runs per figure, at least (median; short calls get as many as fill 0.1 s)",
     )
     parser.add_argument(
         "--rounds",
@@ -701,6 +717,8 @@ def measure(args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
         "% gemm: over a matmul shaped like the conv's own (O, C*k*k) @ (C*k*k, N*out_h*out_w); "
         "x torch: minifcn (accelerated) time / PyTorch time (fwd+bwd)."
     )
+    if args.device == "cpu":
+        print(machine_line(rows))
     train = None if args.no_train else measure_train_step(args, torch, label)
     paper = measure_paper_step(args, torch, label) if args.paper_step else None
     run = dict(tf32=tf32, layers=rows, train_step=train, paper_step=paper, table=table)
@@ -777,8 +795,13 @@ def alternating(case: dict, args, torch) -> tuple[dict, dict | None]:
 
 
 def layer_row(case: dict, args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
-    """One layer's row of the table: ours (accelerated, plain), the matmul bounds, torch."""
+    """One layer's row of the table: ours (accelerated, plain), the matmul bounds, torch;
+    the pool's thread count when it was timed and the host's steal meanwhile (CPU)."""
+    started, stolen = time.monotonic(), stolen_seconds()
     ours, t = alternating(case, args, torch)
+    machine = dict(minifcn_threads=cpu_threads())
+    if stolen is not None:  # cores' worth of time the host ran other machines on ours
+        machine["steal_cores"] = (stolen_seconds() - stolen) / (time.monotonic() - started)
     f_fwd, f_bwd = flops(case, ours["out_shape"])
     total_s = ours["fwd_s"] + ours["bwd_s"]
     gflops = (f_fwd + f_bwd) / total_s / 1e9 if f_fwd else None
@@ -797,6 +820,7 @@ def layer_row(case: dict, args, xp, sync, torch, peak: float, tf32: bool | None)
         gemm_shape=list(shape) if shape else None,
         gemm_gflops=gemm,
         pct_gemm=None if gflops is None or not gemm else 100 * gflops / gemm,
+        **machine,
     )
     if not args.no_plain:
         with plain_timing():
