@@ -2,6 +2,7 @@
 
 import itertools
 import re
+import weakref
 
 import numpy as np
 import pytest
@@ -463,6 +464,15 @@ def test_the_cpu_loss_backward_hands_over_its_gradient_and_makes_it_again_when_a
     second = loss.backward(0.5)
     assert second is not first and np.array_equal(second, kept)
     close(loss.backward(2.0), 4 * kept, rtol=1e-6, atol=1e-8)
+    # The loss holds the scores weakly (not the network's output until the next forward):
+    # once nothing else does, a backward after the first says so.
+    gone = weakref.ref(scores)
+    loss(scores, labels)
+    loss.backward()
+    del scores
+    assert gone() is None
+    with pytest.raises(RuntimeError, match="earlier backward took this forward's gradient"):
+        loss.backward()
 
 
 def test_a_nan_score_gives_a_nan_loss_on_the_cpu_path_too(rng):
