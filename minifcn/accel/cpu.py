@@ -704,16 +704,17 @@ def conv_transpose2d_backward(saved, dy, weight, stride: int, padding: int, weig
 class XentSaved:
     """What the CPU loss's forward keeps for backward: ``grad``, the finished gradient
     (softmax - one_hot on counted pixels, 0 elsewhere), which the first backward scales
-    in place and hands over (``grad`` is None after that); the labels and counted pixels,
-    and a weak reference to the scores, to make the gradient again for a later backward.
+    in place and hands over (``grad`` is None after that); the counted pixels and a weak
+    reference to the scores, to make the gradient again for a later backward (which is
+    given the labels).
     Weak: holding the scores would keep the network's output alive until the next forward
     (2.5 MiB more at the peak of ``bench``'s train step), for a second backward that
     training never makes."""
 
-    __slots__ = ("grad", "_scores", "labels", "counted")
+    __slots__ = ("grad", "_scores", "counted")
 
-    def __init__(self, grad, scores, labels, counted):
-        self.grad, self.labels, self.counted = grad, labels, counted
+    def __init__(self, grad, scores, counted):
+        self.grad, self.counted = grad, counted
         self._scores = weakref.ref(scores)
 
     def scores(self):
@@ -727,7 +728,7 @@ def softmax_xent(scores, labels, ignore_index: int, counted):
     grad, sum_exp, picked = _xent_passes(scores, labels, counted)
     pixel_loss = np.empty(sum_exp.shape, dtype=np.result_type(scores.dtype, np.float32))
     pixel_loss[...] = (np.log(sum_exp) - picked) * counted
-    return pixel_loss, XentSaved(grad, scores, labels, counted)
+    return pixel_loss, XentSaved(grad, scores, counted)
 
 
 def softmax_xent_totals(scores, labels, ignore_index: int):
@@ -749,7 +750,7 @@ def softmax_xent_totals(scores, labels, ignore_index: int):
     pixel_loss.reshape(n, -1).sum(axis=1, dtype=np.float64, out=partial[:, 0])
     valid.reshape(n, -1).sum(axis=1, out=partial[:, 1])
     partial[:, 2] = partial[:, 1] - counted.reshape(n, -1).sum(axis=1)
-    return partial, XentSaved(grad, scores, labels, counted)
+    return partial, XentSaved(grad, scores, counted)
 
 
 def _xent_passes(scores, labels, counted):
@@ -815,7 +816,7 @@ def softmax_xent_backward(saved: XentSaved, labels, ignore_index: int, scale: fl
                 "SoftmaxCrossEntropy.backward: an earlier backward took this forward's "
                 "gradient and its scores are gone; call forward again"
             )
-        grad = _xent_passes(scores, saved.labels, saved.counted)[0]
+        grad = _xent_passes(scores, labels, saved.counted)[0]
     saved.grad = None
     blocks = _thread_blocks(grad.shape[0], 2 * grad[0].size)
     scale = grad.dtype.type(scale)
