@@ -668,6 +668,38 @@ def test_the_cpu_convolution_backward_side_by_side_is_the_three_steps_bit_for_bi
     pool.close()
 
 
+def test_the_row_shift_backward_runs_both_gradients_pieces_in_one_job(rng, monkeypatch):
+    """Where the input and weight gradients both take the row-shift form, their pieces and
+    the bias gradient's sum are ONE job, which either thread takes pieces of: each piece
+    runs once, and the gradients are those of the steps one after another, bit for bit."""
+    from minifcn.accel import cpu
+
+    x = rng.standard_normal((3, 4, 40, 36)).astype(np.float32)
+    weight = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    y, saved = cpu.conv2d_bias(x, weight, bias, 1, 1)
+    assert isinstance(saved, cpu.RowShift)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    jobs, real_run = [], cpu.run
+
+    def run(piece, count, work=None):
+        jobs.append(count)
+        for k in reversed(range(count)):  # any order gives the same bits
+            piece(k)
+
+    monkeypatch.setattr(cpu, "run", run)
+    dw, db = np.ones(weight.shape, np.float32), np.ones(5, np.float32)
+    dx = cpu.conv2d_backward(saved, dy, weight, dw, db, 40, 36, 1, 1, True)
+    monkeypatch.setattr(cpu, "run", real_run)
+    pieces = len(cpu._row_pieces(3, 4, 3, 3, 40, 36, 4)) + len(
+        cpu._row_pieces(3, 5, 3, 3, 40, 36, 4)
+    )
+    assert jobs == [pieces + 1]  # dx's pieces, dW's pieces and the bias sum
+    assert np.array_equal(dx, cpu.conv2d_input_grad(dy, weight, 40, 36, 1, 1))
+    assert np.array_equal(dw, 1 + cpu.conv2d_weight_grad(saved, dy).reshape(weight.shape))
+    assert np.array_equal(db, 1 + dy.sum(axis=(0, 2, 3)))
+
+
 @pytest.mark.parametrize(
     "band_bytes,batch",
     [(3000, 2), (600_000, 9)],
@@ -710,21 +742,26 @@ def test_a_copy_of_short_runs_as_wide_items_is_the_copy(rng):
         assert np.array_equal(dst, view.astype(np.float32), equal_nan=True)
 
 
-@pytest.mark.parametrize("p,kh", [(0, 3), (1, 3), (2, 3), (4, 3), (2, 5), (1, 1)])
-def test_a_piece_pads_its_own_band_as_the_padded_batch_would_be(rng, p, kh):
-    """Each row-shift piece pads the rows it reads; every band (the top and bottom ones,
-    bands all in the padding, one image or several) equals that slice of the padded batch."""
+@pytest.mark.parametrize("p,kh", [(0, 3), (1, 3), (2, 3), (4, 3), (2, 5), (1, 1), (7, 3)])
+def test_a_piece_copies_its_rows_as_the_padded_batch_shifted_would_be(rng, p, kh):
+    """Each row-shift piece copies the rows it reads kw times straight from x, with zeros
+    for the padding; every band (the top and bottom ones, bands all in the padding,
+    one image or several, padding wider than the image) equals the padded batch's rows
+    shifted by 0..kw-1 columns, whatever the buffer held before."""
     from minifcn.accel import cpu
 
     x = rng.standard_normal((3, 2, 6, 5)).astype(np.float32)
     padded = cpu._padded(x, p)
-    out_h = 6 + 2 * p - kh + 1
+    out_h, out_w = 6 + 2 * p - kh + 1, 5 + 2 * p - kh + 1
     for images in (slice(0, 1), slice(1, 3)):
         for start in range(out_h):
             for stop in range(start + 1, out_h + 1):
-                band = cpu._band(x, images, slice(start, stop), p, kh)
-                want = padded[images, :, start : stop + kh - 1]
-                assert band.shape == want.shape and np.array_equal(band, want)
+                buf = np.full(2 * kh * 3 * (stop - start + kh - 1) * out_w, np.nan, np.float32)
+                cols = cpu._shifted(x, images, slice(start, stop), p, kh, buf, kh, out_w)
+                rows = padded[images, :, start : stop + kh - 1]  # (nb, C, rin, Wp)
+                want = np.stack([rows[..., j : j + out_w] for j in range(kh)], axis=2)
+                want = want.transpose(1, 2, 0, 3, 4).reshape(cols.shape)
+                assert np.array_equal(cols, want), (images, start, stop)
 
 
 @pytest.mark.parametrize(

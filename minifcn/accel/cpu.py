@@ -9,9 +9,9 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
       NARROW_PIXELS or more with few channels), the "row-shift" form: im2col copies each
       pixel kh*kw times, but a kernel row i only needs the rows of kernel row 0
       moved down by i. So for a band of output rows of one image, the zero-padded
-      input rows it reads (padded by the piece itself, ``_band``) are copied kw times,
-      shifted one column each time: cols (C*kw, (rows + kh - 1)*out_w), kw copies
-      instead of kh*kw, made in one strided copy. ONE product with the
+      input rows it reads are copied kw times, shifted one column each time, straight
+      from x (the piece writes the padding's zeros itself, ``_shifted``): cols
+      (C*kw, (rows + kh - 1)*out_w), kw copies instead of kh*kw. ONE product with the
       kernel rows stacked, (kh*O, C*kw) @ cols, gives every kernel row's partial
       sums z[i]; y = the sum over i of z[i] moved up by i rows. The weight
       gradient is kh products of dy with cols read i rows down (no copy), made
@@ -78,6 +78,7 @@ import math
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -269,37 +270,30 @@ def _row_pieces(n: int, c: int, kh: int, kw: int, out_h: int, out_w: int, itemsi
     return [(slice(b, min(b + images, n)), slice(0, out_h)) for b in range(0, n, images)]
 
 
-def _band(x, images: slice, rows: slice, p: int, kh: int):
-    """The zero-padded rows of x[images] (x (N, C, H, W), padding p) that output rows
-    ``rows`` of a stride-1 convolution read: (nb, C, r + kh - 1, W + 2p), made by the
-    piece that reads it, so the padded batch is never made whole (one pass over it less,
-    and none of it before the pieces start). With p == 0, a view of x."""
+def _shifted(x, images: slice, rows: slice, p: int, kh: int, buf, kw: int, out_w: int):
+    """The input a row-shift piece reads, copied kw times: (C*kw, nb, rin*out_w), where
+    [(c, j), b, t*out_w + u] is the zero-padded x[images][b, c, rows.start + t, j + u]
+    (x (N, C, H, W), padding p, rin = r + kh - 1 padded rows for r output rows). Made
+    straight from x by the piece that reads it, kw copies (one per column shift j) into
+    ``buf``, and zeros where a read falls in the padding: the padded batch is never
+    made, and the piece makes no padded copy of its rows either (one pass less over
+    them, as the padding is only ever read here)."""
     _, c, h, w = x.shape
-    start, rin = rows.start, rows.stop - rows.start + kh - 1
-    if p == 0:
-        return x[images, :, start : start + rin]
-    band = BUFFERS.take((images.stop - images.start, c, rin, w + 2 * p), x.dtype)
-    lo = min(rin, max(0, p - start))  # band row i is image row start + i - p:
-    hi = max(lo, min(rin, h + p - start))  # rows [lo, hi) are in the image
-    band[:, :, :lo] = 0
-    band[:, :, hi:] = 0
-    band[:, :, lo:hi, :p] = 0
-    band[:, :, lo:hi, p + w :] = 0
-    band[:, :, lo:hi, p : p + w] = x[images, :, start + lo - p : start + hi - p]
-    return band
-
-
-def _shifted(band, buf, kw: int, out_w: int):
-    """A piece's zero-padded rows band (nb, C, rin, Wp) (``_band``), copied kw times:
-    (C*kw, nb, rin*out_w), where [(c, j), b] = band[b, c, :, j:j+out_w]. ONE copy, from a
-    strided view in which j steps one column: every NumPy call costs a piece a turn at
-    the interpreter lock."""
-    nb, c, rin, wp = band.shape
-    assert out_w + kw - 1 <= wp  # the view reads only the band
-    s_b, s_c, s_r, s_w = band.strides
-    view = as_strided(band, (c, kw, nb, rin, out_w), (s_c, s_w, s_b, s_r, s_w), writeable=False)
+    nb, start = images.stop - images.start, rows.start
+    rin = rows.stop - start + kh - 1
     cols = buf[: c * kw * nb * rin * out_w].reshape(c, kw, nb, rin, out_w)
-    np.copyto(cols, view)
+    lo = min(rin, max(0, p - start))  # padded row start + t is image row start + t - p:
+    hi = max(lo, min(rin, h + p - start))  # rows [lo, hi) are in the image
+    cols[:, :, :, :lo] = 0
+    cols[:, :, :, hi:] = 0
+    src = x[images, :, start + lo - p : start + hi - p].transpose(1, 0, 2, 3)  # (C, nb, ., W)
+    for j in range(kw):
+        u0, u1 = max(0, p - j), max(0, min(out_w, w + p - j))  # 0 <= j + u - p < w
+        u0 = min(u0, u1)
+        into = cols[:, j, :, lo:hi]
+        into[..., :u0] = 0
+        into[..., u1:] = 0
+        np.copyto(into[..., u0:u1], src[..., u0 + j - p : u1 + j - p])
     return cols.reshape(c * kw, nb, rin * out_w)
 
 
@@ -324,9 +318,29 @@ class RowShift(NamedTuple):
     kw: int
 
 
+class Pieces(NamedTuple):
+    """A computation cut into pieces, not yet run: ``piece(k)`` for k in range(count)
+    (in any order, on any thread), the largest piece doing ``work``."""
+
+    piece: Callable[[int], None]
+    count: int
+    work: int
+
+
+def _run(job: Pieces) -> None:
+    run(job.piece, job.count, work=job.work)
+
+
 def _conv_row_shift(x, weight, padding: int, bias=None):
     """Stride-1 convolution in the row-shift form: -> y (N, O, out_h, out_w), RowShift;
     ``bias`` (O,), if given, added to each piece's output while it is in cache."""
+    y, job = _row_shift_pieces(x, weight, padding, bias)
+    _run(job)
+    return y, RowShift(x, padding, *weight.shape[2:])
+
+
+def _row_shift_pieces(x, weight, padding: int, bias=None):
+    """``_conv_row_shift``'s output y (made, not yet written) and the pieces that write it."""
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     out_h, out_w = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
@@ -338,7 +352,7 @@ def _conv_row_shift(x, weight, padding: int, bias=None):
         images, rows = pieces[k]
         r = rows.stop - rows.start
         buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
-        cols = _shifted(_band(x, images, rows, padding, kh), buf, kw, out_w)
+        cols = _shifted(x, images, rows, padding, kh, buf, kw, out_w)
         nb = cols.shape[1]
         z = _piece_buffer(pieces, kh * o, kh, out_w, y.dtype)[: kh * o * cols[0].size]
         np.matmul(stacked, cols.reshape(c * kw, -1), out=z.reshape(kh * o, -1))
@@ -353,8 +367,7 @@ def _conv_row_shift(x, weight, padding: int, bias=None):
         if bias is not None:
             out += bias.reshape(o, 1, 1, 1)
 
-    run(piece, len(pieces), work=_piece_work(pieces, kh * o * c * kw, kh, out_w))
-    return y, RowShift(x, padding, kh, kw)
+    return y, Pieces(piece, len(pieces), _piece_work(pieces, kh * o * c * kw, kh, out_w))
 
 
 def _row_shift_weight_grad(saved: RowShift, dy):
@@ -370,6 +383,14 @@ def _row_shift_weight_grad(saved: RowShift, dy):
     products would hold the lock and run one thread at a time. Stacked, the result
     is kh*nb times larger.
     """
+    job, finish = _row_shift_weight_grad_pieces(saved, dy)
+    _run(job)
+    return finish()
+
+
+def _row_shift_weight_grad_pieces(saved: RowShift, dy):
+    """``_row_shift_weight_grad``'s pieces, and ``finish()``, which returns dW (O, K) once
+    they have all run."""
     x, padding, kh, kw = saved
     n, o, out_h, out_w = dy.shape
     c = x.shape[1]
@@ -382,8 +403,7 @@ def _row_shift_weight_grad(saved: RowShift, dy):
         images, rows = pieces[k]
         r = rows.stop - rows.start
         buf = _piece_buffer(pieces, c * kw, kh, out_w, x.dtype)
-        band = _band(x, images, rows, padding, kh)  # made again, not kept since the forward
-        cols = _shifted(band, buf, kw, out_w)  # (C*kw, nb, rin*out_w)
+        cols = _shifted(x, images, rows, padding, kh, buf, kw, out_w)  # made again
         nb = cols.shape[1]
         g = dy[images, :, rows].reshape(nb, o, r * out_w).transpose(0, 2, 1)  # (nb, P, O)
         # reads[i, b] = cols[:, b, i*out_w : (i + r)*out_w]: kernel row i, i rows down
@@ -394,9 +414,22 @@ def _row_shift_weight_grad(saved: RowShift, dy):
         else:  # one product per image (a loop in C), then their sum
             np.matmul(reads, g).sum(axis=1, out=parts[k])
 
-    run(piece, len(pieces), work=_piece_work(pieces, kh * o * c * kw, kh, out_w))
-    dw = parts.sum(axis=0)  # dw[i, (c, j), o] = dW[o, c, i, j]
-    return dw.reshape(kh, c, kw, o).transpose(3, 1, 0, 2).reshape(o, -1)
+    def finish():
+        dw = parts.sum(axis=0)  # dw[i, (c, j), o] = dW[o, c, i, j]
+        return dw.reshape(kh, c, kw, o).transpose(3, 1, 0, 2).reshape(o, -1)
+
+    return Pieces(piece, len(pieces), _piece_work(pieces, kh * o * c * kw, kh, out_w)), finish
+
+
+def _row_shift_form(x_shape, weight_shape, stride: int, padding: int) -> bool:
+    """Whether ``conv2d`` of an x of ``x_shape`` with a weight of ``weight_shape`` takes the
+    row-shift form."""
+    _, c, h, w = x_shape
+    o, _, kh, kw = weight_shape
+    if stride != 1 or pointwise(kh, kw, stride, padding):
+        return False
+    pixels = conv_output_size(h, kh, 1, padding) * conv_output_size(w, kw, 1, padding)
+    return row_shift_pays(c, o, pixels)
 
 
 def conv2d(x, weight, stride: int, padding: int):
@@ -416,7 +449,7 @@ def _conv2d(x, weight, stride: int, padding: int, bias):
     out_w = conv_output_size(w, kw, stride, padding)
     w2 = weight.reshape(o, -1)
     p = out_h * out_w
-    if stride == 1 and not pointwise(kh, kw, stride, padding) and row_shift_pays(c, o, p):
+    if _row_shift_form(x.shape, weight.shape, stride, padding):
         return _conv_row_shift(x, weight, padding, bias)
     dtype = np.result_type(x, weight)
     if pointwise(kh, kw, stride, padding):  # the image is its own patch matrix
@@ -513,11 +546,7 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
         _per_image_product(weight.reshape(o, -1).T, dy.reshape(n, o, -1), dx)
         return dx.reshape(n, c, h, w)
     if stride == 1 and kh == kw:
-        turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
-        q = kh - 1 - padding
-        if q < 0:  # the outer -q rows and columns of dy only saw padding
-            dy, q = dy[:, :, -q : out_h + q, -q : out_w + q], 0
-        return conv2d(dy, turned, 1, q)[0]
+        return conv2d(*_adjoint(dy, weight, padding))[0]
     dtype = np.result_type(weight, dy)
     hp = max(h + 2 * padding, stride * (out_h - 1) + kh)
     wp = max(w + 2 * padding, stride * (out_w - 1) + kw)
@@ -527,6 +556,18 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     dcol = dcol.reshape(c, kh, kw, n, out_h, out_w).transpose(0, 3, 1, 2, 4, 5)
     _scatter_add(dcol, img.transpose(1, 0, 2, 3), kh, kw, stride)
     return img[:, :, padding : padding + h, padding : padding + w]
+
+
+def _adjoint(dy, weight, padding: int):
+    """The stride-1 input gradient as a convolution's arguments (dy, turned, 1, q): dy
+    padded by q = k - 1 - padding (cropped, when the padding is larger) and the kernel
+    turned by 180 degrees, its in and out channels swapped (C, O, kh, kw)."""
+    out_h, out_w = dy.shape[2:]
+    turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    q = weight.shape[2] - 1 - padding
+    if q < 0:  # the outer -q rows and columns of dy only saw padding
+        dy, q = dy[:, :, -q : out_h + q, -q : out_w + q], 0
+    return dy, turned, 1, q
 
 
 def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, padding, input_grad):
@@ -540,7 +581,19 @@ def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, paddi
     small maps that beats cutting each product into blocks for both threads: one
     hand-off instead of one per product, and products twice the size, which BLAS
     runs faster. The values are the bits of the three steps one after another.
+
+    Where both the input and the weight gradient take the row-shift form (large maps),
+    their pieces instead make up one job (``_row_shift_backward``).
     """
+    if (
+        isinstance(col, RowShift)
+        and input_grad
+        and weight_grad is not None
+        and weight.shape[2] == weight.shape[3]
+    ):
+        adjoint = _adjoint(dy, weight, padding)
+        if _row_shift_form(adjoint[0].shape, adjoint[1].shape, 1, adjoint[3]):
+            return _row_shift_backward(col, dy, adjoint, weight_grad, bias_grad)
     dx = []
 
     # The input gradient is piece 0, which the calling thread (it starts at once) nearly
@@ -558,6 +611,35 @@ def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, paddi
 
     run(piece, 2 if input_grad else 1)  # alone, the weight gradient cuts its own products
     return dx[0] if input_grad else None
+
+
+def _row_shift_backward(saved: RowShift, dy, adjoint, weight_grad, bias_grad):
+    """``conv2d_backward`` where the input gradient (the convolution ``adjoint``) and the
+    weight gradient both take the row-shift form: their pieces, and the bias gradient's
+    sum, in ONE job. Side by side as two pieces, each on its own thread, the thread with
+    the longer one would wait at the end for the other to finish, at the shapes where
+    each has pieces enough to spread; in one job, a thread that is done with its share
+    takes the next piece, whichever gradient it is of. Each piece computes what it
+    would alone, and the weight gradient adds its pieces' shares in piece order: so
+    the bits are those of the three steps one after another."""
+    dx, dx_job = _row_shift_pieces(adjoint[0], adjoint[1], adjoint[3])
+    dw_job, dw_finish = _row_shift_weight_grad_pieces(saved, dy)
+    db = []
+
+    def piece(k):
+        if k < dx_job.count:
+            dx_job.piece(k)
+        elif k < dx_job.count + dw_job.count:
+            dw_job.piece(k - dx_job.count)
+        else:
+            db.append(dy.sum(axis=(0, 2, 3)))
+
+    count = dx_job.count + dw_job.count + (bias_grad is not None)
+    run(piece, count, work=max(dx_job.work, dw_job.work))
+    np.add(weight_grad, dw_finish().reshape(weight_grad.shape), out=weight_grad)
+    if bias_grad is not None:
+        np.add(bias_grad, db[0], out=bias_grad)
+    return dx
 
 
 def conv2d_bias(x, weight, bias, stride: int, padding: int):
