@@ -668,36 +668,28 @@ def test_the_cpu_convolution_backward_side_by_side_is_the_three_steps_bit_for_bi
     pool.close()
 
 
-def test_the_row_shift_backward_runs_both_gradients_pieces_in_one_job(rng, monkeypatch):
-    """Where the input and weight gradients both take the row-shift form, their pieces and
-    the bias gradient's sum are ONE job, which either thread takes pieces of: each piece
-    runs once, and the gradients are those of the steps one after another, bit for bit."""
+@pytest.mark.parametrize("shape,k,s,p", CONV_FORMS, ids=CONV_FORM_IDS)
+def test_a_large_weight_gradient_is_made_the_other_way_round_with_the_same_values(
+    rng, monkeypatch, shape, k, s, p
+):
+    """At LARGE_GRAD_VALUES or more the weight gradient is computed (O, K), C-contiguous,
+    so that adding it into the gradient reads it in order; below, as the transpose of a
+    (K, O) product. Both are the plain path's gradient."""
     from minifcn.accel import cpu
+    from minifcn.nn import conv
 
-    x = rng.standard_normal((3, 4, 40, 36)).astype(np.float32)
-    weight = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
-    bias = rng.standard_normal(5).astype(np.float32)
-    y, saved = cpu.conv2d_bias(x, weight, bias, 1, 1)
-    assert isinstance(saved, cpu.RowShift)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    jobs, real_run = [], cpu.run
-
-    def run(piece, count, work=None):
-        jobs.append(count)
-        for k in reversed(range(count)):  # any order gives the same bits
-            piece(k)
-
-    monkeypatch.setattr(cpu, "run", run)
-    dw, db = np.ones(weight.shape, np.float32), np.ones(5, np.float32)
-    dx = cpu.conv2d_backward(saved, dy, weight, dw, db, 40, 36, 1, 1, True)
-    monkeypatch.setattr(cpu, "run", real_run)
-    pieces = len(cpu._row_pieces(3, 4, 3, 3, 40, 36, 4)) + len(
-        cpu._row_pieces(3, 5, 3, 3, 40, 36, 4)
-    )
-    assert jobs == [pieces + 1]  # dx's pieces, dW's pieces and the bias sum
-    assert np.array_equal(dx, cpu.conv2d_input_grad(dy, weight, 40, 36, 1, 1))
-    assert np.array_equal(dw, 1 + cpu.conv2d_weight_grad(saved, dy).reshape(weight.shape))
-    assert np.array_equal(db, 1 + dy.sum(axis=(0, 2, 3)))
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((5, shape[1], k, k))
+    y, saved = cpu.conv2d(x, weight, s, p)
+    dy = rng.standard_normal(y.shape)
+    plain = conv.conv2d_weight_grad(conv.conv2d(x, weight, s, p)[1], dy)
+    small = cpu.conv2d_weight_grad(saved, dy)
+    monkeypatch.setattr(cpu, "LARGE_GRAD_VALUES", weight.size)
+    large = cpu.conv2d_weight_grad(saved, dy)
+    if not isinstance(saved, cpu.RowShift):
+        assert large.flags.c_contiguous and not small.flags.c_contiguous
+    close(small, plain, rtol=1e-12, atol=1e-12)
+    close(large, plain, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,6 @@ import math
 import sys
 import threading
 import weakref
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -96,6 +95,7 @@ NARROW_PIXELS, NARROW_CHANNELS = 512, 64  # and of this many with at most this m
 MIN_PIECES = 4  # a layer's work is cut into at least this many pieces where it allows
 PIECE_ROWS, PIECE_COLUMNS = 32, 512  # the smallest blocks of a product's output,
 PIECE_MACS = 2**24  # and the fewest multiply-adds of a piece: smaller products stay whole
+LARGE_GRAD_VALUES = 2**20  # weight gradients this large are made (O, K), not transposed
 ELEMENTWISE_WORK = 2**20  # pooling, ReLU, loss: the fewest values a block of images moves
 LOSS_PASSES = 10  # the loss reads or writes each score about this many times
 
@@ -318,29 +318,9 @@ class RowShift(NamedTuple):
     kw: int
 
 
-class Pieces(NamedTuple):
-    """A computation cut into pieces, not yet run: ``piece(k)`` for k in range(count)
-    (in any order, on any thread), the largest piece doing ``work``."""
-
-    piece: Callable[[int], None]
-    count: int
-    work: int
-
-
-def _run(job: Pieces) -> None:
-    run(job.piece, job.count, work=job.work)
-
-
 def _conv_row_shift(x, weight, padding: int, bias=None):
     """Stride-1 convolution in the row-shift form: -> y (N, O, out_h, out_w), RowShift;
     ``bias`` (O,), if given, added to each piece's output while it is in cache."""
-    y, job = _row_shift_pieces(x, weight, padding, bias)
-    _run(job)
-    return y, RowShift(x, padding, *weight.shape[2:])
-
-
-def _row_shift_pieces(x, weight, padding: int, bias=None):
-    """``_conv_row_shift``'s output y (made, not yet written) and the pieces that write it."""
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     out_h, out_w = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
@@ -367,7 +347,8 @@ def _row_shift_pieces(x, weight, padding: int, bias=None):
         if bias is not None:
             out += bias.reshape(o, 1, 1, 1)
 
-    return y, Pieces(piece, len(pieces), _piece_work(pieces, kh * o * c * kw, kh, out_w))
+    run(piece, len(pieces), work=_piece_work(pieces, kh * o * c * kw, kh, out_w))
+    return y, RowShift(x, padding, kh, kw)
 
 
 def _row_shift_weight_grad(saved: RowShift, dy):
@@ -383,14 +364,6 @@ def _row_shift_weight_grad(saved: RowShift, dy):
     products would hold the lock and run one thread at a time. Stacked, the result
     is kh*nb times larger.
     """
-    job, finish = _row_shift_weight_grad_pieces(saved, dy)
-    _run(job)
-    return finish()
-
-
-def _row_shift_weight_grad_pieces(saved: RowShift, dy):
-    """``_row_shift_weight_grad``'s pieces, and ``finish()``, which returns dW (O, K) once
-    they have all run."""
     x, padding, kh, kw = saved
     n, o, out_h, out_w = dy.shape
     c = x.shape[1]
@@ -414,22 +387,9 @@ def _row_shift_weight_grad_pieces(saved: RowShift, dy):
         else:  # one product per image (a loop in C), then their sum
             np.matmul(reads, g).sum(axis=1, out=parts[k])
 
-    def finish():
-        dw = parts.sum(axis=0)  # dw[i, (c, j), o] = dW[o, c, i, j]
-        return dw.reshape(kh, c, kw, o).transpose(3, 1, 0, 2).reshape(o, -1)
-
-    return Pieces(piece, len(pieces), _piece_work(pieces, kh * o * c * kw, kh, out_w)), finish
-
-
-def _row_shift_form(x_shape, weight_shape, stride: int, padding: int) -> bool:
-    """Whether ``conv2d`` of an x of ``x_shape`` with a weight of ``weight_shape`` takes the
-    row-shift form."""
-    _, c, h, w = x_shape
-    o, _, kh, kw = weight_shape
-    if stride != 1 or pointwise(kh, kw, stride, padding):
-        return False
-    pixels = conv_output_size(h, kh, 1, padding) * conv_output_size(w, kw, 1, padding)
-    return row_shift_pays(c, o, pixels)
+    run(piece, len(pieces), work=_piece_work(pieces, kh * o * c * kw, kh, out_w))
+    dw = parts.sum(axis=0)  # dw[i, (c, j), o] = dW[o, c, i, j]
+    return dw.reshape(kh, c, kw, o).transpose(3, 1, 0, 2).reshape(o, -1)
 
 
 def conv2d(x, weight, stride: int, padding: int):
@@ -449,7 +409,7 @@ def _conv2d(x, weight, stride: int, padding: int, bias):
     out_w = conv_output_size(w, kw, stride, padding)
     w2 = weight.reshape(o, -1)
     p = out_h * out_w
-    if _row_shift_form(x.shape, weight.shape, stride, padding):
+    if stride == 1 and not pointwise(kh, kw, stride, padding) and row_shift_pays(c, o, p):
         return _conv_row_shift(x, weight, padding, bias)
     dtype = np.result_type(x, weight)
     if pointwise(kh, kw, stride, padding):  # the image is its own patch matrix
@@ -500,29 +460,44 @@ def _per_image_product(a, b, out, bias=None) -> None:
 
 
 def _weight_grad_product(col, dy):
-    """dW (O, K) from the patches and dy (N, O, out_h, out_w), computed as its transpose
-    col @ dy^T (K, O) (BLAS is faster with the long pixel axis contracted this way round),
-    in blocks of K rows.
+    """dW (O, K) from the patches and dy (N, O, out_h, out_w).
 
     col: (N, K, P) on the 1x1 shortcut (x itself), else the batch-major (K, N*P).
+
+    Computed as its transpose col @ dy^T (K, O), in blocks of K rows (BLAS is faster
+    with the long pixel axis contracted this way round), and returned as a transposed
+    view; unless the gradient has LARGE_GRAD_VALUES values or more: then it is computed
+    the (O, K) way round, dy @ col^T. Whoever adds a transposed view into the gradient
+    reads it a column at a time, a pass that for 512 channels (a 9 MiB gradient) took
+    longer than the product gains that way round (``python -m minifcn.bench``, the
+    conv3x3 512 row's backward). Each value is the same products summed over the same
+    pixels, either way round.
     """
     n, o = dy.shape[:2]
     dtype = np.result_type(col, dy)
+    k_ = col.shape[1] if col.ndim == 3 else col.shape[0]
+    large = o * k_ >= LARGE_GRAD_VALUES
     if col.ndim == 2:
-        out = np.empty((col.shape[0], o), dtype=dtype)
-        _product(col, channels_first(dy).T, out)
-        return out.T
-    k_ = col.shape[1]  # 1x1: each block of rows sums its images' products in image order
-    dy3 = dy.reshape(n, o, -1)
-    out = np.empty((k_, o), dtype=dtype)
-    rows = _blocks(k_, _piece_count(col.size * o), PIECE_ROWS)
+        dy2 = channels_first(dy)
+        out = np.empty((o, k_) if large else (k_, o), dtype=dtype)
+        if large:
+            _product(dy2, col.T, out)
+        else:
+            _product(col, dy2.T, out)
+        return out if large else out.T
+    dy3 = dy.reshape(n, o, -1)  # 1x1: each block of rows sums its images' products in order
+    out = np.empty((o, k_) if large else (k_, o), dtype=dtype)
+    rows = _blocks(out.shape[0], _piece_count(col.size * o), PIECE_ROWS)
 
     def piece(k):
         r = rows[k]
-        (col[:, r] @ dy3.transpose(0, 2, 1)).sum(axis=0, out=out[r])
+        if large:
+            (dy3[:, r] @ col.transpose(0, 2, 1)).sum(axis=0, out=out[r])
+        else:
+            (col[:, r] @ dy3.transpose(0, 2, 1)).sum(axis=0, out=out[r])
 
     run(piece, len(rows), work=col.size * o // len(rows))
-    return out.T
+    return out if large else out.T
 
 
 def conv2d_weight_grad(saved, dy):
@@ -546,7 +521,11 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
         _per_image_product(weight.reshape(o, -1).T, dy.reshape(n, o, -1), dx)
         return dx.reshape(n, c, h, w)
     if stride == 1 and kh == kw:
-        return conv2d(*_adjoint(dy, weight, padding))[0]
+        turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
+        q = kh - 1 - padding
+        if q < 0:  # the outer -q rows and columns of dy only saw padding
+            dy, q = dy[:, :, -q : out_h + q, -q : out_w + q], 0
+        return conv2d(dy, turned, 1, q)[0]
     dtype = np.result_type(weight, dy)
     hp = max(h + 2 * padding, stride * (out_h - 1) + kh)
     wp = max(w + 2 * padding, stride * (out_w - 1) + kw)
@@ -556,18 +535,6 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     dcol = dcol.reshape(c, kh, kw, n, out_h, out_w).transpose(0, 3, 1, 2, 4, 5)
     _scatter_add(dcol, img.transpose(1, 0, 2, 3), kh, kw, stride)
     return img[:, :, padding : padding + h, padding : padding + w]
-
-
-def _adjoint(dy, weight, padding: int):
-    """The stride-1 input gradient as a convolution's arguments (dy, turned, 1, q): dy
-    padded by q = k - 1 - padding (cropped, when the padding is larger) and the kernel
-    turned by 180 degrees, its in and out channels swapped (C, O, kh, kw)."""
-    out_h, out_w = dy.shape[2:]
-    turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-    q = weight.shape[2] - 1 - padding
-    if q < 0:  # the outer -q rows and columns of dy only saw padding
-        dy, q = dy[:, :, -q : out_h + q, -q : out_w + q], 0
-    return dy, turned, 1, q
 
 
 def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, padding, input_grad):
@@ -581,19 +548,7 @@ def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, paddi
     small maps that beats cutting each product into blocks for both threads: one
     hand-off instead of one per product, and products twice the size, which BLAS
     runs faster. The values are the bits of the three steps one after another.
-
-    Where both the input and the weight gradient take the row-shift form (large maps),
-    their pieces instead make up one job (``_row_shift_backward``).
     """
-    if (
-        isinstance(col, RowShift)
-        and input_grad
-        and weight_grad is not None
-        and weight.shape[2] == weight.shape[3]
-    ):
-        adjoint = _adjoint(dy, weight, padding)
-        if _row_shift_form(adjoint[0].shape, adjoint[1].shape, 1, adjoint[3]):
-            return _row_shift_backward(col, dy, adjoint, weight_grad, bias_grad)
     dx = []
 
     # The input gradient is piece 0, which the calling thread (it starts at once) nearly
@@ -611,35 +566,6 @@ def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, paddi
 
     run(piece, 2 if input_grad else 1)  # alone, the weight gradient cuts its own products
     return dx[0] if input_grad else None
-
-
-def _row_shift_backward(saved: RowShift, dy, adjoint, weight_grad, bias_grad):
-    """``conv2d_backward`` where the input gradient (the convolution ``adjoint``) and the
-    weight gradient both take the row-shift form: their pieces, and the bias gradient's
-    sum, in ONE job. Side by side as two pieces, each on its own thread, the thread with
-    the longer one would wait at the end for the other to finish, at the shapes where
-    each has pieces enough to spread; in one job, a thread that is done with its share
-    takes the next piece, whichever gradient it is of. Each piece computes what it
-    would alone, and the weight gradient adds its pieces' shares in piece order: so
-    the bits are those of the three steps one after another."""
-    dx, dx_job = _row_shift_pieces(adjoint[0], adjoint[1], adjoint[3])
-    dw_job, dw_finish = _row_shift_weight_grad_pieces(saved, dy)
-    db = []
-
-    def piece(k):
-        if k < dx_job.count:
-            dx_job.piece(k)
-        elif k < dx_job.count + dw_job.count:
-            dw_job.piece(k - dx_job.count)
-        else:
-            db.append(dy.sum(axis=(0, 2, 3)))
-
-    count = dx_job.count + dw_job.count + (bias_grad is not None)
-    run(piece, count, work=max(dx_job.work, dw_job.work))
-    np.add(weight_grad, dw_finish().reshape(weight_grad.shape), out=weight_grad)
-    if bias_grad is not None:
-        np.add(bias_grad, db[0], out=bias_grad)
-    return dx
 
 
 def conv2d_bias(x, weight, bias, stride: int, padding: int):
