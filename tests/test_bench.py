@@ -264,23 +264,28 @@ def test_gpu_softmax_cross_entropy_kernels_match_numpy(xp, rng):
 
 
 def test_winograd_f2x2_3x3_is_the_convolution_and_bench_times_its_parts(rng, capsys):
-    from minifcn.analysis import winograd
+    from minifcn.accel import winograd
     from minifcn.nn.conv import conv2d
 
     for shape, padding in [((2, 3, 8, 6), 1), ((1, 2, 6, 8), 0), ((1, 1, 4, 4), 2)]:
         x = rng.standard_normal(shape)
         weight = rng.standard_normal((4, shape[1], 3, 3))
+        bias = rng.standard_normal(4)
         expected, _ = conv2d(x, weight, 1, padding)
-        close(winograd.conv3x3(x, weight, padding), expected, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="5x7 is odd"):
-        winograd.transform_input(np.zeros((1, 1, 7, 9)), 0)
-    with pytest.raises(ValueError, match="3x3 kernel"):
-        winograd.transform_weight(np.zeros((1, 1, 5, 5)))
+        u = winograd.transform_weight(weight)
+        close(winograd.conv3x3(x, u, padding), expected, rtol=1e-12, atol=1e-12)
+        with_bias = winograd.conv3x3(x, u, padding, bias)
+        close(with_bias, expected + bias.reshape(1, -1, 1, 1), rtol=1e-12, atol=1e-12)
+        turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # the input gradient's kernel
+        dy = rng.standard_normal(expected.shape)
+        want, _ = conv2d(dy, turned, 1, 2 - padding if padding < 2 else 0)
+        if padding < 2:
+            close(winograd.conv3x3(dy, winograd.turned(u), 2 - padding), want, rtol=1e-12)
     result = bench.main(["--quick", "--repeat", "1", "--no-train", "--no-plain", "--winograd"])
     (row,) = result["winograd"]  # the quick table has one 3x3 stride-1 layer
-    assert row["winograd_ms"] == pytest.approx(
-        row["input_ms"] + row["products_ms"] + row["output_ms"]
-    )
+    parts = ("weight_ms", "input_ms", "products_ms", "output_ms")
+    assert row["winograd_ms"] == pytest.approx(sum(row[k] for k in parts))
+    assert row["other_form_ms"] > 0 and row["winograd_form"] is False  # 4 channels: too few
     assert "Winograd F(2x2, 3x3)" in capsys.readouterr().out
 
 

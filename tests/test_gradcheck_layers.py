@@ -54,6 +54,22 @@ def test_gradcheck_catches_a_wrong_backward(rng):
     assert max(gradcheck(Wrong(), x).values()) > 0.1
 
 
+@pytest.mark.parametrize("p,h,w", [(1, 4, 6), (0, 6, 4), (2, 2, 2)])
+def test_conv2d_gradients_in_winograds_form(rng, monkeypatch, p, h, w):
+    """The accelerated CPU path's Winograd form (lowered to 2 channels here, so that the
+    check stays small): forward and backward against central differences."""
+    from minifcn.accel import cpu, winograd
+
+    monkeypatch.setattr(winograd, "WINOGRAD_CHANNELS", 2)
+    layer = Conv2d(3, 2, 3, 1, p, rng=rng).astype(np.float64)
+    layer.bias.data[...] = rng.standard_normal(2)
+    x = distinct_values(np, (2, 3, h, w), rng)
+    layer(x)
+    assert isinstance(layer.cached().col, winograd.Winograd)
+    assert cpu.conv2d.__module__ == "minifcn.accel.cpu"
+    assert max(gradcheck(layer, x).values()) < TOL
+
+
 @pytest.mark.parametrize("k,s,p,n,cin,cout,h,w", CONV_CASES)
 def test_conv2d_gradients(xp, rng, k, s, p, n, cin, cout, h, w):
     layer = on(xp, Conv2d(cin, cout, k, s, p, rng=rng))

@@ -315,6 +315,9 @@ PATH_CASES = {
     "conv3x3 small map": (lambda: Conv2d(3, 4, 3, 1, 1, rng=0), (2, 3, 9, 8)),
     "conv3x3 narrow mid map": (lambda: Conv2d(64, 2, 3, 1, 1, rng=0), (1, 64, 23, 23)),
     "conv3x3 wide mid map": (lambda: Conv2d(65, 3, 3, 1, 1, rng=0), (1, 65, 24, 23)),
+    "conv3x3 winograd": (lambda: Conv2d(256, 256, 3, 1, 1, rng=0), (2, 256, 6, 4)),
+    "conv3x3 winograd p0": (lambda: Conv2d(256, 260, 3, 1, 0, rng=0), (1, 256, 6, 8)),
+    "conv3x3 wide, odd output": (lambda: Conv2d(256, 256, 3, 1, 1, rng=0), (1, 256, 5, 6)),
     "conv7x7 s3 p2": (lambda: Conv2d(2, 3, 7, 3, 2, rng=0), (2, 2, 11, 9)),
     "conv1x1": (lambda: Conv2d(4, 3, 1, rng=0), (2, 4, 5, 6)),
     "convT 4/2": (lambda: ConvTranspose2d(3, 3, 4, 2), (2, 3, 5, 4)),
@@ -583,8 +586,8 @@ def test_max_pool_matches_a_loop_over_output_pixels_on_both_paths(xp, rng, k, s,
             close(MaxPool2d(k, s, p, ceil_mode=ceil)(xp.asarray(x)), expected, rtol=0, atol=0)
 
 
-def test_the_conv_path_cases_reach_both_accelerated_forms():
-    from minifcn.accel import cpu
+def test_the_conv_path_cases_reach_every_accelerated_form():
+    from minifcn.accel import cpu, winograd
 
     expected = {
         "conv3x3 large map": cpu.RowShift,
@@ -594,6 +597,9 @@ def test_the_conv_path_cases_reach_both_accelerated_forms():
         "conv3x3 small map": np.ndarray,  # batch-major patches
         "conv3x3 narrow mid map": cpu.RowShift,  # 529 pixels, NARROW_CHANNELS
         "conv3x3 wide mid map": np.ndarray,  # 552 pixels, more channels than that
+        "conv3x3 winograd": winograd.Winograd,  # 256 channels in and out, an even output
+        "conv3x3 winograd p0": winograd.Winograd,
+        "conv3x3 wide, odd output": np.ndarray,  # no 2x2 tiles: batch-major
         "conv3x3 2->9 large map": np.ndarray,  # O > 4C, as VGG16's conv1_1
         "conv3x3 s2 large map": np.ndarray,
     }
@@ -690,6 +696,46 @@ def test_a_large_weight_gradient_is_made_the_other_way_round_with_the_same_value
         assert large.flags.c_contiguous and not small.flags.c_contiguous
     close(small, plain, rtol=1e-12, atol=1e-12)
     close(large, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_winograd_gives_the_same_bits_on_one_thread_or_three(rng, monkeypatch):
+    """The Winograd form's pieces (blocks of channels, the 16 products) are fixed by the
+    shapes: its forward and backward are the same bits whatever the thread count."""
+    from minifcn.accel import workers
+
+    make, shape = PATH_CASES["conv3x3 winograd"]
+    x = rng.standard_normal(shape).astype(np.float32)
+    results = []
+    for threads in (1, 3):
+        pool = workers.Workers(threads)
+        monkeypatch.setattr(workers, "workers", lambda pool=pool: pool)
+        with plain_path(False):
+            layer = make().astype(np.float32)
+            y = layer(x)
+            dx = layer.backward(np.random.default_rng(5).standard_normal(y.shape).astype("f4"))
+            results.append([y, dx] + [p.grad for p in layer.parameters()])
+        pool.close()
+    for a, b in zip(*results):
+        assert a.dtype == np.float32 and np.array_equal(a, b)
+
+
+def test_winograd_parts_refuse_what_they_cannot_tile():
+    from minifcn.accel import winograd
+
+    with pytest.raises(ValueError, match="5x7 is odd"):
+        winograd.transform_input(np.zeros((1, 1, 7, 9)), 0)
+    with pytest.raises(ValueError, match="3x3 kernel"):
+        winograd.transform_weight(np.zeros((1, 1, 5, 5)))
+    assert winograd.winograd_pays(256, 256, 3, 3, 1, 8, 8)
+    for args in [
+        (255, 256, 3, 3, 1, 8, 8),
+        (256, 128, 3, 3, 1, 8, 8),
+        (256, 256, 3, 3, 2, 8, 8),
+        (256, 256, 5, 5, 1, 8, 8),
+        (256, 256, 3, 3, 1, 7, 8),
+        (256, 256, 3, 3, 1, 8, 9),
+    ]:
+        assert not winograd.winograd_pays(*args), args  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -797,7 +843,13 @@ def test_max_pool_ties_send_the_gradient_to_the_first_offset_in_row_major_order(
 
 
 @pytest.mark.parametrize(
-    "name", ["conv3x3 large map", "conv3x3 p4 (padding > k - 1)", "conv3x3 s2 large map"]
+    "name",
+    [
+        "conv3x3 large map",
+        "conv3x3 p4 (padding > k - 1)",
+        "conv3x3 s2 large map",
+        "conv3x3 winograd",
+    ],
 )
 def test_accelerated_conv_keeps_float32(rng, name):
     from minifcn.accel import cpu

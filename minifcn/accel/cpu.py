@@ -29,6 +29,12 @@ Convolution (``conv2d``, ``conv2d_input_grad``, ``conv2d_weight_grad``)
       on layers alone: the channel-doubling layers (O = 2C) can be faster alone
       as im2col, yet the step is slower with them there (``python -m
       minifcn.bench`` times the layers and the step).
+    * 3x3, stride 1, an even output and WINOGRAD_CHANNELS (256) channels or more in and
+      out (VGG16's conv3 to conv5): Winograd's F(2x2, 3x3) (``minifcn.accel.winograd``),
+      2.25x fewer multiply-adds for 16 products instead of one, and transforms on either
+      side that are each a strided copy and a small product. Its input gradient is the
+      same form, with the forward's transformed weight turned (a view); its weight
+      gradient the batch-major product, from patches made in the backward.
     * Small maps, O > 4C and other strides: the patches are stored as (C, kh, kw, N,
       out_h, out_w), so that the whole batch is ONE matrix product (O, K) @
       (K, N*P), which BLAS runs much faster than N small ones (on a small map the
@@ -86,6 +92,7 @@ from numpy.lib.stride_tricks import as_strided, sliding_window_view
 from ..nn import relu as plain_relu
 from ..nn.im2col import conv_output_size
 from . import pool as tiled
+from . import winograd
 from .shared import channels_first, pointwise
 from .workers import PARALLEL_WORK, pool_threads, run
 
@@ -284,16 +291,21 @@ def _shifted(x, images: slice, rows: slice, p: int, kh: int, buf, kw: int, out_w
     cols = buf[: c * kw * nb * rin * out_w].reshape(c, kw, nb, rin, out_w)
     lo = min(rin, max(0, p - start))  # padded row start + t is image row start + t - p:
     hi = max(lo, min(rin, h + p - start))  # rows [lo, hi) are in the image
-    cols[:, :, :, :lo] = 0
-    cols[:, :, :, hi:] = 0
+    if lo > 0:  # (each call costs a turn at the interpreter lock: none on empty slices)
+        cols[:, :, :, :lo] = 0
+    if hi < rin:
+        cols[:, :, :, hi:] = 0
     src = x[images, :, start + lo - p : start + hi - p].transpose(1, 0, 2, 3)  # (C, nb, ., W)
     for j in range(kw):
-        u0, u1 = max(0, p - j), max(0, min(out_w, w + p - j))  # 0 <= j + u - p < w
-        u0 = min(u0, u1)
+        u1 = max(0, min(out_w, w + p - j))  # columns [u0, u1) read the image:
+        u0 = min(max(0, p - j), u1)  # 0 <= j + u - p < w
         into = cols[:, j, :, lo:hi]
-        into[..., :u0] = 0
-        into[..., u1:] = 0
-        np.copyto(into[..., u0:u1], src[..., u0 + j - p : u1 + j - p])
+        if u0 > 0:
+            into[..., :u0] = 0
+        if u1 < out_w:
+            into[..., u1:] = 0
+        if u1 > u0 and hi > lo:
+            np.copyto(into[..., u0:u1], src[..., u0 + j - p : u1 + j - p])
     return cols.reshape(c * kw, nb, rin * out_w)
 
 
@@ -396,19 +408,23 @@ def conv2d(x, weight, stride: int, padding: int):
     """As ``nn.conv.conv2d``: x (N, C, H, W), weight (O, C, kh, kw) -> y, saved.
 
     saved: (N, K, P) for 1x1 kernels (x itself), ``RowShift`` in the row-shift
-    form, else the patches (K, N*P) in the batch-major layout.
+    form, ``Winograd`` in that form, else the patches (K, N*P) in the batch-major layout.
     """
     return _conv2d(x, weight, stride, padding, None)
 
 
-def _conv2d(x, weight, stride: int, padding: int, bias):
-    """``conv2d``, with ``bias`` (O,) added where each form writes its output (or None)."""
+def _conv2d(x, weight, stride: int, padding: int, bias, winograd_form: bool = True):
+    """``conv2d``, with ``bias`` (O,) added where each form writes its output (or None);
+    ``winograd_form=False`` keeps to the other forms (``bench --winograd`` times both)."""
     n, c, h, w = x.shape
     o, _, kh, kw = weight.shape
     out_h = conv_output_size(h, kh, stride, padding)
     out_w = conv_output_size(w, kw, stride, padding)
     w2 = weight.reshape(o, -1)
     p = out_h * out_w
+    if winograd_form and winograd.winograd_pays(c, o, kh, kw, stride, out_h, out_w):
+        u = winograd.transform_weight(weight)
+        return winograd.conv3x3(x, u, padding, bias), winograd.Winograd(x, padding, u)
     if stride == 1 and not pointwise(kh, kw, stride, padding) and row_shift_pays(c, o, p):
         return _conv_row_shift(x, weight, padding, bias)
     dtype = np.result_type(x, weight)
@@ -417,18 +433,7 @@ def _conv2d(x, weight, stride: int, padding: int, bias):
         y = np.empty((n, o, p), dtype=dtype)
         _per_image_product(w2, col, y, bias)
         return y.reshape(n, o, out_h, out_w), col
-    xpad = _padded(x, padding)
-    col = BUFFERS.take((c, kh, kw, n, out_h, out_w), x.dtype)
-    channels = _blocks(c, MIN_PIECES, 1)
-
-    def gather(k):  # the patches of a block of input channels
-        ch = channels[k]
-        _gather(
-            xpad[:, ch].transpose(1, 0, 2, 3), col[ch].transpose(0, 3, 1, 2, 4, 5), kh, kw, stride
-        )
-
-    run(gather, len(channels), work=col.size // len(channels))
-    col = col.reshape(c * kh * kw, n * p)
+    col = _patches(x, kh, kw, stride, padding, out_h, out_w)
     if n == 1:  # one image (as the paper trains): the product's (O, P) is its output
         y = np.empty((1, o, p), dtype=dtype)
         _product(w2, col, y[0], bias)
@@ -441,6 +446,24 @@ def _conv2d(x, weight, stride: int, padding: int, bias):
     else:  # the bias added in the same pass
         np.add(y2.reshape(o, n, p).transpose(1, 0, 2), bias.reshape(1, o, 1), out=y)
     return y.reshape(n, o, out_h, out_w), col
+
+
+def _patches(x, kh: int, kw: int, stride: int, padding: int, out_h: int, out_w: int):
+    """The batch-major patches (C*kh*kw, N*out_h*out_w) of x (N, C, H, W), made in pieces
+    of input channels."""
+    n, c = x.shape[:2]
+    xpad = _padded(x, padding)
+    col = BUFFERS.take((c, kh, kw, n, out_h, out_w), x.dtype)
+    channels = _blocks(c, MIN_PIECES, 1)
+
+    def gather(k):  # the patches of a block of input channels
+        ch = channels[k]
+        _gather(
+            xpad[:, ch].transpose(1, 0, 2, 3), col[ch].transpose(0, 3, 1, 2, 4, 5), kh, kw, stride
+        )
+
+    run(gather, len(channels), work=col.size // len(channels))
+    return col.reshape(c * kh * kw, n * out_h * out_w)
 
 
 def _per_image_product(a, b, out, bias=None) -> None:
@@ -504,6 +527,9 @@ def conv2d_weight_grad(saved, dy):
     """As ``nn.conv.conv2d_weight_grad``: dW (O, K) from what ``conv2d`` saved and dy."""
     if isinstance(saved, RowShift):
         return _row_shift_weight_grad(saved, dy)
+    if isinstance(saved, winograd.Winograd):  # the patches, made now from the input
+        out_h, out_w = dy.shape[2:]
+        return _weight_grad_product(_patches(saved.x, 3, 3, 1, saved.padding, out_h, out_w), dy)
     return _weight_grad_product(saved, dy)
 
 
@@ -521,11 +547,7 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
         _per_image_product(weight.reshape(o, -1).T, dy.reshape(n, o, -1), dx)
         return dx.reshape(n, c, h, w)
     if stride == 1 and kh == kw:
-        turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, O, kh, kw)
-        q = kh - 1 - padding
-        if q < 0:  # the outer -q rows and columns of dy only saw padding
-            dy, q = dy[:, :, -q : out_h + q, -q : out_w + q], 0
-        return conv2d(dy, turned, 1, q)[0]
+        return conv2d(*_adjoint(dy, weight, padding))[0]
     dtype = np.result_type(weight, dy)
     hp = max(h + 2 * padding, stride * (out_h - 1) + kh)
     wp = max(w + 2 * padding, stride * (out_w - 1) + kw)
@@ -535,6 +557,18 @@ def conv2d_input_grad(dy, weight, h: int, w: int, stride: int, padding: int):
     dcol = dcol.reshape(c, kh, kw, n, out_h, out_w).transpose(0, 3, 1, 2, 4, 5)
     _scatter_add(dcol, img.transpose(1, 0, 2, 3), kh, kw, stride)
     return img[:, :, padding : padding + h, padding : padding + w]
+
+
+def _adjoint(dy, weight, padding: int):
+    """The stride-1 input gradient as a convolution's arguments (dy, turned, 1, q): dy
+    padded by q = k - 1 - padding (cropped, when the padding is larger) and the kernel
+    turned by 180 degrees, its in and out channels swapped (C, O, kh, kw)."""
+    out_h, out_w = dy.shape[2:]
+    turned = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    q = weight.shape[2] - 1 - padding
+    if q < 0:  # the outer -q rows and columns of dy only saw padding
+        dy, q = dy[:, :, -q : out_h + q, -q : out_w + q], 0
+    return dy, turned, 1, q
 
 
 def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, padding, input_grad):
@@ -554,6 +588,9 @@ def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, paddi
     # The input gradient is piece 0, which the calling thread (it starts at once) nearly
     # always takes: its output, the large array, is then allocated where the layers'
     # arrays are, not in a helper's own malloc arena, which faults fresh pages in.
+    if isinstance(col, winograd.Winograd):
+        return _winograd_backward(col, dy, weight, weight_grad, bias_grad, padding, input_grad)
+
     def piece(i):
         if i == 0 and input_grad:
             dx.append(conv2d_input_grad(dy, weight, h, w, stride, padding))
@@ -566,6 +603,24 @@ def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, paddi
 
     run(piece, 2 if input_grad else 1)  # alone, the weight gradient cuts its own products
     return dx[0] if input_grad else None
+
+
+def _winograd_backward(saved, dy, weight, weight_grad, bias_grad, padding: int, input_grad):
+    """``conv2d_backward`` after a forward in Winograd's form: the input gradient by that
+    form with the forward's transformed weight (``winograd.turned``), then the parameter
+    gradients, each on every thread of the pool in turn. Not side by side, as the other
+    forms' are: the input gradient is then much the shorter (its products are 2.25x
+    smaller), and the thread that made it would wait for the other."""
+    dx = None
+    if input_grad:
+        dy_q, _, _, q = _adjoint(dy, weight, padding)
+        dx = winograd.conv3x3(dy_q, winograd.turned(saved.u), q)
+    if weight_grad is not None:
+        dw = conv2d_weight_grad(saved, dy).reshape(weight_grad.shape)
+        np.add(weight_grad, dw, out=weight_grad)
+    if bias_grad is not None:
+        np.add(bias_grad, dy.sum(axis=(0, 2, 3)), out=bias_grad)
+    return dx
 
 
 def conv2d_bias(x, weight, bias, stride: int, padding: int):

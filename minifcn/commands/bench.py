@@ -695,8 +695,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--winograd",
         action="store_true",
-        help="also time Winograd F(2x2, 3x3)'s three parts (minifcn.analysis.winograd) at the "
-        "table's 3x3 shapes, against the accelerated forward (CPU)",
+        help="also time Winograd F(2x2, 3x3)'s parts (minifcn.accel.winograd) at the table's "
+        "3x3 shapes, against the forward without it and the accelerated forward (CPU)",
     )
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -728,27 +728,30 @@ def measure(args, xp, sync, torch, peak: float, tf32: bool | None) -> dict:
 
 
 def measure_winograd(args) -> list:
-    """Winograd F(2x2, 3x3)'s input transform, 16 products and output transform, timed at
-    every 3x3 stride-1 shape of the table, beside the accelerated forward (printed)."""
+    """Winograd F(2x2, 3x3)'s parts (the weight transform, the input transform, the 16
+    products, the output transform) timed at every 3x3 stride-1 shape of the table, beside
+    the forward of the form the accelerated path takes without it and the forward it
+    takes (Winograd's where ``winograd_pays``), printed."""
     rows = []
-    print("\nWinograd F(2x2, 3x3), forward, ms (the weight transform is left out: once a step):")
+    print("\nWinograd F(2x2, 3x3), forward, ms:")
     for case in layer_cases(args.quick):
         cin, cout, k, stride, pad = case["args"] if case["kind"] == "conv" else (0,) * 5
         if k != 3 or stride != 1 or pad != 1 or case["x"][2] % 2:
             continue
         row = winograd_row(case, cin, cout, args.repeat)
         print(
-            f"  {row['layer']:14s} input {row['input_ms']:.1f} + products "
-            f"{row['products_ms']:.1f} + output {row['output_ms']:.1f} = "
-            f"{row['winograd_ms']:.1f}; minifcn's forward {row['minifcn_ms']:.1f}"
+            f"  {row['layer']:14s} weight {row['weight_ms']:.1f} + input {row['input_ms']:.1f}"
+            f" + products {row['products_ms']:.1f} + output {row['output_ms']:.1f} = "
+            f"{row['winograd_ms']:.1f}; without Winograd {row['other_form_ms']:.1f}; "
+            f"minifcn's forward{' (Winograd)' if row['winograd_form'] else ''} "
+            f"{row['minifcn_ms']:.1f}"
         )
         rows.append(row)
     return rows
 
 
 def winograd_row(case: dict, cin: int, cout: int, repeat: int) -> dict:
-    from minifcn.accel import cpu
-    from minifcn.analysis import winograd
+    from minifcn.accel import cpu, winograd
 
     x, _ = case_inputs(case)
     weight = np.random.default_rng(1).standard_normal((cout, cin, 3, 3), dtype=np.float32)
@@ -758,12 +761,16 @@ def winograd_row(case: dict, cin: int, cout: int, repeat: int) -> dict:
     m = winograd.products(u, v)
     row = dict(
         layer=case["name"],
+        weight_ms=timeit(lambda: winograd.transform_weight(weight), repeat) * 1e3,
         input_ms=timeit(lambda: winograd.transform_input(x, 1), repeat) * 1e3,
         products_ms=timeit(lambda: winograd.products(u, v), repeat) * 1e3,
         output_ms=timeit(lambda: winograd.transform_output(m, n, h, w), repeat) * 1e3,
+        other_form_ms=timeit(lambda: cpu._conv2d(x, weight, 1, 1, None, False), repeat) * 1e3,
         minifcn_ms=timeit(lambda: cpu.conv2d(x, weight, 1, 1), repeat) * 1e3,
+        winograd_form=winograd.winograd_pays(cin, cout, 3, 3, 1, h, w),
     )
-    row["winograd_ms"] = row["input_ms"] + row["products_ms"] + row["output_ms"]
+    parts = ("weight_ms", "input_ms", "products_ms", "output_ms")
+    row["winograd_ms"] = sum(row[k] for k in parts)
     return row
 
 
