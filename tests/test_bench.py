@@ -319,6 +319,14 @@ def test_the_layer_table_alternates_minifcn_and_pytorch_and_takes_the_median_rou
     assert calls == [("minifcn", 5)] and other is None
 
 
+def test_each_figure_is_the_median_of_five_rounds_by_default_and_one_with_quick():
+    """Five, so that a slow spell that moves one library's median (three of its rounds)
+    also covers two of the other's, between them."""
+    assert bench.ROUNDS == 5 and bench.parse_args([]).rounds == 5
+    assert bench.parse_args(["--quick"]).rounds == 1
+    assert bench.parse_args(["--rounds", "2"]).rounds == 2
+
+
 def test_bench_refuses_a_round_count_out_of_range(capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--rounds", "0"])

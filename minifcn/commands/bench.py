@@ -136,6 +136,12 @@ SETTLE = {"seconds": 0.25}
 WARM_UP = {"seconds": 0.1}  # then runs, untimed, for this long (see timeit); --quick: none
 SPAN = {"seconds": 0.1}  # the timed runs of a figure last at least this long; --quick: 0
 MOST_RUNS = 1000  # and number at most this many
+# Rounds of each figure, minifcn's and PyTorch's alternating, the median taken. A slow spell
+# of a shared machine that slows the median of one library's rounds covers more than half of
+# them; with 5, that is 3 rounds, and the other library's 2 rounds between them too, so its
+# median is slowed as well. With 3, a spell over two of one library's rounds covers only
+# one of the other's, and decides the ratio alone.
+ROUNDS = 5
 
 
 class CupyEvents:
@@ -640,7 +646,7 @@ def parse_args(argv=None):
         type=bounded_int(1, 100),
         default=None,
         help="layer table and train step: rounds of --repeat runs (minifcn's and PyTorch's "
-        "alternating); each figure is the median over the rounds (default 3, with --quick 1)",
+        "alternating); each figure is the median over the rounds (default 5, with --quick 1)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
     parser.add_argument("--compare", choices=("torch",), help="also time PyTorch")
@@ -700,8 +706,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.rounds is None:
-        args.rounds = 1 if args.quick else 3
+    if args.rounds is None:  # see ROUNDS
+        args.rounds = 1 if args.quick else ROUNDS
     return args
 
 
