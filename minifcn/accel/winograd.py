@@ -8,14 +8,16 @@ minimal filtering algorithm computes it as
 
 16 multiplications per channel pair instead of 36. Over C input and O output
 channels the elementwise product becomes 16 matrix products (O, C) @ (C, tiles),
-one per position of the 4x4 transformed tile. The catch: the transforms are
-additions over every tile (the tiles overlap by 2 pixels, so the input transform
-reads each pixel 4 times and writes 4 values per pixel, as do the products'
-results), passes over memory that a convolution by one product never makes. They
-cost about the same whatever the channels, while the products' share grows with
-C*O: so it pays on the wide layers (VGG16's 256 and 512 channels, where the
-products are most of the time), not on the narrow ones (``python -m minifcn.bench
---winograd`` times the parts beside the other forms' forward).
+one per position of the 4x4 transformed tile. The catch: the transforms, on either
+side of the products (the tiles overlap by 2 pixels, so the input transform reads
+each pixel 4 times and writes 4 values per pixel, as do the products' results), are
+passes over memory that a convolution by one product never makes. Here each is, for
+a block of channels, one strided copy of the tiles and one small product with the
+transform's matrix (``BB``, ``AA``): few NumPy calls a piece. They cost in proportion
+to the values they move (C*H*W an image), the products to C*O*H*W: so the form pays
+on the wide layers (VGG16's 256 and 512 channels), not on the narrow ones
+(``python -m minifcn.bench --winograd`` times the parts beside the other forms'
+forward).
 
 The values are the convolution's up to rounding (the transforms' additions round
 differently from one product's sums), not its bits: so the form is kept to layers
@@ -39,8 +41,8 @@ A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 BB = np.kron(B_T, B_T)  # (16, 16)
 GG = np.kron(G, G)  # (16, 9)
 AA = np.kron(A_T, A_T)  # (4, 16)
-# G J = P G (J reverses a kernel's rows, P swaps rows 0 and 3 of G): the kernel turned by
-# 180 degrees transforms to U with its tile positions permuted by P in both directions
+# G J = P G (J reverses the order of a kernel's rows, P swaps rows 0 and 3 of G): the kernel
+# turned by 180 degrees transforms to U with its tile positions permuted by P both ways
 _P = (3, 1, 2, 0)
 TURNED = tuple(_P[a] * 4 + _P[b] for a in range(4) for b in range(4))
 
