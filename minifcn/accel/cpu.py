@@ -95,6 +95,7 @@ from . import pool as tiled
 from . import winograd
 from .shared import channels_first, pointwise
 from .workers import PARALLEL_WORK, pool_threads, run
+from .workers import blocks as _blocks
 
 BAND_BYTES = 4 * 2**20  # the shifted copies of one band of output rows: about this much
 ROW_SHIFT_PIXELS = 1024  # the row-shift form for output maps of at least this many pixels,
@@ -190,14 +191,6 @@ def keep_freed_memory(max_block: int = 64 * 2**20) -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     kept = mallopt(M_MMAP_THRESHOLD, max_block) == 1
     return kept and mallopt(M_TRIM_THRESHOLD, 4 * max_block) == 1
-
-
-def _blocks(size: int, count: int, least: int) -> list:
-    """range(size) cut into ``count`` slices of equal length (the last may be shorter),
-    fewer where a slice would be shorter than ``least``."""
-    count = max(1, min(count, size // max(1, least)))
-    step = -(-size // count)
-    return [slice(i, min(i + step, size)) for i in range(0, size, step)]
 
 
 def _piece_count(macs: int, most: int = MIN_PIECES) -> int:
@@ -497,29 +490,27 @@ def _weight_grad_product(col, dy):
     pixels, either way round.
     """
     n, o = dy.shape[:2]
-    dtype = np.result_type(col, dy)
     k_ = col.shape[1] if col.ndim == 3 else col.shape[0]
     large = o * k_ >= LARGE_GRAD_VALUES
+    out = np.empty((o, k_) if large else (k_, o), dtype=np.result_type(col, dy))
     if col.ndim == 2:
         dy2 = channels_first(dy)
-        out = np.empty((o, k_) if large else (k_, o), dtype=dtype)
         if large:
             _product(dy2, col.T, out)
         else:
             _product(col, dy2.T, out)
-        return out if large else out.T
-    dy3 = dy.reshape(n, o, -1)  # 1x1: each block of rows sums its images' products in order
-    out = np.empty((o, k_) if large else (k_, o), dtype=dtype)
-    rows = _blocks(out.shape[0], _piece_count(col.size * o), PIECE_ROWS)
+    else:  # 1x1: each block of rows sums its images' products in image order
+        dy3 = dy.reshape(n, o, -1)
+        rows = _blocks(out.shape[0], _piece_count(col.size * o), PIECE_ROWS)
 
-    def piece(k):
-        r = rows[k]
-        if large:
-            (dy3[:, r] @ col.transpose(0, 2, 1)).sum(axis=0, out=out[r])
-        else:
-            (col[:, r] @ dy3.transpose(0, 2, 1)).sum(axis=0, out=out[r])
+        def piece(k):
+            r = rows[k]
+            if large:
+                (dy3[:, r] @ col.transpose(0, 2, 1)).sum(axis=0, out=out[r])
+            else:
+                (col[:, r] @ dy3.transpose(0, 2, 1)).sum(axis=0, out=out[r])
 
-    run(piece, len(rows), work=col.size * o // len(rows))
+        run(piece, len(rows), work=col.size * o // len(rows))
     return out if large else out.T
 
 
@@ -583,23 +574,18 @@ def conv2d_backward(col, dy, weight, weight_grad, bias_grad, h, w, stride, paddi
     hand-off instead of one per product, and products twice the size, which BLAS
     runs faster. The values are the bits of the three steps one after another.
     """
+    if isinstance(col, winograd.Winograd):
+        return _winograd_backward(col, dy, weight, weight_grad, bias_grad, padding, input_grad)
     dx = []
 
     # The input gradient is piece 0, which the calling thread (it starts at once) nearly
     # always takes: its output, the large array, is then allocated where the layers'
     # arrays are, not in a helper's own malloc arena, which faults fresh pages in.
-    if isinstance(col, winograd.Winograd):
-        return _winograd_backward(col, dy, weight, weight_grad, bias_grad, padding, input_grad)
-
     def piece(i):
         if i == 0 and input_grad:
             dx.append(conv2d_input_grad(dy, weight, h, w, stride, padding))
             return
-        if weight_grad is not None:
-            dw = conv2d_weight_grad(col, dy).reshape(weight_grad.shape)
-            np.add(weight_grad, dw, out=weight_grad)
-        if bias_grad is not None:
-            np.add(bias_grad, dy.sum(axis=(0, 2, 3)), out=bias_grad)
+        _add_parameter_grads(col, dy, weight_grad, bias_grad)
 
     run(piece, 2 if input_grad else 1)  # alone, the weight gradient cuts its own products
     return dx[0] if input_grad else None
@@ -615,12 +601,18 @@ def _winograd_backward(saved, dy, weight, weight_grad, bias_grad, padding: int, 
     if input_grad:
         dy_q, _, _, q = _adjoint(dy, weight, padding)
         dx = winograd.conv3x3(dy_q, winograd.turned(saved.u), q)
+    _add_parameter_grads(saved, dy, weight_grad, bias_grad)
+    return dx
+
+
+def _add_parameter_grads(saved, dy, weight_grad, bias_grad) -> None:
+    """Adds the weight gradient (from what ``conv2d`` saved) and the bias gradient into
+    ``weight_grad`` and ``bias_grad``, each unless it is None (frozen)."""
     if weight_grad is not None:
         dw = conv2d_weight_grad(saved, dy).reshape(weight_grad.shape)
         np.add(weight_grad, dw, out=weight_grad)
     if bias_grad is not None:
         np.add(bias_grad, dy.sum(axis=(0, 2, 3)), out=bias_grad)
-    return dx
 
 
 def conv2d_bias(x, weight, bias, stride: int, padding: int):

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .workers import run
+from .workers import blocks, run
 
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
@@ -75,12 +75,12 @@ def transform_weight(weight):
     g = weight.reshape(o * c, 9).T  # (9, O*C), a view where the weight is contiguous
     u = np.empty((16, o * c), dtype=weight.dtype)
     gg = GG.astype(weight.dtype)
-    blocks = _blocks(o * c)
+    parts = blocks(o * c, PIECES, 1)
 
     def piece(k):
-        np.matmul(gg, g[:, blocks[k]], out=u[:, blocks[k]])
+        np.matmul(gg, g[:, parts[k]], out=u[:, parts[k]])
 
-    run(piece, len(blocks))  # a wide layer's: always worth the pool
+    run(piece, len(parts))  # a wide layer's: always worth the pool
     return u.reshape(16, o, c)
 
 
@@ -88,11 +88,6 @@ def turned(u):
     """U (16, O, C) of a weight -> the 16 (C, O) matrices of the same weight turned by 180
     degrees, its in and out channels swapped (the input gradient's): views, no copy."""
     return [u[k].T for k in TURNED]
-
-
-def _blocks(size: int) -> list:
-    step = -(-size // min(size, PIECES))
-    return [slice(i, min(i + step, size)) for i in range(0, size, step)]
 
 
 def _tiles(h: int, w: int, padding: int) -> tuple[int, int]:
@@ -116,15 +111,15 @@ def transform_input(x, padding: int):
     tiles = as_strided(xp, (4, 4, c, n, th, tw), (s_h, s_w, s_c, s_n, 2 * s_h, 2 * s_w))
     v = np.empty((16, c, n * th * tw), dtype=x.dtype)
     bb = BB.astype(x.dtype)
-    blocks = _blocks(c)
+    parts = blocks(c, PIECES, 1)
 
     def piece(k):
-        ch = blocks[k]
+        ch = parts[k]
         d = np.empty((4, 4, ch.stop - ch.start, n, th, tw), dtype=x.dtype)
         np.copyto(d, tiles[:, :, ch])
         np.matmul(bb, d.reshape(16, -1), out=v[:, ch].reshape(16, -1))
 
-    run(piece, len(blocks))
+    run(piece, len(parts))
     return v
 
 
@@ -149,17 +144,17 @@ def transform_output(m, n: int, out_h: int, out_w: int, bias=None):
     y = np.empty((n, o, th, 2, tw, 2), dtype=m.dtype)
     into = y.transpose(3, 5, 1, 0, 2, 4)  # [a, b, o, n, ty, tx] = y[n, o, ty, a, tx, b]
     aa = AA.astype(m.dtype)
-    blocks = _blocks(o)
+    parts = blocks(o, PIECES, 1)
 
     def piece(k):
-        ch = blocks[k]
+        ch = parts[k]
         tiles = (aa @ m[:, ch].reshape(16, -1)).reshape(2, 2, ch.stop - ch.start, n, th, tw)
         if bias is None:
             np.copyto(into[:, :, ch], tiles)
         else:
             np.add(tiles, bias[ch].reshape(1, 1, -1, 1, 1, 1), out=into[:, :, ch])
 
-    run(piece, len(blocks))
+    run(piece, len(parts))
     return y.reshape(n, o, out_h, out_w)
 
 

@@ -169,6 +169,14 @@ def run(piece, count: int, work: int | None = None) -> None:
     workers().run(piece, count)
 
 
+def blocks(size: int, count: int, least: int) -> list:
+    """range(size) cut into ``count`` slices of equal length (the last may be shorter),
+    fewer where a slice would be shorter than ``least``: the pieces of a layer's work."""
+    count = max(1, min(count, size // max(1, least)))
+    step = -(-size // count)
+    return [slice(i, min(i + step, size)) for i in range(0, size, step)]
+
+
 def _forget_after_fork() -> None:
     """A forked child has none of its parent's threads: it makes its own pool."""
     global _WORKERS
